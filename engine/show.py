@@ -1,0 +1,376 @@
+"""Show files: TOML, validated in full before anything starts.
+
+``load_show(path)`` parses and validates the whole file and raises one ``ShowError`` listing
+every problem with its key path, the bad value and a hint. Unknown keys are errors. Relative
+paths resolve against the show file's folder and must stay inside it.
+
+``DEMO_SHOW`` is the embedded default (simulated headset, bundled starter model).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import PathEscapeError, ShowError
+from engine.paths import resolve_inside
+
+KNOWN_FEATURES: tuple[str, ...] = (
+    "log_band_power",   # log power in delta, theta, alpha, beta, gamma
+    "relative_power",   # the same bands as a share of the total
+    "spectral_entropy",
+    "spectral_edge",    # 90 % spectral edge frequency
+    "hjorth",           # activity, mobility, complexity
+    "esense",           # device attention and meditation
+    "mfcc",             # cepstral coefficients of the window (the audio t-SNE recipe)
+)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShowMeta(Section):
+    name: str = "untitled"
+    model: str = "starter"
+    images: list[str] = Field(default_factory=list)
+    default_scene: str = "calm"
+
+
+class SimStep(Section):
+    state: Literal["relaxed", "focused", "neutral", "blinking", "off_head"]
+    seconds: Annotated[float, Field(gt=0)]
+
+
+class DeviceConfig(Section):
+    kind: Literal["thinkgear", "simulated", "replay"] = "simulated"
+    port: str = "auto"
+    baud: Literal[1200, 9600, 57600, 115200] | None = None
+    headset_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    file: str | None = None
+    speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    loop: bool = True
+    script: list[SimStep] = Field(default_factory=list)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _replay_needs_file(self) -> DeviceConfig:
+        if self.kind == "replay" and not self.file:
+            raise ValueError("kind = 'replay' needs file = 'recording.fif' (a path inside the show folder)")
+        return self
+
+
+class SignalConfig(Section):
+    window_s: Annotated[float, Field(gt=0.1, le=4.0)] = 0.5
+    hop_s: Annotated[float, Field(gt=0.01, le=4.0)] = 0.25
+    notch_hz: Literal[50, 60] | None = 50
+    band_hz: tuple[float, float] = (1.0, 45.0)
+    poor_signal_threshold: Annotated[int, Field(ge=0, le=200)] = 50
+    clip_uv: Annotated[float, Field(gt=0)] = 7000.0
+    features: list[str] = Field(default_factory=lambda: ["log_band_power", "relative_power",
+                                                         "spectral_entropy", "hjorth"])
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        unknown = [f for f in value if f not in KNOWN_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; known: {list(KNOWN_FEATURES)}")
+        if not value:
+            raise ValueError(f"at least one feature is needed; known: {list(KNOWN_FEATURES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _hop_le_window(self) -> SignalConfig:
+        if self.hop_s > self.window_s:
+            raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        lo, hi = self.band_hz
+        if not 0 < lo < hi < 256:
+            raise ValueError(f"band_hz must be (low, high) with 0 < low < high < 256, got {self.band_hz}")
+        return self
+
+
+class MapConfig(Section):
+    method: Literal["tsne", "pca"] = "tsne"
+    placement: Literal["knn", "transform"] = "knn"
+    reference_size: Annotated[int, Field(ge=20, le=20000)] = 240
+    refit_every_s: Annotated[float, Field(ge=5)] = 60.0
+    perplexity: Annotated[float, Field(gt=1, le=200)] = 30.0
+    seed: int = 0
+
+
+class Rule(Section):
+    state: str
+    when: str = Field(description="feature comparison, e.g. 'attention > 60' or 'alpha_rel > 0.3'")
+
+
+class CalibrationConfig(Section):
+    schedule: list[tuple[str, float]] = Field(default_factory=list,
+                                             description="[label, seconds] clips in order")
+    min_windows_per_label: Annotated[int, Field(ge=5)] = 20
+    classifier: Literal["logistic", "lda", "knn"] = "logistic"
+    save: str | None = None
+
+
+class StatesConfig(Section):
+    mode: Literal["rules", "clusters", "calibrated"] = "rules"
+    labels: list[str] = Field(default_factory=lambda: ["calm", "focused", "neutral"])
+    dwell_s: Annotated[float, Field(ge=0)] = 3.0
+    hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.15
+    rules: list[Rule] = Field(default_factory=list)
+    clusters: Annotated[int, Field(ge=2, le=12)] = 3
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+
+class SceneConfig(Section):
+    layers: dict[str, Annotated[float, Field(ge=-10, le=10)]] = Field(default_factory=dict)
+    channels: dict[str, list[int]] = Field(default_factory=dict)
+    zoom: Annotated[float, Field(gt=0.5, lt=2.0)] = 1.01
+    rotate: Annotated[float, Field(ge=-45, le=45)] = 0.0
+    translate: tuple[float, float] = (0.0, 0.0)
+    step: Annotated[float, Field(gt=0, le=20)] = 1.5
+    octaves: Annotated[int, Field(ge=1, le=10)] = 3
+    octave_scale: Annotated[float, Field(ge=1.05, le=3.0)] = 1.4
+    steps: Annotated[int, Field(ge=1, le=50)] = 2
+    blend: Annotated[float, Field(ge=0, le=1)] = 0.5
+    mask: str | None = None
+    guide: str | None = None
+    image: str | None = None
+    crossfade_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+
+
+class AttractConfig(Section):
+    scene: str = "attract"
+    after_s: Annotated[float, Field(ge=0)] = 5.0
+
+
+class OutputConfig(Section):
+    kind: Literal["auto", "window", "video", "png", "none"] = "auto"
+    display: Annotated[int, Field(ge=0)] = 0
+    fullscreen: bool = False
+    size: tuple[Annotated[int, Field(ge=16, le=8192)], Annotated[int, Field(ge=16, le=8192)]] = (1280, 720)
+    dream_size: tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] = (640, 360)
+    fps: Annotated[float, Field(gt=0, le=240)] = 60.0
+    vsync: bool = True
+    path: str = "dreamstate.mp4"
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class OscTarget(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 7000
+
+
+class OscConfig(Section):
+    enabled: bool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 9000
+    targets: list[OscTarget] = Field(default_factory=list)
+    rate_hz: Annotated[float, Field(gt=0, le=120)] = 30.0
+
+
+class MqttConfig(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    installation: str = "gallery"
+    node: str = "node1"
+    role: Literal["all", "eeg", "render"] = "all"
+    telemetry_hz: Annotated[float, Field(gt=0, le=50)] = 4.0
+
+
+class RecordConfig(Section):
+    enabled: bool = False
+    path: str = "recordings/session.fif"
+
+
+class Show(Section):
+    show: ShowMeta = Field(default_factory=ShowMeta)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    signal: SignalConfig = Field(default_factory=SignalConfig)
+    map: MapConfig = Field(default_factory=MapConfig)
+    states: StatesConfig = Field(default_factory=StatesConfig)
+    scenes: dict[str, SceneConfig] = Field(default_factory=dict)
+    attract: AttractConfig = Field(default_factory=AttractConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    osc: OscConfig = Field(default_factory=OscConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+
+
+class LoadedShow:
+    """A validated show plus the folder its relative paths resolve against."""
+
+    def __init__(self, show: Show, folder: Path, source: str) -> None:
+        self.show = show
+        self.folder = folder
+        self.source = source
+
+    def path(self, value: str, *, what: str = "path") -> Path:
+        """Resolve a show-relative path, refusing anything outside the show folder."""
+        return resolve_inside(self.folder, value, what=what)
+
+
+HINTS: dict[str, str] = {
+    "extra_forbidden": "remove the key or check its spelling against docs/SHOWS.md",
+    "literal_error": "use one of the allowed values",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+    "missing": "add this key",
+}
+
+ShowCheck = Callable[[LoadedShow], list[tuple[str, str]]]
+EXTRA_CHECKS: list[ShowCheck] = []
+"""Deeper checks (images readable, layers exist, ...) registered by other areas."""
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+        msg = e["msg"].removeprefix("Value error, ")
+        hint = HINTS.get(e["type"], "")
+        value = e.get("input")
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        problems.append((_key_path(loc), f"{msg}{shown}" + (f"; {hint}" if hint else "")))
+    return problems
+
+
+def _path_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
+    show = loaded.show
+    items: list[tuple[str, str | None]] = [("device.file", show.device.file),
+                                           ("states.calibration.save", show.states.calibration.save),
+                                           ("record.path", show.record.path),
+                                           ("output.path", show.output.path)]
+    items += [(f"show.images[{i}]", p) for i, p in enumerate(show.show.images)]
+    for name, scene in show.scenes.items():
+        items += [(f"scenes.{name}.mask", scene.mask), (f"scenes.{name}.guide", scene.guide),
+                  (f"scenes.{name}.image", scene.image)]
+    problems: list[tuple[str, str]] = []
+    must_exist = {"device.file"} | {k for k, _ in items if k.startswith(("show.images", "scenes."))}
+    for key, value in items:
+        if value is None or (key.startswith("scenes.") and value in BUILTIN_MASKS):
+            continue
+        try:
+            p = loaded.path(value, what=key)
+        except PathEscapeError as exc:
+            problems.append((key, str(exc)))
+            continue
+        if key in must_exist and not p.exists():
+            problems.append((key, f"file {value!r} not found at {p}; put it in the show folder or fix the name"))
+    return problems
+
+
+BUILTIN_MASKS = ("circle", "radial")
+
+
+def _scene_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
+    show = loaded.show
+    problems: list[tuple[str, str]] = []
+    if show.scenes and show.show.default_scene not in show.scenes:
+        problems.append(("show.default_scene", f"scene {show.show.default_scene!r} is not defined; "
+                         f"defined scenes: {sorted(show.scenes)}"))
+    if show.scenes and show.attract.scene not in show.scenes:
+        problems.append(("attract.scene", f"scene {show.attract.scene!r} is not defined; "
+                         f"defined scenes: {sorted(show.scenes)}"))
+    return problems
+
+
+def validate_show_data(data: dict[str, Any], folder: Path, source: str, *,
+                       deep: bool = True) -> LoadedShow:
+    """Validate a parsed TOML document; raise ``ShowError`` listing every problem."""
+    try:
+        show = Show.model_validate(data)
+    except ValidationError as err:
+        raise ShowError(source, _format_errors(err)) from None
+    loaded = LoadedShow(show, folder, source)
+    problems = _path_problems(loaded) + _scene_problems(loaded)
+    if deep and not problems:
+        for check in EXTRA_CHECKS:
+            problems += check(loaded)
+    if problems:
+        raise ShowError(source, problems)
+    return loaded
+
+
+def load_show(path: str | Path | None, *, deep: bool = True) -> LoadedShow:
+    """Load and validate a show file, or the embedded demo show when ``path`` is None."""
+    if path is None:
+        return validate_show_data(tomllib.loads(DEMO_SHOW), DEMO_FOLDER, "<demo show>", deep=deep)
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ShowError(str(p), [("(file)", f"cannot read show file: {exc.strerror}; check the path")]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ShowError(str(p), [("(toml)", f"not valid TOML: {exc}")]) from None
+    return validate_show_data(data, p.resolve().parent, str(p), deep=deep)
+
+
+DEMO_FOLDER = Path(__file__).resolve().parent.parent / "shows"
+
+DEMO_SHOW = """
+[show]
+name = "demo"
+model = "starter"
+default_scene = "calm"
+
+[device]
+kind = "simulated"
+script = [
+  { state = "relaxed", seconds = 20 },
+  { state = "focused", seconds = 20 },
+  { state = "neutral", seconds = 10 },
+  { state = "off_head", seconds = 8 },
+]
+
+[states]
+mode = "rules"
+labels = ["calm", "focused", "neutral"]
+rules = [
+  { state = "calm", when = "alpha_rel > 0.30" },
+  { state = "focused", when = "beta_rel > 0.30" },
+]
+
+[scenes.calm]
+layers = { block3 = 1.0 }
+zoom = 1.004
+rotate = 0.2
+step = 1.2
+
+[scenes.focused]
+layers = { block4 = 1.0 }
+zoom = 1.012
+rotate = -0.4
+step = 1.8
+
+[scenes.neutral]
+layers = { block2 = 1.0 }
+zoom = 1.006
+
+[scenes.attract]
+layers = { block2 = 0.5, block3 = 0.5 }
+zoom = 1.002
+rotate = 0.1
+step = 1.0
+
+[output]
+kind = "auto"
+"""
