@@ -1,0 +1,221 @@
+"""Supervise long-lived stages as named tasks in one ``asyncio.TaskGroup``.
+
+A ``Stage`` has a three-call lifecycle:
+
+* ``start()``: acquire resources (open a port, load a model). After it returns the stage is
+  ready to run. It must finish within ``start_timeout`` seconds.
+* ``run()``: the long-lived loop. It returns when the stage is finished for good (a replay
+  reached its end) and raises when the stage crashed.
+* ``stop()``: release everything. Idempotent; called after every ``start()``, whether ``run()``
+  returned, raised or was cancelled. It must finish within ``stop_timeout`` seconds.
+
+The ``Supervisor`` runs each stage in its own named task. A stage that raises is stopped,
+logged with its name, counted, and started again after a capped, jittered exponential backoff,
+while the other stages keep running. A stage that returns normally is not restarted; when it is
+``critical`` (the output window was closed, a ``--seconds`` timer ran out) the whole show
+stops. ``request_stop()`` (also wired to SIGINT and SIGTERM) cancels every stage and stops them
+all; the whole shutdown is bounded by ``shutdown_timeout`` (default 1.8 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from engine.metrics import Counters
+
+log = logging.getLogger("dreamstate.runtime")
+
+
+class Stage:
+    """Base class for a supervised stage. Override ``run`` and, when needed, ``start``/``stop``."""
+
+    name: str = "stage"
+    critical: bool = False
+    restart: bool = True
+    start_timeout: float = 30.0
+    stop_timeout: float = 1.0
+
+    async def start(self) -> None:
+        """Acquire resources. After it returns, ``run`` may be called."""
+
+    async def run(self) -> None:
+        """Run until finished (return) or crashed (raise)."""
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        """Release resources. Idempotent; safe after a failed ``start``."""
+
+
+class FunctionStage(Stage):
+    """A stage made from a coroutine function; handy for small loops and timers."""
+
+    def __init__(self, name: str, fn: Callable[[], Awaitable[None]], *, critical: bool = False,
+                 restart: bool = True) -> None:
+        self.name = name
+        self._fn = fn
+        self.critical = critical
+        self.restart = restart
+
+    async def run(self) -> None:
+        await self._fn()
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with jitter: ``min(cap, base * 2**(n-1))``, minus up to
+    ``jitter`` of itself at random, so a room full of nodes does not retry in lockstep."""
+
+    base: float = 0.2
+    cap: float = 10.0
+    jitter: float = 0.3
+    rng: random.Random = field(default_factory=random.Random)
+
+    def delay(self, attempt: int) -> float:
+        raw = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return float(raw * (1.0 - self.jitter * self.rng.random()))
+
+
+class StageStatus(enum.StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    BACKOFF = "backoff"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+
+
+HEALTHY_AFTER_S = 30.0
+"""A stage that ran this long before crashing starts its backoff from the beginning again."""
+
+
+class Supervisor:
+    """Runs stages until ``request_stop()`` or a critical stage finishes.
+
+    After ``run()`` returns, every stage has been stopped (or abandoned after its stop timeout,
+    which is logged), and no task of the supervisor is left.
+    """
+
+    def __init__(self, stages: Iterable[Stage], *, backoff: Backoff | None = None,
+                 shutdown_timeout: float = 1.8) -> None:
+        self.stages = list(stages)
+        names = [s.name for s in self.stages]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"stage names must be unique, repeated: {sorted(dupes)}")
+        self.backoff = backoff or Backoff()
+        self.shutdown_timeout = shutdown_timeout
+        self.counters = Counters()
+        self.status: dict[str, StageStatus] = {s.name: StageStatus.PENDING for s in self.stages}
+        self.last_error: dict[str, str] = {}
+        self._stopping = asyncio.Event()
+        self.stop_reason = ""
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask every stage to stop. Safe to call from signal handlers and callbacks."""
+        if not self._stopping.is_set():
+            self.stop_reason = reason
+            log.info("shutting down", extra={"reason": reason})
+            self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        installed: list[signal.Signals] = []
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(sig, self.request_stop, sig.name)
+                    installed.append(sig)
+                except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+                    log.debug("cannot install handler", extra={"signal": sig.name})
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for stage in self.stages:
+                    tg.create_task(self._supervise(stage), name=f"stage:{stage.name}")
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    async def _supervise(self, stage: Stage) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            self.status[stage.name] = StageStatus.STARTING
+            started_at = time.monotonic()
+            try:
+                await asyncio.wait_for(stage.start(), timeout=stage.start_timeout)
+                self.status[stage.name] = StageStatus.RUNNING
+                finished = await self._run_until_stop(stage)
+            except Exception as exc:
+                self.counters.inc(f"{stage.name}.crashes")
+                self.last_error[stage.name] = f"{type(exc).__name__}: {exc}"
+                await self._stop_stage(stage)
+                if not stage.restart:
+                    log.error("stage failed and is not restarted", exc_info=exc,
+                              extra={"stage": stage.name})
+                    self.status[stage.name] = StageStatus.STOPPED
+                    if stage.critical:
+                        self.request_stop(f"critical stage {stage.name} failed")
+                    return
+                if time.monotonic() - started_at > HEALTHY_AFTER_S:
+                    attempt = 0
+                attempt += 1
+                delay = self.backoff.delay(attempt)
+                self.status[stage.name] = StageStatus.BACKOFF
+                log.error("stage crashed; restarting after backoff", exc_info=exc,
+                          extra={"stage": stage.name, "attempt": attempt, "delay_s": round(delay, 3)})
+                self.counters.inc(f"{stage.name}.restarts")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                continue
+            await self._stop_stage(stage)
+            if finished:
+                self.status[stage.name] = StageStatus.FINISHED
+                log.info("stage finished", extra={"stage": stage.name})
+                if stage.critical:
+                    self.request_stop(f"stage {stage.name} finished")
+            else:
+                self.status[stage.name] = StageStatus.STOPPED
+            return
+        self.status[stage.name] = StageStatus.STOPPED
+
+    async def _run_until_stop(self, stage: Stage) -> bool:
+        """Run the stage; True when it finished by itself, False when stopped. Raises on crash."""
+        run_task = asyncio.create_task(stage.run(), name=f"{stage.name}.run")
+        stop_task = asyncio.create_task(self._stopping.wait(), name=f"{stage.name}.stopwatch")
+        try:
+            await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+        if run_task.done():
+            run_task.result()  # re-raises the crash
+            return True
+        run_task.cancel()
+        try:
+            await asyncio.wait_for(run_task, timeout=self.shutdown_timeout / 2)
+        except (asyncio.CancelledError, TimeoutError):
+            pass
+        except Exception as exc:  # an error while unwinding is logged, not fatal
+            log.warning("stage raised while cancelling", exc_info=exc, extra={"stage": stage.name})
+        return False
+
+    async def _stop_stage(self, stage: Stage) -> None:
+        try:
+            await asyncio.wait_for(stage.stop(), timeout=stage.stop_timeout)
+        except TimeoutError:
+            self.counters.inc(f"{stage.name}.stop_timeouts")
+            log.warning("stage did not stop in time", extra={"stage": stage.name,
+                                                              "timeout_s": stage.stop_timeout})
+        except Exception as exc:
+            self.counters.inc(f"{stage.name}.stop_errors")
+            log.warning("stage failed to stop cleanly", exc_info=exc, extra={"stage": stage.name})

@@ -1,0 +1,149 @@
+"""Supervisor: restarts with backoff, isolation between stages, clean signal shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from engine.runtime import Backoff, FunctionStage, Stage, StageStatus, Supervisor
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    b = Backoff(base=0.1, cap=1.0, jitter=0.5, rng=random.Random(1))
+    delays = [b.delay(n) for n in range(1, 12)]
+    assert all(0.05 <= d <= 1.0 for d in delays)
+    assert delays[0] <= 0.1
+    assert max(delays[6:]) <= 1.0
+    assert len({round(d, 6) for d in delays[6:]}) > 1, "jitter must vary the capped delays"
+
+
+class Flaky(Stage):
+    """Crashes on its first two runs, then runs until cancelled."""
+
+    def __init__(self) -> None:
+        self.name = "flaky"
+        self.starts = 0
+        self.stops = 0
+
+    async def start(self) -> None:
+        self.starts += 1
+
+    async def run(self) -> None:
+        if self.starts <= 2:
+            raise RuntimeError(f"boom {self.starts}")
+        await asyncio.Event().wait()
+
+    async def stop(self) -> None:
+        self.stops += 1
+
+
+async def test_crashed_stage_restarts_while_others_keep_running() -> None:
+    flaky = Flaky()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    sup = Supervisor([flaky, FunctionStage("ticker", ticker)],
+                     backoff=Backoff(base=0.01, cap=0.02, jitter=0.1))
+    task = asyncio.create_task(sup.run(handle_signals=False))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if flaky.starts >= 3 and sup.status["flaky"] is StageStatus.RUNNING:
+            break
+    ticks_mid = ticks
+    await asyncio.sleep(0.05)
+    assert ticks > ticks_mid, "the healthy stage kept running"
+    assert sup.counters.get("flaky.crashes") == 2
+    assert sup.counters.get("flaky.restarts") == 2
+    assert "boom 2" in sup.last_error["flaky"]
+    sup.request_stop("test")
+    await asyncio.wait_for(task, timeout=2)
+    assert flaky.stops == flaky.starts == 3, "stop() follows every start()"
+    assert sup.status["ticker"] is StageStatus.STOPPED
+
+
+async def test_critical_stage_finishing_stops_the_show() -> None:
+    async def short() -> None:
+        await asyncio.sleep(0.02)
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    sup = Supervisor([FunctionStage("timer", short, critical=True), FunctionStage("loop", forever)])
+    await asyncio.wait_for(sup.run(handle_signals=False), timeout=2)
+    assert sup.status["timer"] is StageStatus.FINISHED
+    assert sup.status["loop"] is StageStatus.STOPPED
+    assert "timer" in sup.stop_reason
+
+
+async def test_stage_that_ignores_stop_is_abandoned_in_time() -> None:
+    class Stubborn(Stage):
+        name = "stubborn"
+        stop_timeout = 0.2
+
+        async def run(self) -> None:
+            await asyncio.Event().wait()
+
+        async def stop(self) -> None:
+            await asyncio.sleep(10)
+
+    sup = Supervisor([Stubborn()])
+    task = asyncio.create_task(sup.run(handle_signals=False))
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    sup.request_stop()
+    await asyncio.wait_for(task, timeout=2)
+    assert time.monotonic() - t0 < 1.5
+    assert sup.counters.get("stubborn.stop_timeouts") == 1
+
+
+def test_duplicate_stage_names_are_refused() -> None:
+    async def noop() -> None:
+        return None
+
+    with pytest.raises(ValueError, match="unique"):
+        Supervisor([FunctionStage("a", noop), FunctionStage("a", noop)])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_shuts_down_within_two_seconds(sig: signal.Signals) -> None:
+    script = textwrap.dedent("""
+        import asyncio, sys
+        from engine.runtime import FunctionStage, Supervisor
+
+        async def forever():
+            while True:
+                await asyncio.sleep(0.01)
+
+        async def main():
+            sup = Supervisor([FunctionStage("a", forever), FunctionStage("b", forever)])
+            print("ready", flush=True)
+            await sup.run()
+            print("clean", sup.stop_reason, flush=True)
+
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=5)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 0
+    assert f"clean {sig.name}" in out
+    assert elapsed < 2.0, f"shutdown took {elapsed:.2f} s"
