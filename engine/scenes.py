@@ -1,0 +1,161 @@
+"""Scenes: the EEG state picks the dream recipe, with timed crossfades and an attract mode.
+
+``SceneDirector`` is pure logic with an injectable clock, so it is tested without a renderer:
+
+* ``on_state(state)``: the state's label names the target scene (a scene with that name, else
+  the show's default scene). ``absent`` (nobody wears the headset) switches to the attract
+  scene once it has lasted ``attract.after_s`` seconds.
+* ``override(label)`` / ``set_scene(name)``: manual control (OSC/MQTT); an override wins over
+  the EEG state until cleared with ``override(None)``.
+* ``recipe(now)``: the recipe to render now. Numbers (layer weights, zoom, rotation, step,
+  blend) move linearly from where they were to the target scene over the target's
+  ``crossfade_s``; discrete fields (octaves, steps, mask, guide, image) switch at once.
+  ``generation`` grows whenever the target scene changes, so the renderer can tell.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from engine.errors import DreamstateError
+from engine.records import ABSENT, DreamRecipe, EegState
+from engine.show import SceneConfig, Show
+
+log = logging.getLogger("dreamstate.scenes")
+
+
+def scene_recipe(scene: SceneConfig, generation: int = 0) -> DreamRecipe:
+    """The recipe a scene asks for, before any crossfade."""
+    return DreamRecipe(
+        layer_weights=dict(scene.layers),
+        channels={k: tuple(v) for k, v in scene.channels.items()},
+        step=scene.step,
+        octaves=scene.octaves,
+        octave_scale=scene.octave_scale,
+        steps_per_octave=scene.steps,
+        zoom=scene.zoom,
+        rotate_deg=scene.rotate,
+        translate=scene.translate,
+        mask=scene.mask,
+        guide=scene.guide,
+        source_image=scene.image,
+        blend=scene.blend,
+        generation=generation,
+    )
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    return a + (b - a) * t
+
+
+def blend_recipes(a: DreamRecipe, b: DreamRecipe, t: float) -> DreamRecipe:
+    """``a`` at t=0, ``b`` at t=1; numbers interpolate, discrete fields come from ``b``."""
+    t = min(1.0, max(0.0, t))
+    names = list(dict.fromkeys([*a.layer_weights, *b.layer_weights]))
+    weights = {n: _lerp(a.layer_weights.get(n, 0.0), b.layer_weights.get(n, 0.0), t) for n in names}
+    weights = {n: w for n, w in weights.items() if abs(w) > 1e-6 or n in b.layer_weights}
+    return replace(
+        b,
+        layer_weights=weights,
+        step=_lerp(a.step, b.step, t),
+        zoom=_lerp(a.zoom, b.zoom, t),
+        rotate_deg=_lerp(a.rotate_deg, b.rotate_deg, t),
+        translate=(_lerp(a.translate[0], b.translate[0], t), _lerp(a.translate[1], b.translate[1], t)),
+        blend=_lerp(a.blend, b.blend, t),
+    )
+
+
+@dataclass
+class _Fade:
+    start: DreamRecipe
+    target: DreamRecipe
+    t0: float
+    duration: float
+
+
+class SceneDirector:
+    """Chooses the scene from EEG state and overrides, and crossfades between scenes."""
+
+    def __init__(self, show: Show, clock: Callable[[], float] = time.monotonic) -> None:
+        if not show.scenes:
+            raise DreamstateError("the show defines no [scenes.*]",
+                                  hint="add at least one [scenes.<state>] table with layers = {...}")
+        self.show = show
+        self.clock = clock
+        self.generation = 0
+        self.scene_name = show.show.default_scene if show.show.default_scene in show.scenes \
+            else next(iter(show.scenes))
+        self._override: str | None = None
+        self._manual_scene: str | None = None
+        self._absent_since: float | None = None
+        self._state_label: str | None = None
+        now = clock()
+        first = scene_recipe(show.scenes[self.scene_name], self.generation)
+        self._fade = _Fade(first, first, now, 0.0)
+
+    # --- inputs -------------------------------------------------------------------------
+    def on_state(self, state: EegState) -> None:
+        now = self.clock()
+        self._state_label = state.label
+        if state.label == ABSENT:
+            if self._absent_since is None:
+                self._absent_since = now
+        else:
+            self._absent_since = None
+        self._retarget(now)
+
+    def override(self, label: str | None) -> None:
+        """Force a state label ("" or None clears it)."""
+        self._override = label or None
+        self._retarget(self.clock())
+
+    def set_scene(self, name: str | None) -> None:
+        """Pick a scene by name regardless of state (None returns control to the state)."""
+        if name is not None and name not in self.show.scenes:
+            raise DreamstateError(f"unknown scene {name!r}",
+                                  hint=f"use one of {sorted(self.show.scenes)}")
+        self._manual_scene = name
+        self._retarget(self.clock())
+
+    def tick(self) -> None:
+        """Re-evaluate time-based choices (attract mode after ``attract.after_s``)."""
+        self._retarget(self.clock())
+
+    # --- outputs ------------------------------------------------------------------------
+    def target_scene(self, now: float) -> str:
+        if self._manual_scene:
+            return self._manual_scene
+        label = self._override or self._state_label
+        if label == ABSENT or (label is None and self._absent_since is not None):
+            absent_for = 0.0 if self._absent_since is None else now - self._absent_since
+            if self._override == ABSENT or absent_for >= self.show.attract.after_s:
+                return self.show.attract.scene if self.show.attract.scene in self.show.scenes \
+                    else self.scene_name
+            return self.scene_name
+        if label and label in self.show.scenes:
+            return label
+        return self.show.show.default_scene if self.show.show.default_scene in self.show.scenes \
+            else self.scene_name
+
+    def recipe(self, now: float | None = None) -> DreamRecipe:
+        now = self.clock() if now is None else now
+        f = self._fade
+        if f.duration <= 0:
+            return f.target
+        return blend_recipes(f.start, f.target, (now - f.t0) / f.duration)
+
+    def _retarget(self, now: float) -> None:
+        name = self.target_scene(now)
+        if name == self.scene_name:
+            return
+        current = self.recipe(now)
+        self.generation += 1
+        scene = self.show.scenes[name]
+        target = scene_recipe(scene, self.generation)
+        self._fade = _Fade(replace(current, generation=self.generation), target, now, scene.crossfade_s)
+        log.info("scene change", extra={"from": self.scene_name, "to": name,
+                                        "crossfade_s": scene.crossfade_s})
+        self.scene_name = name

@@ -1,0 +1,80 @@
+"""Scene choice from EEG state, overrides, attract mode and crossfades (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import DreamstateError
+from engine.records import ABSENT, EegState
+from engine.scenes import SceneDirector
+from engine.show import load_show
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def state(label: str) -> EegState:
+    return EegState(label=label, probabilities={label: 1.0}, confidence=1.0, time=0.0)
+
+
+@pytest.fixture
+def director() -> tuple[SceneDirector, Clock]:
+    clock = Clock()
+    return SceneDirector(load_show(None, deep=False).show, clock=clock), clock
+
+
+def test_state_picks_its_scene_and_crossfades(director: tuple[SceneDirector, Clock]) -> None:
+    d, clock = director
+    calm = d.recipe()
+    assert d.scene_name == "calm"
+    d.on_state(state("focused"))
+    assert d.scene_name == "focused"
+    start = d.recipe()
+    assert start.zoom == pytest.approx(calm.zoom)
+    clock.t += 1.0  # half of the default 2 s crossfade
+    mid = d.recipe()
+    assert mid.zoom == pytest.approx((1.004 + 1.012) / 2)
+    assert mid.layer_weights["block3"] == pytest.approx(0.5)
+    assert mid.layer_weights["block4"] == pytest.approx(0.5)
+    clock.t += 5
+    end = d.recipe()
+    assert end.zoom == pytest.approx(1.012)
+    assert end.layer_weights == {"block4": 1.0}
+    assert end.generation == mid.generation == 1
+
+
+def test_unknown_label_falls_back_to_default_scene(director: tuple[SceneDirector, Clock]) -> None:
+    d, _ = director
+    d.on_state(state("focused"))
+    d.on_state(state("horror"))
+    assert d.scene_name == "calm"
+
+
+def test_absent_goes_to_attract_after_delay(director: tuple[SceneDirector, Clock]) -> None:
+    d, clock = director
+    d.on_state(state(ABSENT))
+    assert d.scene_name == "calm", "a short drop-out must not switch scenes"
+    clock.t += 5.1
+    d.tick()
+    assert d.scene_name == "attract"
+    d.on_state(state("focused"))
+    assert d.scene_name == "focused"
+
+
+def test_override_and_manual_scene_win(director: tuple[SceneDirector, Clock]) -> None:
+    d, _ = director
+    d.override("focused")
+    d.on_state(state("calm"))
+    assert d.scene_name == "focused"
+    d.override(None)
+    assert d.scene_name == "calm"
+    d.set_scene("neutral")
+    d.on_state(state("focused"))
+    assert d.scene_name == "neutral"
+    with pytest.raises(DreamstateError, match="unknown scene"):
+        d.set_scene("nope")
