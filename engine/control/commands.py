@@ -1,0 +1,93 @@
+"""Typed control commands, shared by every transport (OSC now; MQTT uses the same addresses).
+
+``parse_command(address, args)`` turns ``/dreamstate/zoom 1.02`` into ``Command("zoom", 1.02)``
+or raises ``ControlError`` with a message that names the address and says what it expects. The
+address set follows ``../shared/DESIGN.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import DreamstateError
+
+PREFIX = "/dreamstate"
+
+
+class ControlError(DreamstateError):
+    """A control message that cannot be applied (unknown address, wrong arguments)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One control action. ``name`` is the address without the prefix; ``value`` is typed."""
+
+    name: str
+    value: Any = None
+    target: str | None = None  # the layer name for ``layer``
+
+
+def _one_float(address: str, args: list[Any], lo: float, hi: float) -> float:
+    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
+        raise ControlError(f"{address} expects one number, got {args!r}",
+                           hint=f"send a float between {lo} and {hi}")
+    v = float(args[0])
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise ControlError(f"{address} value {v} is out of range", hint=f"send {lo} .. {hi}")
+    return v
+
+
+def _one_str(address: str, args: list[Any], *, allow_empty: bool = False) -> str:
+    if len(args) != 1 or not isinstance(args[0], str) or (not allow_empty and not args[0]):
+        raise ControlError(f"{address} expects one string, got {args!r}", hint="send a string argument")
+    return args[0]
+
+
+def _one_int(address: str, args: list[Any], lo: int, hi: int) -> int:
+    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
+        raise ControlError(f"{address} expects one integer, got {args!r}", hint=f"send an int {lo} .. {hi}")
+    v = float(args[0])
+    if not v.is_integer() or not lo <= v <= hi:
+        raise ControlError(f"{address} value {args[0]!r} is not an integer in {lo} .. {hi}",
+                           hint=f"send an int {lo} .. {hi}")
+    return int(v)
+
+
+def parse_command(address: str, args: list[Any]) -> Command:
+    """Validate one message. Raises ``ControlError`` naming the address and the fix."""
+    if not address.startswith(PREFIX + "/"):
+        raise ControlError(f"unknown OSC address {address!r}", hint=f"addresses start with {PREFIX}/")
+    name = address[len(PREFIX) + 1:]
+    if name.startswith("layer/"):
+        layer = name[len("layer/"):]
+        if not layer:
+            raise ControlError(f"{address} needs a layer name", hint="send /dreamstate/layer/<name> <weight>")
+        return Command("layer", _one_float(address, args, -10.0, 10.0), target=layer)
+    match name:
+        case "scene":
+            return Command("scene", _one_str(address, args))
+        case "zoom":
+            return Command("zoom", _one_float(address, args, 0.5, 2.0))
+        case "rotate":
+            return Command("rotate", _one_float(address, args, -45.0, 45.0))
+        case "step":
+            return Command("step", _one_float(address, args, 0.0, 20.0))
+        case "octaves":
+            return Command("octaves", _one_int(address, args, 1, 10))
+        case "image":
+            if len(args) == 1 and isinstance(args[0], int) and not isinstance(args[0], bool):
+                return Command("image", args[0])
+            return Command("image", _one_str(address, args))
+        case "pause" | "play" | "calibrate/stop":
+            return Command(name)
+        case "blackout":
+            return Command("blackout", _one_int(address, args, 0, 1) if args else 1)
+        case "state/override":
+            return Command("override", _one_str(address, args, allow_empty=True) if args else "")
+        case "calibrate/start":
+            return Command("calibrate/start", _one_str(address, args))
+    raise ControlError(f"unknown OSC address {address!r}",
+                       hint="see the control table in README.md (scene, layer/<name>, zoom, rotate, step, "
+                            "octaves, image, pause, play, blackout, state/override, calibrate/start|stop)")
