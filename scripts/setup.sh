@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-apps)   # Xvfb + xwd: the projector-window tests run a real X server
+APT_PACKAGES=(xvfb x11-apps mosquitto)   # Xvfb + xwd: real X server for window tests; mosquitto: real MQTT broker for tests
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
