@@ -1,0 +1,140 @@
+"""Property tests for the ThinkGear parser: chunking, round trips, fuzz."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devices.thinkgear import (
+    KNOWN_CODES,
+    AsicPower,
+    Attention,
+    BlinkStrength,
+    DongleStatus,
+    EegPower,
+    HeartRateValue,
+    Meditation,
+    Packet,
+    ParseItem,
+    PoorSignal,
+    Raw8Bit,
+    RawMarker,
+    RawValue,
+    Row,
+    RrInterval,
+    ThinkGearParser,
+    UnknownRow,
+    encode_packet,
+    encode_raw,
+    encode_row,
+    expand,
+)
+
+SETTINGS = settings(max_examples=150, deadline=None)
+
+u8 = st.integers(0, 255)
+f32 = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+def _unknown() -> st.SearchStrategy[UnknownRow]:
+    def build(level: int, code: int, data: bytes) -> UnknownRow:
+        return UnknownRow(level, code, data[:1] if code < 0x80 else data)
+
+    codes = st.integers(0, 255).filter(lambda c: c != 0x55)
+    return st.builds(build, st.integers(0, 4), codes, st.binary(min_size=1, max_size=12)).filter(
+        lambda r: not (r.level == 0 and r.code in KNOWN_CODES))
+
+
+def _dongle() -> st.SearchStrategy[DongleStatus]:
+    return st.one_of(
+        st.builds(DongleStatus, st.integers(0xD0, 0xD3), st.none() | st.integers(0, 0xFFFF),
+                  st.none()),
+        st.builds(DongleStatus, st.just(0xD4), st.none(), st.booleans()),
+    )
+
+
+rows_st: st.SearchStrategy[Row] = st.one_of(
+    st.builds(RawValue, st.integers(-32768, 32767)),
+    st.builds(PoorSignal, u8), st.builds(Attention, u8), st.builds(Meditation, u8),
+    st.builds(BlinkStrength, u8), st.builds(HeartRateValue, u8), st.builds(Raw8Bit, u8),
+    st.builds(RawMarker, u8), st.builds(RrInterval, st.integers(0, 0xFFFF)),
+    st.builds(AsicPower, st.tuples(*[st.integers(0, 0xFFFFFF)] * 8)),
+    st.builds(EegPower, st.tuples(*[f32] * 8)),
+    _dongle(), _unknown(),
+)
+
+
+def _fits(rows: list[Row]) -> bool:
+    return sum(len(encode_row(r)) for r in rows) <= 169
+
+
+packets_st = st.lists(rows_st, max_size=6).filter(_fits)
+# A realistic mix: mostly raw packets, some multi-row frames.
+frames_st = st.lists(st.one_of(st.integers(-32768, 32767), packets_st), min_size=1, max_size=60)
+
+
+def _encode(frames: list[int | list[Row]]) -> tuple[bytes, list[Packet]]:
+    data = b"".join(encode_raw(f) if isinstance(f, int) else encode_packet(f) for f in frames)
+    expected = [Packet((RawValue(f),)) if isinstance(f, int) else Packet(tuple(f)) for f in frames]
+    return data, expected
+
+
+def _feed_split(data: bytes, cuts: list[int]) -> list[ParseItem]:
+    p = ThinkGearParser()
+    out: list[ParseItem] = []
+    prev = 0
+    for c in [*sorted({min(c, len(data)) for c in cuts}), len(data)]:
+        out.extend(p.feed(data[prev:c]))
+        prev = c
+    return out
+
+
+@SETTINGS
+@given(frames_st)
+def test_encode_then_parse_returns_the_input(frames: list[int | list[Row]]) -> None:
+    data, expected = _encode(frames)
+    p = ThinkGearParser()
+    assert expand(p.feed(data)) == expected
+    assert p.counters.get("frames") == len(expected)
+    assert p.counters.get("resyncs") == 0
+    assert p.pending == 0
+
+
+@SETTINGS
+@given(frames_st, st.binary(max_size=40), st.lists(st.integers(0, 4000), max_size=12))
+def test_any_split_gives_the_same_packets(frames: list[int | list[Row]], junk: bytes,
+                                          cuts: list[int]) -> None:
+    data, _ = _encode(frames)
+    mid = len(data) // 2
+    data = junk + data[:mid] + junk + b"\xaa" + data[mid:]
+    whole = expand(ThinkGearParser().feed(data))
+    assert expand(_feed_split(data, cuts)) == whole
+
+
+@SETTINGS
+@given(st.binary(max_size=600), st.lists(st.integers(0, 600), max_size=8))
+def test_arbitrary_bytes_never_raise(data: bytes, cuts: list[int]) -> None:
+    items = _feed_split(data, cuts)
+    assert expand(items) == expand(ThinkGearParser().feed(data))
+
+
+@SETTINGS
+@given(st.lists(st.sampled_from([0xAA, 0x55, 0x04, 0x80, 0x02, 0x00, 0xFF, 0xD4, 0x83]),
+                max_size=400),
+       st.integers(-32768, 32767))
+def test_sync_heavy_garbage_then_a_packet(garbage: list[int], value: int) -> None:
+    """Whatever garbage came before, packets that follow are decoded once no frame starting in
+    the garbage can reach them (a frame is at most 173 bytes)."""
+    data = bytes(garbage) + encode_raw(value) * 30
+    p = ThinkGearParser()
+    items = expand(p.feed(data))
+    raws = [r for it in items if isinstance(it, Packet) for r in it.rows if isinstance(r, RawValue)]
+    assert raws[-5:] == [RawValue(value)] * 5
+    assert p.pending == 0
+
+
+def test_eeg_power_floats_are_big_endian() -> None:
+    row = EegPower((1.5, 0.0, -2.0, 3.0, 4.0, 5.0, 6.0, 7.0))
+    assert encode_row(row)[2:6] == struct.pack(">f", 1.5)
