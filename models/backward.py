@@ -1,0 +1,506 @@
+"""Backward rules: for each forward op, standard-ONNX nodes computing input gradients.
+
+A rule gets the forward :class:`~models.graph.Node` and the gradients of its outputs (``None``
+where an output carries no gradient) and returns one gradient name (or ``None``) per input.
+Rules only emit opset-18 ops that stock onnxruntime runs on CPU and CUDA. Some rules also
+rewrite the forward node (``forward``), e.g. MaxPool also emits its Indices.
+
+Facts the rules rely on (checked with onnxruntime 1.31/1.32):
+- Conv -> ConvTranspose with the same weights; for stride > 1 the result is zero-padded back to
+  the input's (dynamic) shape with Shape/Sub/Pad (output_padding cannot be dynamic).
+- MaxPool Indices are flat over N*C*H*W; ScatterElements(reduction="add") into a flat zero
+  tensor is exact for overlapping windows (MaxUnpool overwrites and has no CUDA kernel).
+- Elementwise masks use the op's *output* where that is equivalent (Relu: y > 0), so onnxruntime
+  can still fuse Conv+Relu in the forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from engine.errors import ModelError
+from models.graph import Node
+
+if TYPE_CHECKING:
+    from models.compiler import Emitter
+
+Grad = str | None
+
+
+@dataclass
+class Context:
+    em: Emitter
+    maxpool_mode: str = "indices"
+    diff: set[str] = field(default_factory=set)
+    pool_indices: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rule:
+    backward: Callable[[Context, Node, list[Grad]], list[Grad]]
+    forward: Callable[[Context, Node], None] | None = None
+
+
+NO_GRADIENT = frozenset({"Shape", "Size"})
+
+
+def _ints(v: Any, n: int, default: int) -> list[int]:
+    return [int(x) for x in v] if v else [default] * n
+
+
+def _need_const(ctx: Context, name: str, node: Node, what: str) -> np.ndarray:
+    if name not in ctx.em.fg.consts:
+        raise ModelError(
+            f"{node.op} node {node.name or node.outputs[0]!r}: {what} {name!r} depends on the image; "
+            "the dream compiler needs it constant",
+            hint="use a model whose weights are initializers",
+        )
+    return ctx.em.fg.consts[name]
+
+
+def _static_pads(node: Node, k: list[int], s: list[int], d: list[int]) -> list[int] | None:
+    """Explicit pads [b..., e...] or None when they depend on the input size (SAME, stride>1)."""
+    sp = len(k)
+    auto = str(node.attrs.get("auto_pad", "NOTSET") or "NOTSET")
+    if auto == "NOTSET":
+        return _ints(node.attrs.get("pads"), 2 * sp, 0)
+    if auto == "VALID":
+        return [0] * (2 * sp)
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        if any(x != 1 for x in s):
+            return None
+        total = [di * (ki - 1) for ki, di in zip(k, d, strict=True)]
+        small = [t // 2 for t in total]
+        big = [t - t // 2 for t in total]
+        return small + big if auto == "SAME_UPPER" else big + small
+    raise ModelError(f"{node.op} node {node.name!r} has unknown auto_pad {auto!r}", hint="re-export the model")
+
+
+def _same_dynamic_slice(ctx: Context, node: Node, full: str, x: str, sp: int) -> str:
+    """Crop a pads=0 transposed result to x's size for SAME padding with stride > 1."""
+    em = ctx.em
+    auto = str(node.attrs.get("auto_pad"))
+    big_len = em.tail_shape(full, 2)
+    size = em.tail_shape(x, 2)
+    total = em.op("Max", [em.op("Sub", [big_len, size]), em.const([0] * sp, np.int64)])
+    half = em.op("Div", [total, em.const([2] * sp, np.int64)])
+    begin = half if auto == "SAME_UPPER" else em.op("Sub", [total, half])
+    end = em.op("Add", [begin, size])
+    crop = em.op("Slice", [full, begin, end, em.const(list(range(2, 2 + sp)), np.int64)])
+    return em.pad_end_to(crop, x)
+
+
+# ---------------------------------------------------------------------------------------- Conv
+def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    x, w = n.inputs[0], n.inputs[1]
+    wv = _need_const(ctx, w, n, "weight")
+    sp = wv.ndim - 2
+    k = _ints(n.attrs.get("kernel_shape"), sp, 1) if n.attrs.get("kernel_shape") else list(wv.shape[2:])
+    s = _ints(n.attrs.get("strides"), sp, 1)
+    d = _ints(n.attrs.get("dilations"), sp, 1)
+    group = int(n.attrs.get("group", 1))
+    pads = _static_pads(n, k, s, d)
+    attrs = {"dilations": d, "group": group, "strides": s, "kernel_shape": k}
+    if pads is not None:
+        dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads, **attrs)
+        if any(si > 1 for si in s):
+            dx = em.pad_end_to(dx, x)
+    else:
+        full = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=[0] * (2 * sp), **attrs)
+        dx = _same_dynamic_slice(ctx, n, full, x, sp)
+    return [dx, None, None]
+
+
+# ------------------------------------------------------------------------------------- pooling
+def maxpool_forward(ctx: Context, n: Node) -> None:
+    em = ctx.em
+    if int(n.attrs.get("storage_order", 0)) != 0:
+        raise ModelError(f"MaxPool node {n.name!r} uses storage_order=1", hint="re-export with row-major order")
+    idx = n.outputs[1] if len(n.outputs) > 1 and n.outputs[1] else em.fresh("pool_idx")
+    em.raw("MaxPool", n.inputs, [n.outputs[0], idx], **n.attrs)
+    ctx.pool_indices[n.outputs[0]] = idx
+
+
+def maxpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    x = n.inputs[0]
+    idx = ctx.pool_indices[n.outputs[0]]
+    size = em.op("Reshape", [em.op("Size", [x]), em.const([1], np.int64)])
+    from onnx import helper
+
+    zeros = em.op("ConstantOfShape", [size], value=helper.make_tensor("z", 1, [1], [0.0]), hint="mpzeros")
+    flat_i = em.op("Reshape", [idx, em.const([-1], np.int64)])
+    flat_g = em.op("Reshape", [g[0], em.const([-1], np.int64)])
+    scat = em.op("ScatterElements", [zeros, flat_i, flat_g], axis=0, reduction="add", hint="dmaxpool")
+    return [em.op("Reshape", [scat, em.shape(x)])]
+
+
+def avgpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    x, y = n.inputs[0], n.outputs[0]
+    ks = n.attrs.get("kernel_shape")
+    if not ks:
+        raise ModelError(f"AveragePool node {n.name!r} has no kernel_shape", hint="re-export the model")
+    k = [int(v) for v in ks]
+    sp = len(k)
+    s = _ints(n.attrs.get("strides"), sp, 1)
+    d = _ints(n.attrs.get("dilations"), sp, 1)
+    if any(v != 1 for v in d):
+        raise ModelError(f"AveragePool node {n.name!r} uses dilations {d}", hint="only dilation 1 is supported")
+    pads = _static_pads(n, k, s, d)
+    if pads is None:
+        raise ModelError(
+            f"AveragePool node {n.name!r} uses auto_pad SAME with stride {s}",
+            hint="re-export the model with explicit pads",
+        )
+    ceil = int(n.attrs.get("ceil_mode", 0))
+    include = int(n.attrs.get("count_include_pad", 0))
+    kernel = em.const(np.ones([1, 1, *k], np.float32), hint="ones_k")
+    flat_shape = em.const([-1, 1] + [0] * sp, np.int64)
+    gr = em.op("Reshape", [g[0], flat_shape], hint="gpool")
+    if include and not ceil:
+        scaled = em.op("Mul", [gr, em.const(1.0 / float(np.prod(k)))])
+    else:
+        # Divisor per output position: count of input (or padded-input) cells in its window.
+        one_shape = em.op("Concat", [em.const([1, 1], np.int64), em.tail_shape(x, 2)], axis=0)
+        from onnx import helper
+
+        ones = em.op("ConstantOfShape", [one_shape], value=helper.make_tensor("o", 1, [1], [1.0]))
+        begin, end = pads[:sp], pads[sp:]
+        lead = [0, 0]
+        if include:
+            ones = em.op("Pad", [ones, em.const(lead + begin + lead + end, np.int64), em.const(1.0)])
+            pad_b, pad_e = [0] * sp, [si - 1 for si in s]
+        else:
+            pad_b, pad_e = begin, [e + si - 1 for e, si in zip(end, s, strict=True)]
+        ones = em.op("Pad", [ones, em.const(lead + pad_b + lead + pad_e, np.int64)])
+        counts = em.op("Conv", [ones, kernel], strides=s, hint="poolcount")
+        out_hw = em.tail_shape(y, 2)
+        counts = em.op("Slice", [counts, em.const([0] * sp, np.int64), out_hw, em.const(list(range(2, 2 + sp)), np.int64)])
+        scaled = em.op("Div", [gr, counts])
+    full = em.op("ConvTranspose", [scaled, kernel], strides=s, hint="dpool")
+    size = em.tail_shape(x, 2)
+    begin_c = em.const(pads[:sp], np.int64)
+    crop = em.op("Slice", [full, begin_c, em.op("Add", [begin_c, size]), em.const(list(range(2, 2 + sp)), np.int64)])
+    one_x = em.op("Concat", [em.const([1, 1], np.int64), size], axis=0)
+    diff = em.op("Sub", [one_x, em.shape(crop)])
+    padded = em.op("Pad", [crop, em.op("Concat", [em.const([0] * (sp + 2), np.int64), diff], axis=0)])
+    return [em.op("Reshape", [padded, em.shape(x)])]
+
+
+def gap_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    x = n.inputs[0]
+    area = em.op("Cast", [em.op("ReduceProd", [em.tail_shape(x, 2)], keepdims=0)], to=1)
+    return [em.op("Expand", [em.op("Div", [g[0], area]), em.shape(x)], hint="dgap")]
+
+
+# ----------------------------------------------------------------------------------------- LRN
+def _channel_window_sum(ctx: Context, z: str, rank: int, size: int, before: int, after: int) -> str:
+    em = ctx.em
+    u = em.op("Unsqueeze", [z, em.const([1], np.int64)])
+    w = em.const(np.ones([1, 1, size] + [1] * (rank - 2), np.float32), hint="lrn_k")
+    pads = [before] + [0] * (rank - 2) + [after] + [0] * (rank - 2)
+    c = em.op("Conv", [u, w], pads=pads, hint="lrnsum")
+    return str(em.op("Squeeze", [c, em.const([1], np.int64)]))
+
+
+def lrn_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    x = n.inputs[0]
+    size = int(n.attrs["size"])
+    alpha = float(n.attrs.get("alpha", 1e-4))
+    beta = float(n.attrs.get("beta", 0.75))
+    bias = float(n.attrs.get("bias", 1.0))
+    r = em.rank(x, "LRN input")
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    ssum = _channel_window_sum(ctx, em.op("Mul", [x, x]), r, size, lo, hi)
+    dnm = em.op("Add", [em.op("Mul", [ssum, em.const(alpha / size)]), em.const(bias)], hint="lrn_d")
+    dp = em.op("Pow", [dnm, em.const(-beta)])
+    t = em.op("Div", [em.op("Mul", [em.op("Mul", [g[0], x]), dp]), dnm])
+    tsum = _channel_window_sum(ctx, t, r, size, hi, lo)
+    first = em.op("Mul", [g[0], dp])
+    second = em.op("Mul", [em.op("Mul", [x, tsum]), em.const(2.0 * alpha * beta / size)])
+    return [em.op("Sub", [first, second], hint="dlrn")]
+
+
+# ----------------------------------------------------------------------------------- BatchNorm
+def bn_forward(ctx: Context, n: Node) -> None:
+    attrs = {k: v for k, v in n.attrs.items() if k not in ("training_mode",)}
+    ctx.em.raw("BatchNormalization", n.inputs, n.outputs[:1], **attrs)
+
+
+def bn_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    scale = _need_const(ctx, n.inputs[1], n, "scale")
+    var = _need_const(ctx, n.inputs[4], n, "variance")
+    eps = float(n.attrs.get("epsilon", 1e-5))
+    r = em.rank(n.inputs[0], "BatchNormalization input")
+    k = (scale / np.sqrt(var + eps)).astype(np.float32).reshape([1, -1] + [1] * (r - 2))
+    return [em.op("Mul", [g[0], em.const(k)], hint="dbn")]
+
+
+# ------------------------------------------------------------------------------ Concat / Split
+def _axis(ctx: Context, n: Node, name: str, default: int | None = None) -> int:
+    a = n.attrs.get("axis", default)
+    if a is None:
+        raise ModelError(f"{n.op} node {n.name!r} has no axis", hint="re-export the model")
+    a = int(a)
+    return a + ctx.em.rank(name, f"{n.op} axis") if a < 0 else a
+
+
+def concat_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    axis = _axis(ctx, n, n.outputs[0])
+    sizes: list[int] = []
+    for i in n.inputs:
+        sh = em.static_shape(i)
+        if sh is None or not isinstance(sh[axis], int):
+            break
+        sizes.append(int(sh[axis]))
+    if len(sizes) == len(n.inputs):
+        split = em.const(sizes, np.int64)
+    else:
+        parts = [em.op("Slice", [em.shape(i), em.const([axis], np.int64), em.const([axis + 1], np.int64)]) for i in n.inputs]
+        split = em.op("Concat", parts, axis=0)
+    if len(n.inputs) == 1:
+        return [g[0]]
+    outs = em.op("Split", [g[0], split], n_out=len(n.inputs), axis=axis, hint="dconcat")
+    return list(outs)
+
+
+def split_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    axis = _axis(ctx, n, n.inputs[0], 0)
+    parts = [gi if gi is not None else em.zeros_like(o) for gi, o in zip(g, n.outputs, strict=True)]
+    dx = parts[0] if len(parts) == 1 else em.op("Concat", parts, axis=axis, hint="dsplit")
+    return [dx] + [None] * (len(n.inputs) - 1)
+
+
+# ------------------------------------------------------------------------------ elementwise
+def _unbroadcast(ctx: Context, grad: str, inp: str, out: str) -> str:
+    em = ctx.em
+    si, so = em.static_shape(inp), em.static_shape(out)
+    if si is None or so is None:
+        raise ModelError(f"cannot tell how {inp!r} broadcasts into {out!r} (unknown shapes)", hint="re-export with shapes")
+    ro, ri = len(so), len(si)
+    axes = []
+    for dim in range(ro):
+        di = dim - (ro - ri)
+        if di < 0 or (si[di] == 1 and so[dim] != 1):
+            axes.append(dim)
+    if not axes:
+        return grad if ri == ro else str(em.op("Reshape", [grad, em.shape(inp)]))
+    red = em.op("ReduceSum", [grad, em.const(axes, np.int64)], keepdims=1, hint="unbroadcast")
+    return str(em.op("Reshape", [red, em.shape(inp)]))
+
+
+def _diff(ctx: Context, name: str) -> bool:
+    return name not in ctx.em.fg.consts and name in ctx.diff
+
+
+def binary_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    a, b = n.inputs[0], n.inputs[1]
+    y = n.outputs[0]
+    gy = g[0]
+    assert gy is not None
+    ga: Grad = None
+    gb: Grad = None
+    if n.op == "Add":
+        ga, gb = gy, gy
+    elif n.op == "Sub":
+        ga = gy
+        gb = em.op("Neg", [gy]) if _diff(ctx, b) else None
+    elif n.op == "Mul":
+        ga = em.op("Mul", [gy, b]) if _diff(ctx, a) else None
+        gb = em.op("Mul", [gy, a]) if _diff(ctx, b) else None
+    elif n.op == "Div":
+        ga = em.op("Div", [gy, b]) if _diff(ctx, a) else None
+        gb = em.op("Neg", [em.op("Div", [em.op("Mul", [gy, y]), b])]) if _diff(ctx, b) else None
+    out: list[Grad] = []
+    for inp, gi in ((a, ga), (b, gb)):
+        out.append(_unbroadcast(ctx, gi, inp, y) if gi is not None and _diff(ctx, inp) else None)
+    return out
+
+
+# -------------------------------------------------------------------------------- activations
+def relu_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    mask = em.op("Greater", [n.outputs[0], em.const(0.0)], hint="relumask")
+    return [em.op("Where", [mask, g[0], em.const(0.0)], hint="drelu")]
+
+
+def leaky_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    alpha = float(n.attrs.get("alpha", 0.01))
+    if alpha <= 0:
+        mask = em.op("Greater", [n.inputs[0], em.const(0.0)])
+    else:
+        mask = em.op("Greater", [n.outputs[0], em.const(0.0)])
+    return [em.op("Where", [mask, g[0], em.op("Mul", [g[0], em.const(alpha)])], hint="dleaky")]
+
+
+def clip_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    y = n.outputs[0]
+    conds = []
+    if len(n.inputs) > 1 and n.inputs[1]:
+        conds.append(em.op("Greater", [y, n.inputs[1]]))
+    if len(n.inputs) > 2 and n.inputs[2]:
+        conds.append(em.op("Less", [y, n.inputs[2]]))
+    if not conds:
+        return [g[0], None, None]
+    mask = conds[0] if len(conds) == 1 else em.op("And", conds)
+    return [em.op("Where", [mask, g[0], em.const(0.0)], hint="dclip"), None, None]
+
+
+def sigmoid_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    y = n.outputs[0]
+    d = em.op("Mul", [y, em.op("Sub", [em.const(1.0), y])])
+    return [em.op("Mul", [g[0], d], hint="dsigmoid")]
+
+
+def hardsigmoid_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    alpha = float(n.attrs.get("alpha", 0.2))
+    y = n.outputs[0]
+    mask = em.op("And", [em.op("Greater", [y, em.const(0.0)]), em.op("Less", [y, em.const(1.0)])])
+    return [em.op("Where", [mask, em.op("Mul", [g[0], em.const(alpha)]), em.const(0.0)], hint="dhsig")]
+
+
+def hardswish_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    x = n.inputs[0]
+    mid = em.op("Add", [em.op("Mul", [x, em.const(1.0 / 3.0)]), em.const(0.5)])
+    slope = em.op(
+        "Where",
+        [em.op("Less", [x, em.const(-3.0)]), em.const(0.0), em.op("Where", [em.op("Greater", [x, em.const(3.0)]), em.const(1.0), mid])],
+    )
+    return [em.op("Mul", [g[0], slope], hint="dhswish")]
+
+
+def softmax_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    y = n.outputs[0]
+    axis = _axis(ctx, n, y, -1)
+    s = em.op("ReduceSum", [em.op("Mul", [g[0], y]), em.const([axis], np.int64)], keepdims=1)
+    return [em.op("Mul", [y, em.op("Sub", [g[0], s])], hint="dsoftmax")]
+
+
+def passthrough_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    return [g[0]] + [None] * (len(n.inputs) - 1)
+
+
+def dropout_forward(ctx: Context, n: Node) -> None:
+    ctx.em.raw("Identity", n.inputs[:1], n.outputs[:1])
+
+
+def reshape_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    return [em.op("Reshape", [g[0], em.shape(n.inputs[0])], hint="dreshape")] + [None] * (len(n.inputs) - 1)
+
+
+def transpose_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    r = em.rank(n.inputs[0], "Transpose input")
+    perm = [int(p) for p in n.attrs.get("perm", list(range(r))[::-1])]
+    inv = [int(i) for i in np.argsort(perm)]
+    return [em.op("Transpose", [g[0]], perm=inv, hint="dtranspose")]
+
+
+# ------------------------------------------------------------------------------- Gemm / MatMul
+def gemm_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    a, b = n.inputs[0], n.inputs[1]
+    c = n.inputs[2] if len(n.inputs) > 2 and n.inputs[2] else None
+    alpha = float(n.attrs.get("alpha", 1.0))
+    beta = float(n.attrs.get("beta", 1.0))
+    ta, tb = int(n.attrs.get("transA", 0)), int(n.attrs.get("transB", 0))
+    gy = g[0]
+    assert gy is not None
+    out: list[Grad] = [None, None, None]
+    if _diff(ctx, a):
+        # d op(A) = alpha * g @ op(B)^T
+        da = em.op("Gemm", [gy, b], alpha=alpha, transB=0 if tb else 1, hint="dgemm_a")
+        out[0] = em.op("Transpose", [da], perm=[1, 0]) if ta else da
+    if _diff(ctx, b):
+        db = em.op("Gemm", [a, gy], alpha=alpha, transA=0 if ta else 1, hint="dgemm_b")
+        out[1] = em.op("Transpose", [db], perm=[1, 0]) if tb else db
+    if c is not None and _diff(ctx, c):
+        gc = em.op("Mul", [gy, em.const(beta)])
+        out[2] = _unbroadcast(ctx, gc, c, n.outputs[0])
+    return out
+
+
+def _swap_last(ctx: Context, name: str, what: str) -> str:
+    em = ctx.em
+    if name in em.fg.consts:
+        arr = em.fg.consts[name]
+        return em.const(np.swapaxes(arr, -1, -2).copy(), arr.dtype.type, hint="wT")
+    r = em.rank(name, what)
+    perm = [*range(r - 2), r - 1, r - 2]
+    return str(em.op("Transpose", [name], perm=perm))
+
+
+def matmul_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    em = ctx.em
+    a, b = n.inputs
+    y = n.outputs[0]
+    gy = g[0]
+    assert gy is not None
+    for t in (a, b):
+        if len(em.static_shape(t) or []) < 2:
+            raise ModelError(f"MatMul node {n.name!r}: 1-D operand {t!r} is not supported", hint="use Gemm or 2-D MatMul")
+    out: list[Grad] = [None, None]
+    if _diff(ctx, a):
+        da = em.op("MatMul", [gy, _swap_last(ctx, b, "MatMul B")], hint="dmatmul_a")
+        out[0] = _unbroadcast(ctx, da, a, y)
+    if _diff(ctx, b):
+        db = em.op("MatMul", [_swap_last(ctx, a, "MatMul A"), gy], hint="dmatmul_b")
+        out[1] = _unbroadcast(ctx, db, b, y)
+    return out
+
+
+RULES: dict[str, Rule] = {
+    "Conv": Rule(conv_backward),
+    "Relu": Rule(relu_backward),
+    "LeakyRelu": Rule(leaky_backward),
+    "Clip": Rule(clip_backward),
+    "Sigmoid": Rule(sigmoid_backward),
+    "HardSigmoid": Rule(hardsigmoid_backward),
+    "HardSwish": Rule(hardswish_backward),
+    "MaxPool": Rule(maxpool_backward, maxpool_forward),
+    "AveragePool": Rule(avgpool_backward),
+    "GlobalAveragePool": Rule(gap_backward),
+    "LRN": Rule(lrn_backward),
+    "BatchNormalization": Rule(bn_backward, bn_forward),
+    "Concat": Rule(concat_backward),
+    "Split": Rule(split_backward),
+    "Add": Rule(binary_backward),
+    "Sub": Rule(binary_backward),
+    "Mul": Rule(binary_backward),
+    "Div": Rule(binary_backward),
+    "Reshape": Rule(reshape_backward),
+    "Flatten": Rule(reshape_backward),
+    "Squeeze": Rule(reshape_backward),
+    "Unsqueeze": Rule(reshape_backward),
+    "Transpose": Rule(transpose_backward),
+    "Gemm": Rule(gemm_backward),
+    "MatMul": Rule(matmul_backward),
+    "Dropout": Rule(passthrough_backward, dropout_forward),
+    "Identity": Rule(passthrough_backward),
+    "Softmax": Rule(softmax_backward),
+}
+
+SUPPORTED_OPS: frozenset[str] = frozenset(RULES) | NO_GRADIENT
+
+
+def supported_ops() -> Sequence[str]:
+    return sorted(SUPPORTED_OPS)

@@ -1,0 +1,354 @@
+"""The dream compiler: forward classifier ONNX -> "dream step" ONNX (forward + backward to the image).
+
+The step graph uses standard ONNX ops only (opset 18, IR version 10), so the same file runs in
+stock onnxruntime on CPU and CUDA. Inputs and outputs of the step graph:
+
+- ``image`` (N, C, H, W) float32, N/H/W dynamic: one session serves every octave size.
+- ``layer_weights`` (K,) float32, one weight per compiled layer, in the compiled order.
+- objective ``channels`` / ``class``: ``channel_weights_{k}`` (C_k,) per layer.
+- guide objective: ``guide_{k}`` (1, C_k, Hg, Wg) per layer: the guide image's features.
+- outputs ``grad`` (image's shape) and ``loss`` (scalar).
+
+Objectives (``numel`` is the element count of the layer tensor):
+
+- layers:   loss = sum_k w_k * mean(a_k^2) / 2
+- channels: loss = sum_k w_k * mean(c_k * a_k^2) / 2     (c_k broadcast over the channel axis)
+- class:    loss = sum_k w_k * mean_over_non_channel(sum_c c_k[c] * a_k[:, c])  (logits)
+- guide:    loss = sum_k w_k * sum_positions max_j <a_k[:, p], guide_k[:, j]> / numel
+  (the gradient at each position is the best-matching guide feature vector, as in Google's
+  notebook).
+
+The backward rules per op live in :mod:`models.backward`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.errors import ModelError
+from models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, needed_nodes
+
+log = logging.getLogger("dreamstate.models")
+
+Objective = Literal["layers", "channels", "class"]
+OBJECTIVES: tuple[str, ...] = ("layers", "channels", "class")
+COMPILER_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class CompiledInfo:
+    """What a compiled step graph expects (stored in the model's metadata too)."""
+
+    layers: tuple[str, ...]
+    channels: tuple[int | None, ...]
+    objective: str
+    guide: bool
+
+
+class Emitter:
+    """Accumulates nodes and initializers for the step graph; names are made unique."""
+
+    def __init__(self, fg: ForwardGraph) -> None:
+        self.fg = fg
+        self.nodes: list[Any] = []
+        self.inits: dict[str, np.ndarray] = {}
+        self._used: set[str] = {o for n in fg.nodes for o in n.outputs} | set(fg.consts)
+        self._used.add(fg.image)
+        self._counter = 0
+        self._shape_cache: dict[str, str] = {}
+        self._const_cache: dict[tuple[str, bytes, tuple[int, ...]], str] = {}
+
+    def fresh(self, hint: str) -> str:
+        while True:
+            self._counter += 1
+            name = f"{hint}__g{self._counter}"
+            if name not in self._used:
+                self._used.add(name)
+                return name
+
+    def op(self, op_type: str, inputs: Sequence[str], hint: str = "t", n_out: int = 1, **attrs: Any) -> Any:
+        """Emit a node; returns its output name (or list of names when ``n_out`` > 1)."""
+        from onnx import helper
+
+        outs = [self.fresh(f"{hint}_{op_type}") for _ in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=outs[0], **attrs))
+        return outs[0] if n_out == 1 else outs
+
+    def raw(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: Any) -> None:
+        from onnx import helper
+
+        self.nodes.append(
+            helper.make_node(op_type, list(inputs), list(outputs), name=self.fresh(op_type), **attrs)
+        )
+
+    def const(self, value: Any, dtype: Any = np.float32, hint: str = "c") -> str:
+        arr = np.asarray(value, dtype=dtype)
+        key = (str(arr.dtype), arr.tobytes(), arr.shape)
+        if key in self._const_cache:
+            return self._const_cache[key]
+        name = self.fresh(hint)
+        self.inits[name] = arr
+        self._const_cache[key] = name
+        return name
+
+    def use_const(self, name: str) -> str:
+        """Reference a forward constant (copied into the step graph's initializers)."""
+        self.inits[name] = self.fg.consts[name]
+        return name
+
+    def shape(self, x: str) -> str:
+        if x not in self._shape_cache:
+            self._shape_cache[x] = self.op("Shape", [x], hint="shape")
+        return self._shape_cache[x]
+
+    def static_shape(self, x: str) -> list[int | str | None] | None:
+        if x in self.fg.consts:
+            return list(self.fg.consts[x].shape)
+        return self.fg.shapes.get(x)
+
+    def rank(self, x: str, what: str) -> int:
+        s = self.static_shape(x)
+        if s is None:
+            raise ModelError(
+                f"the rank of tensor {x!r} is unknown ({what})",
+                hint="run onnx shape inference on the model or re-export it with shapes",
+            )
+        return len(s)
+
+    def zeros_like(self, x: str) -> str:
+        from onnx import helper
+
+        zero = helper.make_tensor("zero", 1, [1], [0.0])
+        return str(self.op("ConstantOfShape", [self.shape(x)], hint="zeros", value=zero))
+
+    def tail_shape(self, x: str, start: int) -> str:
+        """Shape(x)[start:] as int64 (1-D)."""
+        return str(self.op("Slice", [self.shape(x), self.const([start], np.int64), self.const([1 << 62], np.int64)]))
+
+    def pad_end_to(self, y: str, like: str) -> str:
+        """Zero-pad ``y`` at the end of each axis so it has ``like``'s shape (dynamic sizes)."""
+        r = self.rank(like, "pad back to input shape")
+        diff = self.op("Sub", [self.shape(like), self.shape(y)], hint="padamt")
+        pads = self.op("Concat", [self.const([0] * r, np.int64), diff], axis=0, hint="pads")
+        return str(self.op("Pad", [y, pads], hint="padback"))
+
+
+def compile_step(
+    fg: ForwardGraph,
+    layers: Sequence[str],
+    *,
+    objective: str = "layers",
+    guide: bool = False,
+    maxpool_mode: str = "indices",
+) -> tuple[Any, CompiledInfo]:
+    """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from models import backward
+
+    if objective not in OBJECTIVES:
+        raise ModelError(
+            f"unknown objective {objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}"
+        )
+    if objective == "class" and not layers:
+        layers = [default_class_layer(fg)]
+    if not layers:
+        raise ModelError("no dream layers given", hint="pass --layers L1,L2 (see `dreamstate models layers`)")
+    if guide and objective != "layers":
+        raise ModelError(
+            f"a guide image works with the 'layers' objective, not {objective!r}",
+            hint="compile with objective='layers' and guide=True",
+        )
+    tensors = [fg.resolve_layer(name) for name in layers]
+    if len(set(tensors)) != len(tensors):
+        raise ModelError(f"layer list {list(layers)} names the same tensor twice", hint="list each layer once")
+    fwd = needed_nodes(fg, tensors)
+    diff = fg.differentiable()
+    # Check op coverage on the differentiable path before emitting anything.
+    for n in fwd:
+        if n.op in backward.NO_GRADIENT:
+            continue
+        if any(i in diff for i in n.inputs if i) and n.op not in backward.RULES:
+            raise ModelError(
+                f"op {n.op} (node {n.name or n.outputs[0]!r}) on the path from the image to the dream "
+                f"layers has no backward rule in the dream compiler",
+                hint=f"choose an earlier layer, or use a model with supported ops only: "
+                f"{', '.join(sorted(backward.SUPPORTED_OPS))}",
+            )
+
+    em = Emitter(fg)
+    ctx = backward.Context(em, maxpool_mode=maxpool_mode, diff=diff)
+    # Forward pass (with small rewrites that let the backward reuse forward results).
+    for n in fwd:
+        for i in n.inputs:
+            if i and i in fg.consts:
+                em.use_const(i)
+        rule = backward.RULES.get(n.op)
+        if rule is not None and rule.forward is not None and any(i in diff for i in n.inputs if i):
+            rule.forward(ctx, n)
+        else:
+            em.raw(n.op, n.inputs, n.outputs, **n.attrs)
+
+    # Objective: per-layer loss terms and gradient seeds.
+    image_c = fg.image_channels
+    inputs = [helper.make_tensor_value_info(fg.image, onnx.TensorProto.FLOAT, ["N", image_c or "C", "H", "W"])]
+    inputs.append(helper.make_tensor_value_info("layer_weights", onnx.TensorProto.FLOAT, [len(tensors)]))
+    grads: dict[str, list[str]] = {}
+    losses: list[str] = []
+    channels: list[int | None] = []
+    for k, a in enumerate(tensors):
+        shape = fg.shapes.get(a)
+        ch = shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
+        channels.append(ch)
+        w = em.op("Gather", ["layer_weights", em.const(k, np.int64)], hint=f"w{k}", axis=0)
+        numel = em.op("Cast", [em.op("Size", [a])], to=onnx.TensorProto.FLOAT, hint="numel")
+        scale = em.op("Div", [w, numel], hint="scale")
+        r = em.rank(a, f"dream layer {a}")
+        if guide:
+            name = f"guide_{k}"
+            inputs.append(
+                helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, ch or f"C{k}", f"Hg{k}", f"Wg{k}"])
+            )
+            seed, term = _guide_objective(em, a, name, r, ch, k)
+            losses.append(em.op("Mul", [term, scale]))
+            grads.setdefault(a, []).append(em.op("Mul", [seed, scale], hint="seed"))
+            continue
+        if objective == "layers":
+            sq = em.op("ReduceSumSquare", [a], keepdims=0)
+            half = em.op("Mul", [scale, em.const(0.5)])
+            losses.append(em.op("Mul", [sq, half], hint="loss"))
+            grads.setdefault(a, []).append(em.op("Mul", [a, scale], hint="seed"))
+            continue
+        if r < 2:
+            raise ModelError(f"layer {a!r} has rank {r}; channel weights need a channel axis", hint="pick another layer")
+        name = f"channel_weights_{k}"
+        inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [ch or f"C{k}"]))
+        cw = em.op("Reshape", [name, em.const([1, -1] + [1] * (r - 2), np.int64)], hint="cw")
+        if objective == "channels":
+            sq = em.op("Mul", [a, a])
+            wsq = em.op("ReduceSum", [em.op("Mul", [sq, cw])], keepdims=0)
+            losses.append(em.op("Mul", [wsq, em.op("Mul", [scale, em.const(0.5)])], hint="loss"))
+            grads.setdefault(a, []).append(em.op("Mul", [em.op("Mul", [a, cw]), scale], hint="seed"))
+        else:  # class: linear in the logits, normalised per position (not per channel)
+            per = em.op("Mul", [scale, em.op("Cast", [em.op("Gather", [em.shape(a), em.const(1, np.int64)], axis=0)], to=1)])
+            lin = em.op("ReduceSum", [em.op("Mul", [a, cw])], keepdims=0)
+            losses.append(em.op("Mul", [lin, per], hint="loss"))
+            grads.setdefault(a, []).append(em.op("Expand", [em.op("Mul", [cw, per]), em.shape(a)], hint="seed"))
+
+    # Backward pass in reverse topological order.
+    for n in reversed(fwd):
+        gouts = [_take_grad(em, grads, o) for o in n.outputs]
+        if all(g is None for g in gouts):
+            continue
+        if n.op in backward.NO_GRADIENT:
+            continue
+        rule = backward.RULES[n.op]
+        gins = rule.backward(ctx, n, gouts)
+        for i, gi in zip(n.inputs, gins, strict=False):
+            if gi is not None and i in diff:
+                grads.setdefault(i, []).append(gi)
+    gimg = _take_grad(em, grads, fg.image)
+    if gimg is None:
+        raise ModelError(f"layers {list(layers)} do not depend on the image", hint="pick other layers")
+    em.raw("Identity", [gimg], ["grad"])
+    if len(losses) == 1:
+        em.raw("Identity", [losses[0]], ["loss"])
+    else:
+        em.raw("Sum", losses, ["loss"])
+
+    outputs = [
+        helper.make_tensor_value_info("grad", onnx.TensorProto.FLOAT, ["N", image_c or "C", "H", "W"]),
+        helper.make_tensor_value_info("loss", onnx.TensorProto.FLOAT, []),
+    ]
+    inits = [numpy_helper.from_array(v, k) for k, v in em.inits.items()]
+    graph = helper.make_graph(em.nodes, "dream_step", inputs, outputs, inits)
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+        producer_name="dreamstate", producer_version=COMPILER_VERSION,
+    )
+    info = CompiledInfo(tuple(tensors), tuple(channels), objective, guide)
+    helper.set_model_props(
+        model,
+        {
+            "dreamstate.layers": ",".join(tensors),
+            "dreamstate.objective": objective,
+            "dreamstate.guide": "1" if guide else "0",
+            "dreamstate.source_sha256": fg.sha256,
+            "dreamstate.compiler": COMPILER_VERSION,
+        },
+    )
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:  # checker errors are ValidationError; report them as compiler bugs
+        raise ModelError(f"compiled step graph failed the ONNX checker: {exc}", hint="report this model") from exc
+    log.info(
+        "dream step compiled",
+        extra={"model": fg.source, "layers": list(tensors), "objective": objective, "nodes": len(em.nodes)},
+    )
+    return model, info
+
+
+def _take_grad(em: Emitter, grads: dict[str, list[str]], t: str) -> str | None:
+    parts = grads.pop(t, None)
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return str(em.op("Sum", parts, hint="gsum"))
+
+
+def _guide_objective(em: Emitter, a: str, guide: str, r: int, ch: int | None, k: int) -> tuple[str, str]:
+    """Best-match guide objective: returns (gradient seed with a's shape, unnormalised loss)."""
+    if r < 2:
+        raise ModelError(f"guide layer {a!r} has rank {r}; needs a channel axis", hint="pick a conv layer")
+    perm = [0, *range(2, r), 1]  # channels last
+    at = em.op("Transpose", [a], perm=perm, hint="gx")
+    c = em.const([ch], np.int64) if ch else em.op("Slice", [em.shape(a), em.const([1], np.int64), em.const([2], np.int64)])
+    xr = em.op("Reshape", [at, em.op("Concat", [em.const([0, -1], np.int64), c], axis=0)], hint="gxr")
+    gt = em.op("Transpose", [guide], perm=perm, hint="gy")
+    yr = em.op("Reshape", [gt, em.op("Concat", [em.const([-1], np.int64), c], axis=0)], hint="gyr")  # (Q, C)
+    dots = em.op("MatMul", [xr, em.op("Transpose", [yr], perm=[1, 0])], hint="gdot")  # (N, P, Q)
+    best = em.op("ArgMax", [dots], axis=2, keepdims=0, hint="gbest")  # (N, P)
+    picked = em.op("Gather", [yr, best], axis=0, hint="gpick")  # (N, P, C)
+    back = em.op("Reshape", [picked, em.shape(at)])
+    inv = [0, r - 1, *range(1, r - 1)]
+    seed = em.op("Transpose", [back], perm=inv, hint="gseed")
+    term = em.op("ReduceSum", [em.op("ReduceMax", [dots, em.const([2], np.int64)], keepdims=0)], keepdims=0)
+    return str(seed), str(term)
+
+
+def forward_features_model(fg: ForwardGraph, layers: Sequence[str]) -> Any:
+    """A forward-only model whose outputs are the given layer tensors (for guide features)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    tensors = [fg.resolve_layer(name) for name in layers]
+    fwd = needed_nodes(fg, tensors)
+    nodes = [helper.make_node(n.op, list(n.inputs), list(n.outputs), name=n.name or n.outputs[0], **n.attrs) for n in _inference_nodes(fwd)]
+    used = {i for n in fwd for i in n.inputs}
+    inits = [numpy_helper.from_array(v, k) for k, v in fg.consts.items() if k in used]
+    ch = fg.image_channels
+    graph = helper.make_graph(
+        nodes,
+        "dream_features",
+        [helper.make_tensor_value_info(fg.image, onnx.TensorProto.FLOAT, ["N", ch or "C", "H", "W"])],
+        [helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in tensors],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+
+
+def _inference_nodes(nodes: Sequence[Node]) -> list[Node]:
+    out = []
+    for n in nodes:
+        if n.op == "Dropout":
+            out.append(Node("Identity", n.name, n.inputs[:1], n.outputs[:1], {}))
+        else:
+            out.append(n)
+    return out

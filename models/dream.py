@@ -1,0 +1,268 @@
+"""The runtime face of the models area: a compiled dream step in an onnxruntime session.
+
+Lifecycle of :class:`DreamModel`:
+
+- ``DreamModel.load(...)`` resolves the model (registry name or path), compiles the dream-step
+  graph (or takes it from the cache), and opens the session. After it returns, ``step`` and
+  ``features`` can be called from one thread at a time per instance (onnxruntime releases the
+  GIL while it runs); ``provider`` says where it runs.
+- ``step`` never changes the model; it returns a new gradient array each call.
+
+Pixel spaces: the renderer works in RGB [0, 1] (H, W, 3). ``to_model_space`` maps that to the
+model's input (1, C, H, W): scale to ``value_range`` (e.g. 0..255), subtract the mean, divide by
+std, reorder to BGR where the model wants it. ``value_range`` is that pixel range *before*
+mean/std; ``clip`` clips a model-space image to it (per channel, after the mean/std mapping).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from engine.errors import ModelError
+from models.registry import ModelSpec, Preprocess
+
+log = logging.getLogger("dreamstate.models")
+
+
+class DreamModel:
+    """A loaded dream step (see the module docstring for the lifecycle)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        layers: tuple[str, ...],
+        tensors: tuple[str, ...],
+        channels: tuple[int | None, ...],
+        objective: str,
+        guide: bool,
+        session: Any,
+        provider: str,
+        spec: ModelSpec,
+        image_input: str,
+        forward: Any,
+        device: str,
+        threads: int | None,
+        step_path: Path | None,
+    ) -> None:
+        self.name = name
+        self.layers = layers
+        self.tensors = tensors
+        self.channels = channels
+        self.objective = objective
+        self.guide = guide
+        self.provider = provider
+        self.spec = spec
+        self.step_path = step_path
+        self._session = session
+        self._image = image_input
+        self._forward = forward
+        self._device = device
+        self._threads = threads
+        self._features_session: Any = None
+        pre = spec.preprocess
+        self.value_range: tuple[float, float] = (0.0, float(pre.scale))
+        self._pre = pre
+        order = [2, 1, 0] if pre.bgr else [0, 1, 2]
+        c = pre.channels
+        mean = np.asarray(pre.mean, np.float32)[order][:c] if c == 3 else np.asarray(pre.mean[:1], np.float32)
+        std = np.asarray(pre.std, np.float32)[order][:c] if c == 3 else np.asarray(pre.std[:1], np.float32)
+        self._mean = mean.reshape(1, -1, 1, 1)
+        self._std = std.reshape(1, -1, 1, 1)
+        self._lo = ((0.0 - self._mean) / self._std).astype(np.float32)
+        self._hi = ((pre.scale - self._mean) / self._std).astype(np.float32)
+        index: dict[str, int] = {}
+        for i, (n, t) in enumerate(zip(layers, tensors, strict=True)):
+            index[n] = i
+            index[t] = i
+        self._index = index
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        layers: Sequence[str] | None = None,
+        *,
+        objective: Literal["layers", "channels", "class"] = "layers",
+        guide: bool = False,
+        device: Literal["auto", "cpu", "cuda"] = "auto",
+        threads: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> DreamModel:
+        from models import cache, compiler, registry
+        from models.graph import default_class_layer, load_forward
+        from models.session import make_session
+
+        path, spec = registry.resolve(model)
+        fg = load_forward(path, label=str(path))
+        if layers is None or len(layers) == 0:
+            layers = [default_class_layer(fg)] if objective == "class" else list(spec.layers)
+        if not layers:
+            raise ModelError(
+                f"no dream layers given for model {spec.name!r} and it has no recommended layers",
+                hint="pass layers=[...] (see `dreamstate models layers MODEL`)",
+            )
+        names = tuple(str(n) for n in layers)
+        tensors = tuple(fg.resolve_layer(n) for n in names)
+        key = cache.cache_key(fg.sha256, tensors, objective, guide, compiler.COMPILER_VERSION)
+        step_path = cache.cached_path(spec.name, key, cache_dir)
+        data: bytes | None = None
+        if step_path.exists():
+            data = step_path.read_bytes()
+            log.info("compiled step from cache", extra={"file": str(step_path)})
+        if data is None:
+            step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
+            data = step_model.SerializeToString()
+            try:
+                cache.write_atomic(step_path, data)
+            except OSError as exc:
+                log.warning("cannot write the compiled-graph cache", extra={"file": str(step_path), "error": str(exc)})
+        try:
+            session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step")
+        except ModelError:
+            if step_path.exists():
+                step_path.unlink(missing_ok=True)  # a stale/corrupt cache entry: recompile once
+                step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
+                data = step_model.SerializeToString()
+                cache.write_atomic(step_path, data)
+                session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step")
+            else:
+                raise
+        channels = tuple(
+            (s[1] if s and len(s) > 1 and isinstance(s[1], int) else None)
+            for s in (fg.shapes.get(t) for t in tensors)
+        )
+        return cls(
+            name=spec.name,
+            layers=names,
+            tensors=tensors,
+            channels=channels,
+            objective=objective,
+            guide=guide,
+            session=session,
+            provider=provider,
+            spec=spec,
+            image_input=fg.image,
+            forward=fg,
+            device=device,
+            threads=threads,
+            step_path=step_path,
+        )
+
+    # ------------------------------------------------------------------ pixel spaces
+    @property
+    def preprocess(self) -> Preprocess:
+        return self._pre
+
+    def to_model_space(self, rgb: np.ndarray) -> np.ndarray:
+        """(H, W, 3) float RGB in [0, 1] -> (1, C, H, W) float32 model input."""
+        a = np.asarray(rgb, dtype=np.float32)
+        if a.ndim != 3 or a.shape[2] != 3:
+            raise ModelError(f"expected an (H, W, 3) RGB image, got shape {a.shape}", hint="convert the frame to RGB")
+        if self._pre.channels == 1:
+            a = (a @ np.asarray([0.299, 0.587, 0.114], np.float32))[:, :, None]
+        elif self._pre.bgr:
+            a = a[:, :, ::-1]
+        x = np.ascontiguousarray(a.transpose(2, 0, 1)[None]) * np.float32(self._pre.scale)
+        return ((x - self._mean) / self._std).astype(np.float32)
+
+    def from_model_space(self, x: np.ndarray) -> np.ndarray:
+        """(1, C, H, W) model input -> (H, W, 3) float32 RGB (not clipped)."""
+        v = (np.asarray(x, np.float32) * self._std + self._mean) / np.float32(self._pre.scale)
+        img = v[0].transpose(1, 2, 0)
+        if self._pre.channels == 1:
+            img = np.repeat(img, 3, axis=2)
+        elif self._pre.bgr:
+            img = img[:, :, ::-1]
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    def clip(self, x: np.ndarray) -> np.ndarray:
+        """Clip a model-space image to the valid pixel range (in place when x is float32)."""
+        return np.clip(x, self._lo, self._hi, out=x if x.dtype == np.float32 else None)
+
+    # ------------------------------------------------------------------ running
+    def _layer_index(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise ModelError(
+                f"layer {name!r} is not compiled into this dream step of {self.name}",
+                hint=f"use one of the compiled layers {list(self.layers)} or load the model with it",
+            ) from None
+
+    def layer_vector(self, layer_weights: Mapping[str, float] | None) -> np.ndarray:
+        """Weights in compiled order; None = 1 for every layer, unnamed layers get 0."""
+        if layer_weights is None:
+            return np.ones(len(self.layers), np.float32)
+        vec = np.zeros(len(self.layers), np.float32)
+        for name, w in layer_weights.items():
+            vec[self._layer_index(name)] = float(w)
+        return vec
+
+    def _check_image(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 4:
+            raise ModelError(f"dream step needs a (N, C, H, W) image, got shape {x.shape}", hint="use to_model_space()")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def step(
+        self,
+        x: np.ndarray,
+        layer_weights: Mapping[str, float] | None = None,
+        *,
+        channel_weights: Mapping[str, np.ndarray] | None = None,
+        guide: Mapping[str, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """One forward+backward: returns (d loss / d x with x's shape, loss)."""
+        feed: dict[str, np.ndarray] = {self._image: self._check_image(x), "layer_weights": self.layer_vector(layer_weights)}
+        if self.objective in ("channels", "class") and not self.guide:
+            given = {self._layer_index(k): np.asarray(v, np.float32).reshape(-1) for k, v in (channel_weights or {}).items()}
+            for i, ch in enumerate(self.channels):
+                vec = given.get(i)
+                if vec is None:
+                    if ch is None:
+                        raise ModelError(f"layer {self.layers[i]!r} needs channel weights (channel count unknown)", hint="pass channel_weights")
+                    vec = np.ones(ch, np.float32)
+                elif ch is not None and vec.shape[0] != ch:
+                    raise ModelError(
+                        f"channel weights for layer {self.layers[i]!r} have {vec.shape[0]} values, the layer has {ch} channels",
+                        hint=f"pass a vector of length {ch}",
+                    )
+                feed[f"channel_weights_{i}"] = vec
+        elif channel_weights:
+            raise ModelError(
+                f"channel weights given, but this step was compiled with objective {self.objective!r}",
+                hint="load the model with objective='channels'",
+            )
+        if self.guide:
+            if not guide:
+                raise ModelError("this dream step was compiled for a guide image; no guide features given", hint="pass guide=model.features(guide_image)")
+            got = {self._layer_index(k): np.asarray(v, np.float32) for k, v in guide.items()}
+            for i in range(len(self.layers)):
+                if i not in got:
+                    raise ModelError(f"guide features for layer {self.layers[i]!r} missing", hint="pass guide=model.features(guide_image)")
+                g = got[i]
+                feed[f"guide_{i}"] = g if g.ndim == 4 else g[None]
+        elif guide:
+            raise ModelError("guide features given, but this step was compiled without a guide", hint="load with guide=True")
+        grad, loss = self._session.run(["grad", "loss"], feed)
+        return grad, float(loss)
+
+    def features(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Activations of the compiled layers for image ``x`` (keys: the layer names)."""
+        if self._features_session is None:
+            from models.compiler import forward_features_model
+            from models.session import make_session
+
+            proto = forward_features_model(self._forward, self.tensors)
+            self._features_session, _ = make_session(
+                proto.SerializeToString(), device=self._device if self._device != "cuda" or self.provider.startswith("CUDA") else "cpu",
+                threads=self._threads, what=f"{self.name} features",
+            )
+        outs = self._features_session.run(list(self.tensors), {self._image: self._check_image(x)})
+        return {n: o for n, o in zip(self.layers, outs, strict=True)}

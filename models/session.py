@@ -1,0 +1,76 @@
+"""onnxruntime sessions with provider choice: CUDA when available, CPU otherwise.
+
+``make_session`` returns a session and the provider that actually runs it. ``device="cuda"``
+forces CUDA (ModelError when it is not installed); ``auto`` tries CUDA and falls back to CPU
+with a warning when CUDA fails at load time.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from engine.errors import ModelError
+
+log = logging.getLogger("dreamstate.models")
+
+Device = Literal["auto", "cpu", "cuda"]
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def session_options(threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return so
+
+
+def make_session(model: bytes | str, *, device: Device = "auto", threads: int | None = None, what: str = "model") -> tuple[Any, str]:
+    """Create an InferenceSession; returns (session, provider that runs it)."""
+    import onnxruntime as ort
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
+    have = available_providers()
+    so = session_options(threads)
+    want_cuda = device == "cuda" or (device == "auto" and CUDA in have)
+    if device == "cuda" and CUDA not in have:
+        raise ModelError(
+            f"--device cuda asked for, but this onnxruntime has no CUDA provider (has {have})",
+            hint="pip install 'dreamstate[gpu]' (onnxruntime-gpu) or use --device cpu",
+        )
+    if want_cuda:
+        try:
+            sess = ort.InferenceSession(model, so, providers=[CUDA, CPU])
+            provider = sess.get_providers()[0]
+            if provider == CUDA:
+                log.info("dream session on CUDA", extra={"model": what, "provider": provider})
+                return sess, provider
+            log.warning("CUDA provider did not load; running on CPU", extra={"model": what})
+            if device == "cuda":
+                raise ModelError(f"CUDA failed to load for {what}", hint="check the CUDA/cuDNN install or use --device cpu")
+            return sess, provider
+        except ModelError:
+            raise
+        except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
+            if device == "cuda":
+                raise ModelError(f"CUDA session for {what} failed: {exc}", hint="use --device cpu") from exc
+            log.warning("CUDA session failed; falling back to CPU", extra={"model": what, "error": str(exc)})
+    try:
+        sess = ort.InferenceSession(model, so, providers=[CPU])
+    except Exception as exc:  # onnxruntime's exception types are not exported
+        raise ModelError(f"onnxruntime could not load {what}: {exc}", hint="recompile it or report the model") from exc
+    log.info("dream session on CPU", extra={"model": what, "provider": CPU, "threads": threads})
+    return sess, CPU
