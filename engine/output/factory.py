@@ -1,0 +1,110 @@
+"""Build the output a show asks for.
+
+``open_output(cfg, loaded)`` returns a configured, *unopened* ``Output`` (the display thread
+opens it, because SDL windows belong to the thread that opens them):
+
+* ``window``: the projector window (``WindowOutput``);
+* ``video``: a video file at ``cfg.path`` (show-relative);
+* ``png``: PNG snapshots into the folder ``cfg.path`` names (on demand, or once a second);
+* ``none``: frames are discarded (statistics still run);
+* ``auto``: the window when a display is present, else the video file, with a warning;
+  if the window then fails to open for lack of a display, the video file takes over too.
+
+``mjpeg_port`` adds an MJPEG preview on 127.0.0.1 to any of them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from engine.output.base import U8, NullOutput, Output, TeeOutput
+from engine.output.sinks import MjpegOutput, PngOutput, VideoOutput
+from engine.output.window import NoDisplayError, WindowOutput, display_present
+from engine.show import LoadedShow, OutputConfig
+
+log = logging.getLogger("dreamstate.output")
+
+
+class FallbackOutput(Output):
+    """Tries ``primary``; if it cannot open for lack of a display, uses ``fallback`` instead.
+
+    After ``open()``, ``active`` is whichever opened, and every call goes to it.
+    """
+
+    def __init__(self, primary: Output, fallback: Output) -> None:
+        super().__init__(primary.size)
+        self.primary = primary
+        self.fallback = fallback
+        self.active: Output = primary
+        self.name = primary.name
+
+    def open(self) -> tuple[int, int]:
+        try:
+            self.size = self.primary.open()
+            self.active = self.primary
+        except NoDisplayError as exc:
+            log.warning("no display (%s); falling back to %s", exc, self.fallback.describe(),
+                        extra={"output": self.fallback.name})
+            self.fallback.size = self.primary.size
+            self.size = self.fallback.open()
+            self.active = self.fallback
+        self.name = self.active.name
+        self.paced = self.active.paced
+        return self.size
+
+    def present(self, frame: U8) -> None:
+        self.active.present(frame)
+        self.frames += 1
+
+    def poll(self) -> bool:
+        return self.active.poll()
+
+    def close(self) -> None:
+        self.active.close()
+
+    def describe(self) -> str:
+        return self.active.describe()
+
+
+def _path(cfg_path: str, loaded: LoadedShow | None) -> Path:
+    return loaded.path(cfg_path, what="output.path") if loaded is not None else Path(cfg_path)
+
+
+def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
+    """The output ``cfg`` describes (unopened; see the module docstring)."""
+    size = (int(cfg.size[0]), int(cfg.size[1]))
+
+    def video() -> VideoOutput:
+        return VideoOutput(_path(cfg.path, loaded), size, cfg.fps)
+
+    out: Output
+    if cfg.kind == "window":
+        out = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen, vsync=cfg.vsync)
+    elif cfg.kind == "video":
+        out = video()
+    elif cfg.kind == "png":
+        folder = _path(cfg.path, loaded)
+        folder = folder.with_suffix("") if folder.suffix else folder
+        out = PngOutput(folder, size, every_s=1.0)
+    elif cfg.kind == "none":
+        out = NullOutput(size)
+    else:  # auto
+        window = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen,
+                              vsync=cfg.vsync)
+        if display_present():
+            out = FallbackOutput(window, video())
+        else:
+            v = video()
+            log.warning("no display found; output falls back to %s", v.describe(),
+                        extra={"output": "video"})
+            out = v
+    if cfg.mjpeg_port is not None:
+        out = TeeOutput(out, MjpegOutput(size, host="127.0.0.1", port=cfg.mjpeg_port))
+    return out
+
+
+def preview_window(size: tuple[int, int] = (640, 360), *, display: int = 0) -> WindowOutput:
+    """A development preview: a small framed window with the cursor visible."""
+    return WindowOutput(size, display=display, fullscreen=False, vsync=True, hide_cursor=False,
+                        title="dreamstate preview")

@@ -1,0 +1,169 @@
+"""The projector window: SDL2 through pygame-ce.
+
+``WindowOutput(size, display=0, fullscreen=False, vsync=True, hide_cursor=True)``:
+
+* ``display``: the SDL display index (0 = primary). An index that does not exist raises
+  ``RenderError`` listing the displays that do (index and size).
+* ``fullscreen``: borderless fullscreen: a frameless window exactly the size of that display,
+  placed on it (X11, KMS/DRM), or SDL desktop-fullscreen on Wayland. The output size becomes the
+  display's size, so the renderer composes frames at the projector's native resolution.
+* ``vsync``: ``present`` waits for the display refresh; when the driver refuses vsync the window
+  opens without it (a warning says so) and the display loop paces itself.
+* ``hide_cursor``: no mouse pointer over the projection.
+
+Video drivers (SDL picks one from the environment; set ``SDL_VIDEODRIVER`` to force it):
+
+* X11: ``DISPLAY=:0`` (also works under Xvfb for tests);
+* Wayland: ``WAYLAND_DISPLAY`` set, or ``SDL_VIDEODRIVER=wayland``;
+* console kiosk without a desktop (KMS/DRM): ``SDL_VIDEODRIVER=kmsdrm dreamstate run show.toml``
+  from a text console; the user needs to be in the ``video`` and ``input`` groups and no X or
+  Wayland session may hold the GPU. The window is always fullscreen there.
+
+When no display is present ``open`` raises ``NoDisplayError``; ``engine.output.open_output``
+with ``kind = "auto"`` then falls back to the headless video sink with a warning.
+Every pygame call happens on the thread that calls ``open`` (the display thread).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+
+from engine.errors import RenderError
+from engine.output.base import U8, Output
+from engine.render.cvlib import cv
+
+log = logging.getLogger("dreamstate.output")
+
+HEADLESS_DRIVERS = ("dummy", "offscreen")
+
+
+class NoDisplayError(RenderError):
+    """No display server or console display is available for a window."""
+
+
+def display_present(env: dict[str, str] | None = None) -> bool:
+    """True when a window can be opened: X11, Wayland, or an explicit SDL video driver."""
+    e = os.environ if env is None else env
+    driver = e.get("SDL_VIDEODRIVER", "")
+    if driver:
+        return driver not in HEADLESS_DRIVERS or e.get("DREAMSTATE_ALLOW_DUMMY_WINDOW") == "1"
+    return bool(e.get("DISPLAY") or e.get("WAYLAND_DISPLAY"))
+
+
+def list_displays() -> list[tuple[int, int, int]]:
+    """(index, width, height) of each display SDL sees (initialises SDL video if needed)."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    if not pygame.display.get_init():
+        pygame.display.init()
+    return [(i, int(w), int(h)) for i, (w, h) in enumerate(pygame.display.get_desktop_sizes())]
+
+
+class WindowOutput(Output):
+    """An SDL window (see the module docstring for options and drivers)."""
+
+    name = "window"
+
+    def __init__(self, size: tuple[int, int], *, display: int = 0, fullscreen: bool = False,
+                 vsync: bool = True, hide_cursor: bool = True, title: str = "dreamstate") -> None:
+        super().__init__(size)
+        self.display = display
+        self.fullscreen = fullscreen
+        self.vsync = vsync
+        self.hide_cursor = hide_cursor
+        self.title = title
+        self.driver = ""
+        self._screen: Any = None
+        self._pg: Any = None
+
+    def open(self) -> tuple[int, int]:
+        if not display_present():
+            raise NoDisplayError(
+                "no display for the projector window (DISPLAY, WAYLAND_DISPLAY and "
+                "SDL_VIDEODRIVER are unset)",
+                hint="start it inside a desktop session, set SDL_VIDEODRIVER=kmsdrm on a console "
+                     "kiosk, or use [output] kind = 'video' for headless runs")
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        import pygame
+
+        self._pg = pygame
+        try:
+            pygame.display.init()
+        except pygame.error as exc:
+            raise NoDisplayError(f"SDL could not start a video driver: {exc}",
+                                 hint="check DISPLAY / WAYLAND_DISPLAY, or set "
+                                      "SDL_VIDEODRIVER=kmsdrm on a console") from None
+        self.driver = pygame.display.get_driver()
+        sizes = pygame.display.get_desktop_sizes()
+        if not 0 <= self.display < len(sizes):
+            listing = ", ".join(f"{i}: {w}x{h}" for i, (w, h) in enumerate(sizes)) or "none"
+            pygame.display.quit()
+            raise RenderError(
+                f"display {self.display} does not exist; displays present: {listing}",
+                hint="set [output] display to one of the listed indices")
+        flags = 0
+        size = self.size
+        if self.fullscreen or self.driver == "kmsdrm":
+            size = (int(sizes[self.display][0]), int(sizes[self.display][1]))
+            flags = pygame.FULLSCREEN if self.driver in ("wayland", "kmsdrm") else pygame.NOFRAME
+        try:
+            self._screen = pygame.display.set_mode(size, flags, display=self.display,
+                                                   vsync=1 if self.vsync else 0)
+            self.paced = self.vsync
+        except pygame.error as exc:
+            if not self.vsync:
+                pygame.display.quit()
+                raise RenderError(f"cannot open a window on display {self.display}: {exc}",
+                                  hint="check the display settings") from None
+            log.warning("vsync refused by the %s driver (%s); opening without it",
+                        self.driver, exc, extra={"output": self.name})
+            self._screen = pygame.display.set_mode(size, flags, display=self.display)
+            self.paced = False
+        pygame.display.set_caption(self.title)
+        if self.hide_cursor:
+            pygame.mouse.set_visible(False)
+        self.size = (int(self._screen.get_width()), int(self._screen.get_height()))
+        log.info("window open", extra={"driver": self.driver, "display": self.display,
+                                       "size": self.size, "vsync": self.paced})
+        return self.size
+
+    def present(self, frame: U8) -> None:
+        pygame = self._pg
+        if self._screen is None or pygame is None:
+            raise RenderError("window output used before open()", hint="call open() first")
+        h, w = frame.shape[:2]
+        if (w, h) != self.size:
+            cv2 = cv()
+
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_LINEAR)
+            w, h = self.size
+        surf = pygame.image.frombuffer(np.ascontiguousarray(frame), (w, h), "RGB")
+        self._screen.blit(surf, (0, 0))
+        pygame.display.flip()
+        self.frames += 1
+
+    def poll(self) -> bool:
+        pygame = self._pg
+        if pygame is None or self._screen is None:
+            return True
+        ok = True
+        for ev in pygame.event.get():
+            if ev.type == pygame.QUIT or (ev.type == pygame.KEYDOWN
+                                          and ev.key in (pygame.K_ESCAPE, pygame.K_q)):
+                ok = False
+        return ok
+
+    def close(self) -> None:
+        if self._pg is not None and self._screen is not None:
+            self._pg.display.quit()
+        self._screen = None
+
+    def describe(self) -> str:
+        mode = "fullscreen" if self.fullscreen else "windowed"
+        return f"window (display {self.display}, {mode}, {self.size[0]}x{self.size[1]}, " \
+               f"driver {self.driver or '?'}, vsync {'on' if self.paced else 'off'})"

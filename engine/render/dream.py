@@ -1,0 +1,229 @@
+"""DeepDream on a still: octaves, normalised steps, roll jitter, tiling, masks and guides.
+
+The algorithm follows google/deepdream's notebook:
+
+* Octaves: the image is shrunk ``octaves - 1`` times by ``octave_scale``; dreaming starts at
+  the smallest, and only the *detail* added at one octave (dreamed minus its base) is carried
+  up (resized) and added to the next octave's base.
+* Steps: ``x += (step * span / 255) / mean|g| * g`` in the model's value space, where ``span``
+  is the width of the model's value range, so ``step = 1.5`` means what it means in Google's
+  0..255 Caffe space for every model; then ``x`` is clipped to the valid range.
+* Jitter: a random roll of up to ``jitter`` pixels before each gradient, rolled back after.
+* Tiling: frames larger than ``tile`` pixels are split into near-equal tiles whose gradients are
+  computed one at a time (bounded memory on 1080p and larger); the roll moves the seams every
+  step, so they do not show.
+* Masks: per-pixel gradient weights; the result is composited as ``src + mask * (out - src)``
+  so pixels where the mask is 0 stay exactly as they were.
+* Guide: another image's layer features steer the objective (``DreamModel.step(guide=...)``).
+
+Everything here works on a ``StepModel``: anything with ``DreamModel``'s methods (the real
+``models.dream.DreamModel``, or a wrapper around one that, e.g., slows it down in a test).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.records import DreamRecipe
+from engine.render.images import RGB, resize
+from engine.render.masks import Mask, fit_mask
+
+Tensor = npt.NDArray[np.float32]
+Progress = Callable[[int, int], None]
+MIN_OCTAVE_SIDE = 48
+
+
+class StepModel(Protocol):
+    """What the renderer needs from a dream model (``models.dream.DreamModel`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def layers(self) -> tuple[str, ...]: ...
+    @property
+    def value_range(self) -> tuple[float, float]: ...
+    def to_model_space(self, rgb: npt.NDArray[np.float32]) -> Any: ...
+    def from_model_space(self, x: Any) -> Any: ...
+    def clip(self, x: Any) -> Any: ...
+    def step(self, x: Any, layer_weights: Mapping[str, float] | None = None, *,
+             channel_weights: Any = None,
+             guide: Mapping[str, Any] | None = None) -> tuple[Any, float]: ...
+    def features(self, x: Any) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DreamParams:
+    """How to dream. ``layer_weights=None`` means the model's own default layers."""
+
+    layer_weights: Mapping[str, float] | None = None
+    channels: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    step: float = 1.5
+    octaves: int = 4
+    octave_scale: float = 1.4
+    steps_per_octave: int = 10
+    jitter: int = 32
+    tile: int = 512
+
+    @classmethod
+    def from_recipe(cls, recipe: DreamRecipe, *, jitter: int = 32, tile: int = 512) -> DreamParams:
+        return cls(layer_weights=dict(recipe.layer_weights) or None,
+                   channels={k: tuple(v) for k, v in recipe.channels.items()},
+                   step=recipe.step, octaves=max(1, recipe.octaves),
+                   octave_scale=recipe.octave_scale,
+                   steps_per_octave=max(1, recipe.steps_per_octave), jitter=jitter, tile=tile)
+
+
+def octave_sizes(width: int, height: int, octaves: int, scale: float) -> list[tuple[int, int]]:
+    """(width, height) per octave, full size first; octaves smaller than 48 px are dropped."""
+    sizes = [(width, height)]
+    for i in range(1, max(1, octaves)):
+        w, h = round(width / scale ** i), round(height / scale ** i)
+        if min(w, h) < MIN_OCTAVE_SIDE:
+            break
+        sizes.append((w, h))
+    return sizes
+
+
+def tile_edges(length: int, tile: int) -> list[tuple[int, int]]:
+    """Split ``length`` into near-equal spans no longer than ``tile`` (one span when tile <= 0)."""
+    if tile <= 0 or length <= tile:
+        return [(0, length)]
+    n = -(-length // tile)
+    cuts = np.linspace(0, length, n + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(cuts.tolist())]
+
+
+def _grad(model: StepModel, x: Tensor, params: DreamParams,
+          guide: Mapping[str, Any] | None) -> tuple[Tensor, float]:
+    channel_weights = dict(params.channels) if params.channels else None
+    g, loss = model.step(x, params.layer_weights, channel_weights=channel_weights, guide=guide)
+    return np.asarray(g, dtype=np.float32), float(loss)
+
+
+def tiled_gradient(model: StepModel, x: Tensor, params: DreamParams,
+                   guide: Mapping[str, Any] | None = None) -> tuple[Tensor, float]:
+    """The objective's gradient over ``x`` (1, 3, H, W), tile by tile; losses are summed."""
+    h, w = x.shape[2], x.shape[3]
+    ys, xs = tile_edges(h, params.tile), tile_edges(w, params.tile)
+    if len(ys) == 1 and len(xs) == 1:
+        return _grad(model, x, params, guide)
+    g = np.zeros_like(x)
+    total = 0.0
+    for y0, y1 in ys:
+        for x0, x1 in xs:
+            gt, loss = _grad(model, np.ascontiguousarray(x[:, :, y0:y1, x0:x1]), params, guide)
+            g[:, :, y0:y1, x0:x1] = gt
+            total += loss
+    return g, total
+
+
+def ascent_step(model: StepModel, x: Tensor, params: DreamParams, *,
+                mask: Mask | None = None, guide: Mapping[str, Any] | None = None,
+                rng: np.random.Generator) -> tuple[Tensor, float]:
+    """One jittered, normalised gradient-ascent step on ``x`` (model space); returns (x, loss)."""
+    h, w = x.shape[2], x.shape[3]
+    jy = min(params.jitter, h // 2)
+    jx = min(params.jitter, w // 2)
+    oy = int(rng.integers(-jy, jy + 1)) if jy > 0 else 0
+    ox = int(rng.integers(-jx, jx + 1)) if jx > 0 else 0
+    xr = np.roll(x, (oy, ox), axis=(2, 3)) if (oy or ox) else x
+    g, loss = tiled_gradient(model, xr, params, guide)
+    if oy or ox:
+        g = np.roll(g, (-oy, -ox), axis=(2, 3))
+    if mask is not None:
+        g = g * mask[None, None]
+        active = mask > 0
+        denom = float(np.abs(g[:, :, active]).mean()) if active.any() else 0.0
+    else:
+        denom = float(np.abs(g).mean())
+    lo, hi = model.value_range
+    scale = params.step * (hi - lo) / 255.0
+    if denom > 0 and np.isfinite(denom):
+        x = x + (scale / denom) * g
+    out: Tensor = np.asarray(model.clip(x), dtype=np.float32)
+    return out, loss
+
+
+def guide_features(model: StepModel, guide_rgb: RGB, *, max_side: int = 512) -> dict[str, Any]:
+    """Layer features of a guide image (shrunk to at most ``max_side``), for ``step(guide=)``."""
+    h, w = guide_rgb.shape[:2]
+    s = min(1.0, max_side / max(h, w))
+    if s < 1.0:
+        guide_rgb = resize(guide_rgb, (max(1, round(w * s)), max(1, round(h * s))))
+    feats = model.features(model.to_model_space(guide_rgb))
+    return {k: v for k, v in feats.items() if k in model.layers}
+
+
+def composite(src: RGB, out: RGB, mask: Mask | None) -> RGB:
+    """``src + mask * (out - src)``: exactly ``src`` where the mask is 0."""
+    if mask is None:
+        return out
+    m = fit_mask(mask, src.shape[0], src.shape[1], warn=False)[..., None]
+    res: RGB = np.where(m > 0, src + m * (out - src), src).astype(np.float32)
+    return res
+
+
+def dream_image(model: StepModel, rgb: RGB, params: DreamParams, *, mask: Mask | None = None,
+                guide: Mapping[str, Any] | None = None, seed: int | None = 0,
+                progress: Progress | None = None) -> RGB:
+    """Dream over a still; returns float32 RGB [0, 1] the same size as ``rgb``."""
+    rng = np.random.default_rng(seed)
+    h, w = rgb.shape[:2]
+    if mask is not None:
+        mask = fit_mask(mask, h, w)
+    sizes = octave_sizes(w, h, params.octaves, params.octave_scale)
+    bases = [rgb]
+    for size in sizes[1:]:
+        bases.append(resize(bases[-1], size))
+    total = len(sizes) * params.steps_per_octave
+    done = 0
+    detail: Tensor | None = None
+    x = np.asarray(model.to_model_space(bases[-1]), dtype=np.float32)
+    for base in reversed(bases):
+        bh, bw = base.shape[:2]
+        xb = np.asarray(model.to_model_space(base), dtype=np.float32)
+        if detail is not None:
+            d = resize(np.ascontiguousarray(detail[0].transpose(1, 2, 0)), (bw, bh))
+            xb_plus = xb + d.transpose(2, 0, 1)[None]
+        else:
+            xb_plus = xb
+        x = np.asarray(model.clip(np.array(xb_plus, dtype=np.float32)), dtype=np.float32)
+        m = fit_mask(mask, bh, bw, warn=False) if mask is not None else None
+        for _ in range(params.steps_per_octave):
+            x, _loss = ascent_step(model, x, params, mask=m, guide=guide, rng=rng)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+        detail = x - xb
+    out = np.clip(np.asarray(model.from_model_space(x), dtype=np.float32), 0.0, 1.0)
+    return composite(rgb, out, mask)
+
+
+def dream_octave(model: StepModel, rgb: RGB, params: DreamParams, octave: int, *,
+                 steps: int = 1, mask: Mask | None = None,
+                 guide: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator) -> tuple[RGB, float]:
+    """Real-time variant: ``steps`` steps at one octave (0 = full size), detail added back at
+    full size. Returns (new RGB, last loss)."""
+    h, w = rgb.shape[:2]
+    sizes = octave_sizes(w, h, params.octaves, params.octave_scale)
+    ow, oh = sizes[min(octave, len(sizes) - 1)]
+    small = resize(rgb, (ow, oh))
+    x0 = np.asarray(model.to_model_space(small), dtype=np.float32)
+    m = fit_mask(mask, oh, ow, warn=False) if mask is not None else None
+    x = x0
+    loss = 0.0
+    for _ in range(steps):
+        x, loss = ascent_step(model, x, params, mask=m, guide=guide, rng=rng)
+    delta = np.asarray(model.from_model_space(x), dtype=np.float32) - \
+        np.asarray(model.from_model_space(x0), dtype=np.float32)
+    if (ow, oh) != (w, h):
+        delta = resize(np.ascontiguousarray(delta), (w, h))
+    out = np.clip(rgb + delta, 0.0, 1.0).astype(np.float32)
+    return composite(rgb, out, mask), loss

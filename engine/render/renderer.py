@@ -1,0 +1,458 @@
+"""The live renderer: a dream worker thread and a display loop, decoupled by latest-value slots.
+
+::
+
+    set_recipe() --LatestSlot--> DreamWorker thread --LatestSlot--> display thread --> Output
+                                 (onnxruntime, dream size)          (output rate, zoom + fade)
+
+* The **dream worker** (``DreamWorker``) runs as fast as onnxruntime allows at the dream size.
+  Before every dream step it takes the newest recipe (latest wins; it never works on a stale
+  one), moves its canvas by the motion that elapsed since its last step (zoom, rotation and
+  translation per tick, ``motion_hz`` ticks a second), makes one step at the current octave
+  (octaves cycle coarse -> fine, ``steps_per_octave`` steps each) and publishes the frame,
+  stamped with the time its geometry belongs to and the recipe version it used.
+* The **display loop** runs in its own thread, because SDL's present/vsync wait blocks: the
+  asyncio loop is never blocked. Each refresh it warps the newest dreamed frame (upscaled once
+  to the output size, uint8) by the motion elapsed since that frame's stamp, so zoom and
+  rotation run continuously at the output rate, and crossfades from the previous dreamed frame
+  (both warped to the same instant, so they line up). A slow dream slows how often the picture
+  gains detail, never the motion.
+* **Failure**: if the worker dies, ``run`` restarts it with capped backoff (0.5 s doubling to
+  ``max_backoff_s``) from the last published frame; the display keeps showing and moving the
+  last frame meanwhile. Bad recipe inputs (unknown layer, unreadable mask/guide/image) are
+  logged, counted in ``counters`` and skipped; they never stop the worker.
+
+The recipe's ``mask``, ``guide`` and ``source_image`` are show-relative paths; ``resolve``
+(e.g. ``LoadedShow.path``) turns them into files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.channels import LatestSlot
+from engine.errors import DreamstateError, ModelError, RenderError
+from engine.metrics import Counters
+from engine.output.base import U8, Output
+from engine.records import DreamRecipe
+from engine.render.cvlib import cv
+from engine.render.dream import DreamParams, StepModel, guide_features
+from engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
+from engine.render.images import RGB, load_image, save_image, to_uint8
+from engine.render.masks import make_mask
+from engine.render.stats import FrameStats, StatsTracker
+
+log = logging.getLogger("dreamstate.render")
+
+
+@dataclass(frozen=True, slots=True)
+class DreamedFrame:
+    """One published dream result. ``time``: the instant its geometry belongs to."""
+
+    pixels: RGB
+    time: float
+    recipe_version: int
+    generation: int
+    step: int
+
+
+def noise_source(size: tuple[int, int], seed: int = 0) -> RGB:
+    """Soft coloured noise (what DeepDream starts from when there is no source image)."""
+    cv2 = cv()
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0.3, 0.7, size=(max(2, h // 16), max(2, w // 16), 3)).astype(np.float32)
+    out: RGB = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    out += rng.normal(0.0, 0.03, size=out.shape).astype(np.float32)
+    res: RGB = np.clip(out, 0.0, 1.0).astype(np.float32)
+    return res
+
+
+def recipe_motion(recipe: DreamRecipe) -> Motion:
+    return Motion(zoom=recipe.zoom, rotate_deg=recipe.rotate_deg,
+                  translate=(float(recipe.translate[0]), float(recipe.translate[1])))
+
+
+class DreamWorker(threading.Thread):
+    """The dream worker thread (see the module docstring).
+
+    After ``start()`` it waits for a recipe, then loops step by step until ``stop`` is set.
+    If it raises, ``error`` holds the exception and the thread ends (the renderer restarts it).
+    """
+
+    def __init__(self, model: StepModel, size: tuple[int, int],
+                 recipes: LatestSlot[DreamRecipe], frames: LatestSlot[DreamedFrame], *,
+                 source: RGB, canvas: RGB | None, stop: threading.Event, stats: StatsTracker,
+                 counters: Counters, motion_hz: float, seed: int,
+                 resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
+                 start_version: int = 0) -> None:
+        super().__init__(name="dream-worker", daemon=True)
+        self.model = model
+        self.size = size
+        self.recipes = recipes
+        self.frames = frames
+        self.stop_event = stop
+        self.stats = stats
+        self.counters = counters
+        self.motion_hz = motion_hz
+        self.resolve = resolve
+        self.error: BaseException | None = None
+        self.dreamer = FeedbackDreamer(model, size, source, seed=seed, flow=flow)
+        if canvas is not None:
+            self.dreamer.canvas = canvas
+        self._version = start_version
+        self._recipe: DreamRecipe | None = None
+        self._params = DreamParams()
+        self._mask_spec: str | None = None
+        self._guide_spec: str | None = None
+        self._source_spec: str | None = None
+        self._bad_layers: set[str] = set()
+
+    # --- recipe handling ------------------------------------------------------------------
+    def _path(self, value: str) -> Path:
+        return self.resolve(value) if self.resolve else Path(value)
+
+    def _apply(self, recipe: DreamRecipe) -> None:
+        known = set(self.model.layers)
+        weights = {k: v for k, v in recipe.layer_weights.items() if k in known}
+        unknown = sorted(set(recipe.layer_weights) - known)
+        for name in unknown:
+            self.counters.inc("unknown_layer")
+            if name not in self._bad_layers:
+                self._bad_layers.add(name)
+                log.error("layer %r is not in model %s; ignoring it (layers: %s)", name,
+                          self.model.name, ", ".join(self.model.layers),
+                          extra={"layer": name, "model": self.model.name})
+        channels = {k: v for k, v in recipe.channels.items() if k in known}
+        base = DreamParams.from_recipe(recipe, jitter=min(32, self.size[0] // 8))
+        self._params = DreamParams(layer_weights=weights or None, channels=channels,
+                                   step=base.step, octaves=base.octaves,
+                                   octave_scale=base.octave_scale,
+                                   steps_per_octave=base.steps_per_octave, jitter=base.jitter,
+                                   tile=base.tile)
+        w, h = self.size
+        if recipe.source_image != self._source_spec:
+            self._source_spec = recipe.source_image
+            if recipe.source_image:
+                try:
+                    self.dreamer.reset(load_image(self._path(recipe.source_image),
+                                                  what="source image"))
+                except DreamstateError as exc:
+                    self.counters.inc("bad_source_image")
+                    log.error("%s; keeping the current picture", exc,
+                              extra={"image": recipe.source_image})
+        if recipe.mask != self._mask_spec:
+            self._mask_spec = recipe.mask
+            try:
+                self.dreamer.mask = make_mask(recipe.mask, h, w, resolve=self.resolve) \
+                    if recipe.mask else None
+            except DreamstateError as exc:
+                self.counters.inc("bad_mask")
+                self.dreamer.mask = None
+                log.error("%s; dreaming without a mask", exc, extra={"mask": recipe.mask})
+        if recipe.guide != self._guide_spec:
+            self._guide_spec = recipe.guide
+            try:
+                self.dreamer.guide = guide_features(
+                    self.model, load_image(self._path(recipe.guide), what="guide image")) \
+                    if recipe.guide else None
+            except DreamstateError as exc:
+                self.counters.inc("bad_guide")
+                self.dreamer.guide = None
+                log.error("%s; dreaming without a guide", exc, extra={"guide": recipe.guide})
+        self._recipe = recipe
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the thread's last word: logged, counted, then restarted
+            self.error = exc
+            self.counters.inc("worker_died")
+            self.stats.error()
+            log.exception("dream worker died: %s", exc, extra={"model": self.model.name})
+
+    def _loop(self) -> None:
+        t_last = time.monotonic()
+        step = 0
+        while not self.stop_event.is_set():
+            if self._recipe is None:
+                r, v = self.recipes.wait_newer(self._version, timeout=0.1)
+            else:
+                r, v = self.recipes.get_if_newer(self._version)
+            if r is not None:
+                self._version = v
+                self._apply(r)
+            recipe = self._recipe
+            if recipe is None:
+                t_last = time.monotonic()
+                continue
+            now = time.monotonic()
+            self.dreamer.move(recipe_motion(recipe), (now - t_last) * self.motion_hz)
+            t_last = now
+            try:
+                canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend)
+            except ModelError as exc:
+                if self.dreamer.guide is None:
+                    raise
+                self.counters.inc("guide_unsupported")
+                log.error("model %s cannot use the guide (%s); dreaming without it",
+                          self.model.name, exc, extra={"guide": recipe.guide})
+                self.dreamer.guide = None
+                continue
+            step += 1
+            self.frames.put(DreamedFrame(canvas, now, self._version, recipe.generation, step))
+            self.stats.step(time.monotonic())
+
+
+@dataclass(slots=True)
+class _Shown:
+    up: U8
+    time: float
+
+
+class Renderer:
+    """Owns the dream worker thread and the display loop.
+
+    Lifecycle:
+
+    * after ``__init__``: nothing runs yet; ``set_recipe`` may already be called.
+    * ``await run()``: opens the output on the display thread, starts the worker and supervises
+      it (restart with capped backoff when it dies); returns after ``stop()``, when the viewer
+      closes the window (Esc / close button), or re-raises the output's ``RenderError`` if it
+      could not open. The asyncio loop is never blocked: the display loop has its own thread.
+    * ``set_recipe(r)``: thread-safe, never blocks, latest wins; shows within one dream step.
+    * ``stats``: a ``FrameStats`` snapshot at any time. ``snapshot(path)`` writes the frame on
+      screen as PNG (blocking file I/O: call it with ``asyncio.to_thread`` from the loop).
+    * after ``stop()``: ``run`` returns within about a second (a step in flight finishes in the
+      background on its daemon thread).
+    """
+
+    def __init__(self, model: StepModel, output: Output, *, dream_size: tuple[int, int] = (640, 360),
+                 output_size: tuple[int, int] = (1280, 720), fps: float = 60.0,
+                 source: RGB | None = None, seed: int = 0, motion_hz: float = 10.0,
+                 resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
+                 max_backoff_s: float = 10.0) -> None:
+        self.model = model
+        self.output = output
+        self.dream_size = (int(dream_size[0]), int(dream_size[1]))
+        self.output_size = (int(output_size[0]), int(output_size[1]))
+        self.output.size = self.output_size
+        self.fps = fps
+        self.seed = seed
+        self.motion_hz = motion_hz
+        self.resolve = resolve
+        self.flow = flow
+        self.max_backoff_s = max_backoff_s
+        self.source = np.asarray(source, dtype=np.float32) if source is not None \
+            else noise_source(self.dream_size, seed)
+        self.recipes: LatestSlot[DreamRecipe] = LatestSlot()
+        self.frames: LatestSlot[DreamedFrame] = LatestSlot()
+        self.counters = Counters()
+        self.tracker = StatsTracker(fps)
+        self.quit_requested = False
+        self._stop = threading.Event()
+        self._worker_stop = threading.Event()
+        self._worker: DreamWorker | None = None
+        self._display_error: BaseException | None = None
+        self._motion = Motion()
+        self._pending: tuple[int, float] | None = None
+        self._pending_lock = threading.Lock()
+        self._last_frame: U8 | None = None
+        self._last_dreamed: DreamedFrame | None = None
+        self._opened = threading.Event()
+
+    # --- control ---------------------------------------------------------------------------
+    def set_recipe(self, recipe: DreamRecipe) -> None:
+        """Hand the worker a new recipe (latest wins); the display's motion follows at once."""
+        self._motion = recipe_motion(recipe)
+        with self._pending_lock:
+            self.recipes.put(recipe)
+            if self._pending is None:
+                self._pending = (self.recipes.version, time.monotonic())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stats(self) -> FrameStats:
+        return self.tracker.snapshot()
+
+    @property
+    def latest_frame(self) -> U8 | None:
+        """The last frame presented to the output (uint8 RGB at output size)."""
+        return self._last_frame
+
+    def snapshot(self, path: str | Path) -> Path:
+        frame = self._last_frame
+        if frame is None:
+            raise RenderError("no frame has been shown yet", hint="snapshot after run() started")
+        return save_image(path, frame)
+
+    # --- worker ----------------------------------------------------------------------------
+    def _start_worker(self) -> None:
+        last = self.frames.get() if self.frames.version else None
+        self._worker = DreamWorker(
+            self.model, self.dream_size, self.recipes, self.frames,
+            source=self.source, canvas=None if last is None else last.pixels,
+            stop=self._worker_stop, stats=self.tracker, counters=self.counters,
+            motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
+            resolve=self.resolve, flow=self.flow, start_version=0)
+        self._worker.start()
+
+    # --- display ---------------------------------------------------------------------------
+    def _upscale(self, rgb: RGB) -> U8:
+        cv2 = cv()
+
+        u8 = to_uint8(rgb)
+        if (u8.shape[1], u8.shape[0]) == self.output_size:
+            return u8
+        out: U8 = cv2.resize(u8, self.output_size, interpolation=cv2.INTER_LINEAR)
+        return out
+
+    def _compose(self, now: float, cur: _Shown, prev: _Shown | None, alpha: float) -> U8:
+        cv2 = cv()
+
+        from engine.render.geometry import warp
+
+        w, h = self.output_size
+        motion = self._motion
+        a: U8 = warp(cur.up, motion.matrix(w, h, (now - cur.time) * self.motion_hz))  # type: ignore[assignment]
+        if prev is None or alpha >= 1.0:
+            return a
+        b: U8 = warp(prev.up, motion.matrix(w, h, (now - prev.time) * self.motion_hz))  # type: ignore[assignment]
+        out: U8 = cv2.addWeighted(b, 1.0 - alpha, a, alpha, 0.0)
+        return out
+
+    def _display_main(self) -> None:
+        try:
+            self.output_size = self.output.open()
+        except BaseException as exc:  # handed to run(), which re-raises it on the loop
+            self._display_error = exc
+            log.exception("output %s could not open: %s", self.output.name, exc,
+                          extra={"output": self.output.name})
+            self._opened.set()
+            self._stop.set()
+            return
+        self._opened.set()
+        try:
+            self._display_loop()
+        except BaseException as exc:  # handed to run(), which re-raises it on the loop
+            self._display_error = exc
+            log.exception("display loop failed: %s", exc, extra={"output": self.output.name})
+            self._stop.set()
+        finally:
+            self.output.close()
+
+    def _display_loop(self) -> None:
+        period = 1.0 / self.fps
+        start = time.monotonic()
+        cur = _Shown(self._upscale(self.source), start)
+        prev: _Shown | None = None
+        fade_t0 = start
+        fade_s = 0.1
+        last_arrival: float | None = None
+        version = 0
+        last_present: float | None = None
+        deadline = start
+        while not self._stop.is_set():
+            now = time.monotonic()
+            f, version = self.frames.get_if_newer(version)
+            if f is not None:
+                prev, cur = cur, _Shown(self._upscale(f.pixels), f.time)
+                if last_arrival is not None:  # fade over about one dream interval
+                    fade_s = min(0.5, max(2 * period, 0.7 * fade_s + 0.3 * (now - last_arrival)))
+                last_arrival = fade_t0 = now
+                self.tracker.shown()
+                with self._pending_lock:
+                    if self._pending is not None and f.recipe_version >= self._pending[0]:
+                        self.tracker.latency(now - self._pending[1])
+                        self._pending = None
+            alpha = 1.0 if prev is None else min(1.0, (now - fade_t0) / fade_s)
+            frame = self._compose(now, cur, prev if alpha < 1.0 else None, alpha)
+            self.output.present(frame)
+            self._last_frame = frame
+            if not self.output.poll():
+                self.quit_requested = True
+                self._stop.set()
+            t = time.monotonic()
+            if last_present is not None:
+                self.tracker.frame(t - last_present, t)
+            last_present = t
+            if not self.output.paced:
+                deadline += period
+                delay = deadline - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+                elif delay < -period:
+                    deadline = time.monotonic()
+
+    # --- the task ----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until ``stop()`` (see the class docstring)."""
+        self._stop.clear()
+        self._worker_stop.clear()
+        display = threading.Thread(target=self._display_main, name="display", daemon=True)
+        display.start()
+        self._start_worker()
+        backoff = 0.5
+        restart_at: float | None = None
+        healthy_since = time.monotonic()
+        try:
+            while not self._stop.is_set() and display.is_alive():
+                await asyncio.sleep(0.05)
+                w = self._worker
+                now = time.monotonic()
+                if w is not None and not w.is_alive():
+                    if restart_at is None:
+                        restart_at = now + backoff
+                        log.warning("dream worker stopped (%s); restarting in %.1f s",
+                                    w.error, backoff, extra={"backoff_s": backoff})
+                    elif now >= restart_at:
+                        self.tracker.restarted()
+                        self.counters.inc("worker_restarts")
+                        self._start_worker()
+                        backoff = min(backoff * 2.0, self.max_backoff_s)
+                        restart_at = None
+                        healthy_since = now
+                elif now - healthy_since > 30.0:
+                    backoff = 0.5
+        finally:
+            self._stop.set()
+            self._worker_stop.set()
+            await asyncio.to_thread(display.join, 5.0)
+            if self._worker is not None:
+                await asyncio.to_thread(self._worker.join, 1.0)
+        if self._display_error is not None:
+            err = self._display_error
+            if isinstance(err, DreamstateError):
+                raise err
+            raise RenderError(f"output {self.output.name} failed: {err}",
+                              hint="see the log for the traceback") from err
+
+    def run_for(self, seconds: float, *, on_tick: Callable[[Renderer, float], Any] | None = None,
+                tick_s: float = 0.5) -> FrameStats:
+        """Run for ``seconds`` in a fresh event loop (CLI, benchmarks); returns the stats."""
+
+        async def main() -> None:
+            task = asyncio.create_task(self.run())
+            t0 = time.monotonic()
+            while not task.done() and time.monotonic() - t0 < seconds:
+                await asyncio.sleep(tick_s)
+                if on_tick is not None:
+                    on_tick(self, time.monotonic() - t0)
+            self.stop()
+            await task
+
+        asyncio.run(main())
+        return self.stats
