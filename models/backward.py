@@ -106,10 +106,16 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     group = int(n.attrs.get("group", 1))
     pads = _static_pads(n, k, s, d)
     attrs = {"dilations": d, "group": group, "strides": s, "kernel_shape": k}
-    if pads is not None:
+    if pads is not None and all(si == 1 for si in s):
         dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads, **attrs)
-        if any(si > 1 for si in s):
-            dx = em.pad_end_to(dx, x)
+    elif pads is not None:
+        # Stride > 1: the transposed conv covers [pb, H + pe - r) of the padded input, where
+        # r = (H + pb + pe - eff_k) mod s depends on H. Crop the begin padding statically, then
+        # crop (pe > r) or zero-pad (pe < r) the end to H dynamically.
+        dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads[:sp] + [0] * sp, **attrs)
+        if any(pads[sp:]):
+            dx = em.op("Slice", [dx, em.const([0] * sp, np.int64), em.tail_shape(x, 2), em.const(list(range(2, 2 + sp)), np.int64)])
+        dx = em.pad_end_to(dx, x)
     else:
         full = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=[0] * (2 * sp), **attrs)
         dx = _same_dynamic_slice(ctx, n, full, x, sp)
@@ -187,9 +193,8 @@ def avgpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     size = em.tail_shape(x, 2)
     begin_c = em.const(pads[:sp], np.int64)
     crop = em.op("Slice", [full, begin_c, em.op("Add", [begin_c, size]), em.const(list(range(2, 2 + sp)), np.int64)])
-    one_x = em.op("Concat", [em.const([1, 1], np.int64), size], axis=0)
-    diff = em.op("Sub", [one_x, em.shape(crop)])
-    padded = em.op("Pad", [crop, em.op("Concat", [em.const([0] * (sp + 2), np.int64), diff], axis=0)])
+    diff = em.op("Sub", [size, em.tail_shape(crop, 2)])
+    padded = em.op("Pad", [crop, em.op("Concat", [em.const([0] * (sp + 4), np.int64), diff], axis=0)])
     return [em.op("Reshape", [padded, em.shape(x)])]
 
 
