@@ -22,6 +22,8 @@
   last frame meanwhile. Bad recipe inputs (unknown layer, unreadable mask/guide/image) are
   logged, counted in ``counters`` and skipped; they never stop the worker.
 
+A guide needs a dream step compiled for it: pass ``guide_model`` (the same model loaded with
+``guide=True``); the worker switches to it while the recipe names a guide.
 The recipe's ``mask``, ``guide`` and ``source_image`` are show-relative paths; ``resolve``
 (e.g. ``LoadedShow.path``) turns them into files.
 """
@@ -38,16 +40,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from engine.channels import LatestSlot
-from engine.errors import DreamstateError, ModelError, RenderError
+from engine.errors import DreamstateError, RenderError
 from engine.metrics import Counters
 from engine.output.base import U8, Output
 from engine.records import DreamRecipe
 from engine.render.cvlib import cv
 from engine.render.dream import DreamParams, StepModel, guide_features
 from engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
-from engine.render.images import RGB, load_image, save_image, to_uint8
+from engine.render.images import RGB, load_image, resize, save_image, to_uint8
 from engine.render.masks import make_mask
 from engine.render.stats import FrameStats, StatsTracker
 
@@ -95,9 +98,10 @@ class DreamWorker(threading.Thread):
                  source: RGB, canvas: RGB | None, stop: threading.Event, stats: StatsTracker,
                  counters: Counters, motion_hz: float, seed: int,
                  resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
-                 start_version: int = 0) -> None:
+                 guide_model: StepModel | None = None, start_version: int = 0) -> None:
         super().__init__(name="dream-worker", daemon=True)
         self.model = model
+        self.guide_model = guide_model
         self.size = size
         self.recipes = recipes
         self.frames = frames
@@ -162,14 +166,21 @@ class DreamWorker(threading.Thread):
                 log.error("%s; dreaming without a mask", exc, extra={"mask": recipe.mask})
         if recipe.guide != self._guide_spec:
             self._guide_spec = recipe.guide
-            try:
-                self.dreamer.guide = guide_features(
-                    self.model, load_image(self._path(recipe.guide), what="guide image")) \
-                    if recipe.guide else None
-            except DreamstateError as exc:
-                self.counters.inc("bad_guide")
-                self.dreamer.guide = None
-                log.error("%s; dreaming without a guide", exc, extra={"guide": recipe.guide})
+            self.dreamer.guide = None
+            if recipe.guide and self.guide_model is None:
+                self.counters.inc("guide_unsupported")
+                log.error("scene asks for guide %r but no guide-compiled model was given; "
+                          "dreaming without it", recipe.guide,
+                          extra={"guide": recipe.guide, "model": self.model.name})
+            elif recipe.guide and self.guide_model is not None:
+                try:
+                    self.dreamer.guide = guide_features(
+                        self.guide_model, load_image(self._path(recipe.guide), what="guide image"))
+                except DreamstateError as exc:
+                    self.counters.inc("bad_guide")
+                    log.error("%s; dreaming without a guide", exc, extra={"guide": recipe.guide})
+        self.dreamer.model = self.guide_model if (self.dreamer.guide is not None
+                                                  and self.guide_model is not None) else self.model
         self._recipe = recipe
 
     # --- the loop ---------------------------------------------------------------------------
@@ -200,16 +211,7 @@ class DreamWorker(threading.Thread):
             now = time.monotonic()
             self.dreamer.move(recipe_motion(recipe), (now - t_last) * self.motion_hz)
             t_last = now
-            try:
-                canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend)
-            except ModelError as exc:
-                if self.dreamer.guide is None:
-                    raise
-                self.counters.inc("guide_unsupported")
-                log.error("model %s cannot use the guide (%s); dreaming without it",
-                          self.model.name, exc, extra={"guide": recipe.guide})
-                self.dreamer.guide = None
-                continue
+            canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend)
             step += 1
             self.frames.put(DreamedFrame(canvas, now, self._version, recipe.generation, step))
             self.stats.step(time.monotonic())
@@ -217,8 +219,12 @@ class DreamWorker(threading.Thread):
 
 @dataclass(slots=True)
 class _Shown:
-    up: U8
+    """A dreamed frame on screen: uint8 at dream size, its geometry time, and (while fading in)
+    the previous frame already moved to the same instant."""
+
+    img: U8
     time: float
+    prev: U8 | None = None
 
 
 class Renderer:
@@ -242,8 +248,9 @@ class Renderer:
                  output_size: tuple[int, int] = (1280, 720), fps: float = 60.0,
                  source: RGB | None = None, seed: int = 0, motion_hz: float = 10.0,
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
-                 max_backoff_s: float = 10.0) -> None:
+                 guide_model: StepModel | None = None, max_backoff_s: float = 10.0) -> None:
         self.model = model
+        self.guide_model = guide_model
         self.output = output
         self.dream_size = (int(dream_size[0]), int(dream_size[1]))
         self.output_size = (int(output_size[0]), int(output_size[1]))
@@ -307,31 +314,41 @@ class Renderer:
             source=self.source, canvas=None if last is None else last.pixels,
             stop=self._worker_stop, stats=self.tracker, counters=self.counters,
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
-            resolve=self.resolve, flow=self.flow, start_version=0)
+            resolve=self.resolve, flow=self.flow, guide_model=self.guide_model)
         self._worker.start()
 
     # --- display ---------------------------------------------------------------------------
-    def _upscale(self, rgb: RGB) -> U8:
-        cv2 = cv()
-
-        u8 = to_uint8(rgb)
-        if (u8.shape[1], u8.shape[0]) == self.output_size:
-            return u8
-        out: U8 = cv2.resize(u8, self.output_size, interpolation=cv2.INTER_LINEAR)
+    def _output_matrix(self, src_size: tuple[int, int], amount: float) -> npt.NDArray[np.float64]:
+        """One matrix that upscales dream size -> output size and applies ``amount`` ticks of
+        motion, so each display frame costs a single warp at output size."""
+        sw, sh = src_size
+        w, h = self.output_size
+        sx, sy = w / sw, h / sh
+        scale = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+        motion = np.vstack([self._motion.matrix(w, h, amount), [0.0, 0.0, 1.0]])
+        out: npt.NDArray[np.float64] = (motion @ scale)[:2]
         return out
 
-    def _compose(self, now: float, cur: _Shown, prev: _Shown | None, alpha: float) -> U8:
-        cv2 = cv()
-
+    def _take(self, f: DreamedFrame, cur: _Shown) -> _Shown:
+        """A new dreamed frame: the old one is moved to the new frame's instant for the fade."""
         from engine.render.geometry import warp
 
-        w, h = self.output_size
-        motion = self._motion
-        a: U8 = warp(cur.up, motion.matrix(w, h, (now - cur.time) * self.motion_hz))  # type: ignore[assignment]
-        if prev is None or alpha >= 1.0:
-            return a
-        b: U8 = warp(prev.up, motion.matrix(w, h, (now - prev.time) * self.motion_hz))  # type: ignore[assignment]
-        out: U8 = cv2.addWeighted(b, 1.0 - alpha, a, alpha, 0.0)
+        img = to_uint8(f.pixels)
+        h, w = img.shape[:2]
+        base = cur.img if cur.img.shape == img.shape else \
+            cv().resize(cur.img, (w, h), interpolation=cv().INTER_LINEAR)
+        amount = (f.time - cur.time) * self.motion_hz
+        prev: U8 = warp(base, self._motion.matrix(w, h, amount))  # type: ignore[assignment]
+        return _Shown(img, f.time, prev)
+
+    def _compose(self, now: float, cur: _Shown, alpha: float) -> U8:
+        src = cur.img
+        if cur.prev is not None and alpha < 1.0:
+            src = cv().addWeighted(cur.prev, 1.0 - alpha, cur.img, alpha, 0.0)
+        h, w = src.shape[:2]
+        m = self._output_matrix((w, h), (now - cur.time) * self.motion_hz)
+        out: U8 = cv().warpAffine(src, m, self.output_size, flags=cv().INTER_LINEAR,
+                                  borderMode=cv().BORDER_REFLECT_101)
         return out
 
     def _display_main(self) -> None:
@@ -357,8 +374,7 @@ class Renderer:
     def _display_loop(self) -> None:
         period = 1.0 / self.fps
         start = time.monotonic()
-        cur = _Shown(self._upscale(self.source), start)
-        prev: _Shown | None = None
+        cur = _Shown(to_uint8(resize(self.source, self.dream_size)), start)
         fade_t0 = start
         fade_s = 0.1
         last_arrival: float | None = None
@@ -369,7 +385,7 @@ class Renderer:
             now = time.monotonic()
             f, version = self.frames.get_if_newer(version)
             if f is not None:
-                prev, cur = cur, _Shown(self._upscale(f.pixels), f.time)
+                cur = self._take(f, cur)
                 if last_arrival is not None:  # fade over about one dream interval
                     fade_s = min(0.5, max(2 * period, 0.7 * fade_s + 0.3 * (now - last_arrival)))
                 last_arrival = fade_t0 = now
@@ -378,8 +394,8 @@ class Renderer:
                     if self._pending is not None and f.recipe_version >= self._pending[0]:
                         self.tracker.latency(now - self._pending[1])
                         self._pending = None
-            alpha = 1.0 if prev is None else min(1.0, (now - fade_t0) / fade_s)
-            frame = self._compose(now, cur, prev if alpha < 1.0 else None, alpha)
+            alpha = min(1.0, (now - fade_t0) / fade_s)
+            frame = self._compose(now, cur, alpha)
             self.output.present(frame)
             self._last_frame = frame
             if not self.output.poll():

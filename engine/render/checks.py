@@ -1,0 +1,95 @@
+"""Show-file checks for the renderer, run by ``load_show`` through ``engine.show.EXTRA_CHECKS``.
+
+``check_render(loaded)`` returns ``(key path, message)`` for every problem it finds:
+
+* ``show.images[i]``, ``scenes.<s>.image``, ``scenes.<s>.guide``: the file must decode as an
+  image;
+* ``scenes.<s>.mask``: a built-in mask (``circle``, ``radial``) or a readable image (also as
+  ``luminance:<path>`` / ``edges:<path>``);
+* ``show.model``: the model must resolve (registry name or .onnx path inside the show folder);
+* ``scenes.<s>.layers.<name>`` and ``scenes.<s>.channels.<name>``: the layer must exist in the
+  show's model. Layers are listed from the ONNX graph without compiling anything.
+
+``register()`` adds the check to ``EXTRA_CHECKS`` once (importing ``engine.render`` does it).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from engine.errors import DreamstateError
+from engine.render.masks import BUILTIN, parse_spec
+from engine.show import EXTRA_CHECKS, LoadedShow
+
+log = logging.getLogger("dreamstate.render")
+
+
+def _image_problem(loaded: LoadedShow, key: str, value: str) -> str | None:
+    from engine.render.images import load_image
+
+    try:
+        load_image(loaded.path(value, what=key), what=key)
+    except DreamstateError as exc:
+        return str(exc)
+    return None
+
+
+def _model_graph(loaded: LoadedShow) -> tuple[Any | None, str | None]:
+    """The show model's forward graph (cheap: parsed, not compiled), or an error message."""
+    from models import registry
+    from models.graph import load_forward
+
+    name = loaded.show.show.model
+    try:
+        target: str | Path = name
+        if name.endswith(".onnx"):
+            target = loaded.path(name, what="show.model")
+        path, _spec = registry.resolve(target)
+        return load_forward(path, label=str(path)), None
+    except DreamstateError as exc:
+        return None, str(exc)
+
+
+def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
+    """Every render problem in the show (see the module docstring)."""
+    show = loaded.show
+    problems: list[tuple[str, str]] = []
+    for i, img in enumerate(show.show.images):
+        msg = _image_problem(loaded, f"show.images[{i}]", img)
+        if msg:
+            problems.append((f"show.images[{i}]", msg))
+    graph = None
+    if show.scenes:
+        graph, err = _model_graph(loaded)
+        if err:
+            problems.append(("show.model", err))
+    for name, scene in show.scenes.items():
+        base = f"scenes.{name}"
+        for field in ("image", "guide"):
+            value = getattr(scene, field)
+            if value:
+                msg = _image_problem(loaded, f"{base}.{field}", value)
+                if msg:
+                    problems.append((f"{base}.{field}", msg))
+        if scene.mask and scene.mask not in BUILTIN:
+            _mode, path = parse_spec(scene.mask)
+            if path:
+                msg = _image_problem(loaded, f"{base}.mask", path)
+                if msg:
+                    problems.append((f"{base}.mask", msg))
+        if graph is not None:
+            for section, names in (("layers", scene.layers), ("channels", scene.channels)):
+                for layer in names:
+                    try:
+                        graph.resolve_layer(layer)
+                    except DreamstateError as exc:
+                        problems.append((f"{base}.{section}.{layer}", str(exc)))
+    return problems
+
+
+def register() -> None:
+    """Add ``check_render`` to ``engine.show.EXTRA_CHECKS`` (idempotent)."""
+    if check_render not in EXTRA_CHECKS:
+        EXTRA_CHECKS.append(check_render)

@@ -1,0 +1,170 @@
+"""``dreamstate dream`` and ``dreamstate feedback``: DeepDream from the command line.
+
+``dreamstate dream IMAGE --model M [--layers L ...] --out OUT.png``: one still.
+``dreamstate feedback IMAGE --seconds S --out video.mp4``: a zoom-feedback video, offline.
+``M`` is a registry name (``starter``, ``squeezenet1.0``, ...) or an .onnx path; without
+``--layers`` the model's recommended layers are used. Long runs show a progress bar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.render.dream import DreamParams, StepModel
+
+log = logging.getLogger("dreamstate.render")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like 640x360") from None
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"size {text!r} is too small (16x16 at least)")
+    return w, h
+
+
+def _layer_weight(text: str) -> tuple[str, float]:
+    name, _, weight = text.partition("=")
+    try:
+        return name, float(weight) if weight else 1.0
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"layer {text!r}: use NAME or NAME=WEIGHT") from None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("image", help="source image (PNG/JPEG)")
+    p.add_argument("--model", default="starter",
+                   help="registry name (starter, squeezenet1.0, googlenet, ...) or an .onnx path")
+    p.add_argument("--layers", nargs="+", type=_layer_weight, metavar="NAME[=WEIGHT]",
+                   help="layers to dream on (default: the model's recommended layers)")
+    p.add_argument("--step", type=float, default=1.5, help="step size in 0..255 units (1.5)")
+    p.add_argument("--octaves", type=int, default=4, help="number of octaves (4)")
+    p.add_argument("--octave-scale", type=float, default=1.4, help="scale between octaves (1.4)")
+    p.add_argument("--steps", type=int, default=10, help="steps per octave (10)")
+    p.add_argument("--jitter", type=int, default=32, help="random roll in pixels (32)")
+    p.add_argument("--tile", type=int, default=512, help="tile size in pixels; 0 = no tiling")
+    p.add_argument("--size", type=_size, help="resize the source first, e.g. 640x360")
+    p.add_argument("--mask", help="circle | radial | IMAGE | edges:IMAGE | luminance:IMAGE")
+    p.add_argument("--guide", help="guide image whose features steer the dream")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    d = sub.add_parser("dream", help="DeepDream one image",
+                       description="DeepDream a still image with octaves, jitter and tiling.")
+    _common(d)
+    d.add_argument("--out", required=True, help="output image (PNG/JPEG)")
+    d.set_defaults(func=cmd_dream)
+
+    f = sub.add_parser("feedback", help="render a zoom-feedback DeepDream video offline",
+                       description="Zoom into the dream, frame after frame, and write a video.")
+    _common(f)
+    f.add_argument("--seconds", type=float, default=5.0, help="video length in seconds (5)")
+    f.add_argument("--fps", type=float, default=25.0, help="video frame rate (25)")
+    f.add_argument("--out", required=True, help="output video (.mp4 or .avi)")
+    f.add_argument("--zoom", type=float, default=1.04, help="zoom per frame (1.04)")
+    f.add_argument("--rotate", type=float, default=0.0, help="degrees per frame")
+    f.add_argument("--translate", type=float, nargs=2, default=(0.0, 0.0), metavar=("DX", "DY"),
+                   help="shift per frame as a fraction of width/height")
+    f.add_argument("--center", type=float, nargs=2, default=(0.5, 0.5), metavar=("CX", "CY"),
+                   help="zoom/rotation centre as a fraction of the frame (0.5 0.5)")
+    f.add_argument("--realtime", action="store_true",
+                   help="one octave per frame, cycling (as the live renderer does)")
+    f.add_argument("--steps-per-frame", type=int, default=2,
+                   help="steps per frame in --realtime mode (2)")
+    f.add_argument("--blend", type=float, default=0.0,
+                   help="temporal blend with the previous frame, 0..1 (flicker control)")
+    f.add_argument("--source-mix", type=float, default=0.0,
+                   help="share of the (moving) source mixed back in per frame, 0..1")
+    f.add_argument("--flow", choices=["dis", "farneback"],
+                   help="warp the carried dream along optical flow (for video sources)")
+    f.set_defaults(func=cmd_feedback, octaves=4, steps=10)
+
+
+def _load(args: argparse.Namespace) -> tuple[StepModel, DreamParams, Any, Any]:
+    from engine.render.dream import DreamParams, guide_features
+    from engine.render.images import load_image
+    from models.dream import DreamModel
+
+    layers = [name for name, _ in args.layers] if args.layers else None
+    model = DreamModel.load(args.model, layers, guide=bool(args.guide), device=args.device,
+                            threads=args.threads)
+    weights = {name: w for name, w in args.layers} if args.layers else None
+    params = DreamParams(layer_weights=weights, step=args.step, octaves=args.octaves,
+                         octave_scale=args.octave_scale, steps_per_octave=args.steps,
+                         jitter=args.jitter, tile=args.tile)
+    guide = guide_features(model, load_image(args.guide, what="guide image")) \
+        if args.guide else None
+    return model, params, guide, layers
+
+
+def _progress(label: str) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), transient=False)
+
+
+def cmd_dream(args: argparse.Namespace) -> int:
+    from engine.render.dream import dream_image
+    from engine.render.images import load_image, save_image
+    from engine.render.masks import make_mask
+
+    rgb = load_image(args.image, what="image", size=args.size)
+    model, params, guide, _ = _load(args)
+    h, w = rgb.shape[:2]
+    mask = make_mask(args.mask, h, w) if args.mask else None
+    t0 = time.perf_counter()
+    with _progress(f"dreaming {Path(args.image).name} ({w}x{h}, {model.name})") as bar:
+        task = bar.add_task("dream", total=params.octaves * params.steps_per_octave)
+        out = dream_image(model, rgb, params, mask=mask, guide=guide, seed=args.seed,
+                          progress=lambda done, total: bar.update(task, completed=done,
+                                                                  total=total))
+    save_image(args.out, out)
+    print(f"wrote {args.out} ({w}x{h}, layers {', '.join(model.layers)}, "  # noqa: T201
+          f"{time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from engine.render.feedback import VIDEO_SUFFIXES, Motion, render_feedback_video
+    from engine.render.images import load_image
+    from engine.render.masks import make_mask
+
+    source: Any
+    if Path(args.image).suffix.lower() in VIDEO_SUFFIXES:
+        source = args.image
+        if args.size is None:
+            from engine.errors import RenderError
+
+            raise RenderError("a video source needs --size WxH", hint="add e.g. --size 640x360")
+        size = args.size
+    else:
+        source = load_image(args.image, what="image", size=args.size)
+        size = (source.shape[1], source.shape[0])
+    model, params, guide, _ = _load(args)
+    mask = make_mask(args.mask, size[1], size[0]) if args.mask else None
+    motion = Motion(zoom=args.zoom, rotate_deg=args.rotate, translate=tuple(args.translate),
+                    center=tuple(args.center))
+    t0 = time.perf_counter()
+    with _progress(f"feedback {Path(args.image).name} ({size[0]}x{size[1]}, {model.name})") as bar:
+        task = bar.add_task("feedback", total=None)
+        n = render_feedback_video(
+            model, source, args.out, seconds=args.seconds, fps=args.fps, size=size,
+            params=params, motion=motion, blend=args.blend, source_mix=args.source_mix,
+            realtime=args.realtime, steps_per_frame=args.steps_per_frame, flow=args.flow,
+            mask=mask, guide=guide, seed=args.seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total))
+    dt = time.perf_counter() - t0
+    print(f"wrote {args.out}: {n} frames {size[0]}x{size[1]} at {args.fps:g} fps "  # noqa: T201
+          f"in {dt:.1f} s ({dt / n:.2f} s/frame)")
+    return 0
