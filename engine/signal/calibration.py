@@ -72,10 +72,10 @@ def make_classifier(kind: ClassifierKind, seed: int = 0) -> Any:
 class Calibrator:
     """Collects labelled windows and fits the classifier.
 
-    Lifecycle: after ``__init__`` nothing is recorded and ``label`` is None. ``begin(label)``
-    makes ``add`` record windows under ``label`` until ``end()`` (or the next ``begin``).
-    ``fit()`` returns a report and leaves ``model`` fitted; it raises ``CalibrationError``
-    with the per-label counts when data is short. ``save``/``load`` use JSON only.
+    Lifecycle: after ``__init__`` nothing is recorded. ``add(vector, label)`` stores one
+    labelled window (the pipeline decides which label a window has). ``fit()`` returns a
+    report and leaves ``model`` fitted; it raises ``CalibrationError`` with the per-label
+    counts when data is short. ``save``/``load`` use JSON only.
     """
 
     def __init__(self, feature_names: Sequence[str], *, classifier: ClassifierKind = "logistic",
@@ -84,25 +84,15 @@ class Calibrator:
         self.classifier: ClassifierKind = classifier
         self.min_windows_per_label = min_windows_per_label
         self.seed = seed
-        self.label: str | None = None
         self._x: list[F64] = []
         self._y: list[str] = []
         self.model: Any = None
         self.report: CalibrationReport | None = None
 
-    def begin(self, label: str) -> None:
-        self.label = label or None
-
-    def end(self) -> None:
-        self.label = None
-
-    def add(self, vector: npt.NDArray[np.floating[Any]]) -> bool:
-        """Record one accepted window under the active label; False when none is active."""
-        if self.label is None:
-            return False
+    def add(self, vector: npt.NDArray[np.floating[Any]], label: str) -> None:
+        """Record one accepted window's feature vector under ``label``."""
         self._x.append(np.asarray(vector, dtype=np.float64).copy())
-        self._y.append(self.label)
-        return True
+        self._y.append(label)
 
     def counts(self) -> dict[str, int]:
         return dict(TallyCounter(self._y))

@@ -89,7 +89,9 @@ class FeatureExtractor:
         self.sfreq = float(sfreq)
         self.n = int(n)
         self.nfft = int(nfft or max(512, 1 << (self.n - 1).bit_length()))
-        self.taper = np.hanning(self.n + 2)[1:-1]  # no zero end points
+        from scipy.signal import get_window
+
+        self.taper: F64 = np.asarray(get_window("hann", self.n), dtype=np.float64)  # as Welch uses
         self.freqs: F64 = np.fft.rfftfreq(self.nfft, 1.0 / self.sfreq).astype(np.float64)
         # one-sided PSD scaling (µV²/Hz), as scipy/MNE do for a single Hann segment
         self.scale = 1.0 / (self.sfreq * float((self.taper**2).sum()))

@@ -66,12 +66,23 @@ ABSENT_EVENTS = frozenset({DeviceEventKind.DISCONNECTED, DeviceEventKind.STALLED
 
 @dataclass(frozen=True, slots=True)
 class WindowResult:
-    """One window and what became of it (``features``/``point`` None when rejected/unmapped)."""
+    """One window and what became of it (``features``/``point`` None when rejected/unmapped).
+
+    ``label`` is the calibration label the window was recorded under (None outside labels).
+    """
 
     window: Window
     features: Features | None
     point: MapPoint | None
     state: EegState
+    label: str | None = None
+
+
+@dataclass(slots=True)
+class _LabelSpan:
+    label: str
+    start: int
+    until: int | None
 
 
 class SignalPipeline:
@@ -122,6 +133,7 @@ class SignalPipeline:
                                      min_windows_per_label=cal.min_windows_per_label, seed=map.seed)
         self.schedule = CalibrationSchedule(cal.schedule) if cal.schedule else None
         self._schedule_t0: float | None = None
+        self._spans: list[_LabelSpan] = []
         self.latest_state: EegState | None = None
         self.latest_point: MapPoint | None = None
         self.latest_features: Features | None = None
@@ -149,19 +161,47 @@ class SignalPipeline:
         self.close()
 
     # ------------------------------------------------------------------ labels
-    def begin_label(self, label: str) -> None:
-        """Record following accepted windows under ``label`` for calibration ("" ends)."""
+    def begin_label(self, label: str, duration_s: float = 0.0) -> None:
+        """Label the windows that start from now on (``""`` ends the current label).
+
+        A window gets the label only if it lies wholly inside the labelled stretch of samples,
+        so windows straddling a clip's start or stop are not used. With ``duration_s`` > 0 the
+        label ends by itself after that much signal (annotations with a duration).
+        """
         if not label:
             self.end_label()
             return
-        self.calibrator.begin(label)
+        self.end_label()
+        start = self.ring.total
+        until = start + round(duration_s * self.sfreq) if duration_s > 0 else None
+        self._spans.append(_LabelSpan(label, start, until))
         self.counters.inc("calibration_labels")
-        log.info("calibration label started", extra={"label": label})
+        log.info("calibration label started", extra={"label": label, "at_sample": start})
 
     def end_label(self) -> None:
-        if self.calibrator.label is not None:
-            log.info("calibration label stopped", extra={"label": self.calibrator.label})
-        self.calibrator.end()
+        """Stop labelling at the current sample (no-op when no label is open)."""
+        if self._spans and self._spans[-1].until is None:
+            span = self._spans[-1]
+            span.until = self.ring.total
+            log.info("calibration label stopped", extra={"label": span.label,
+                                                         "samples": span.until - span.start})
+
+    @property
+    def active_label(self) -> str | None:
+        """The calibration label being recorded now, if any."""
+        if self._spans:
+            span = self._spans[-1]
+            if span.until is None or span.until > self.ring.total:
+                return span.label
+        return None
+
+    def _label_for(self, start: int, end: int) -> str | None:
+        while self._spans and self._spans[0].until is not None and self._spans[0].until < start:
+            self._spans.pop(0)  # finished stretches the windows have moved past
+        for span in self._spans:
+            if span.start <= start and (span.until is None or end <= span.until):
+                return span.label
+        return None
 
     def start_schedule(self, t0: float | None = None) -> None:
         """Run the show's calibration schedule from ``t0`` (default: now, by ``clock``)."""
@@ -177,7 +217,7 @@ class SignalPipeline:
             return
         elapsed = self.clock() - self._schedule_t0
         label = self.schedule.label_at(elapsed)
-        if label != self.calibrator.label:
+        if label != self.active_label:
             if label is None:
                 self.end_label()
             else:
@@ -212,7 +252,7 @@ class SignalPipeline:
             self.counters.inc("blinks")
         elif isinstance(reading, Marker):
             self.counters.inc("markers")
-            self.begin_label(reading.label) if reading.label else self.end_label()
+            self.begin_label(reading.label, reading.duration)
         elif isinstance(reading, DeviceEvent):
             if reading.kind in ABSENT_EVENTS:
                 self._set_absent(reading.time, f"device {reading.kind.value}")
@@ -243,8 +283,8 @@ class SignalPipeline:
             windows = self.windower.poll(self._ctx)
             if prof is not None:
                 prof.setdefault("filter", []).append(time.perf_counter() - t0)
-            for w in windows:
-                out.append(self._process(w))
+            for end, w in windows:
+                out.append(self._process(w, self._label_for(end - self.win, end)))
         return out
 
     def _on_quality(self, q: SignalQuality) -> None:
@@ -265,7 +305,7 @@ class SignalPipeline:
             log.info("state absent", extra={"reason": why})
         self.latest_state = self.tracker.set_absent(t)
 
-    def _process(self, w: Window) -> WindowResult:
+    def _process(self, w: Window, label: str | None) -> WindowResult:
         if w.flags.rejected:
             if self._bad_since is None:
                 self._bad_since = w.end_time
@@ -273,7 +313,7 @@ class SignalPipeline:
                 self._set_absent(w.end_time, f"only rejected windows for {self.absent_after_s} s "
                                  f"({', '.join(w.flags.reasons())})")
             state = self.latest_state or self.tracker.neutral(w.end_time)
-            return WindowResult(w, None, None, state)
+            return WindowResult(w, None, None, state, label)
         self._bad_since = None
         prof = self.profile
         t0 = time.perf_counter()
@@ -282,9 +322,10 @@ class SignalPipeline:
         if not np.isfinite(vec).all():  # cannot happen for finite input; guard the map anyway
             self.counters.inc("rejected_nonfinite_features")
             state = self.latest_state or self.tracker.neutral(w.end_time)
-            return WindowResult(w, None, None, state)
+            return WindowResult(w, None, None, state, label)
         self.latest_features = feats
-        if self.calibrator.add(vec):
+        if label is not None:
+            self.calibrator.add(vec, label)
             self.counters.inc("calibration_windows")
         t1 = time.perf_counter()
         xy = self.map.add(vec, w.end_time)
@@ -302,7 +343,7 @@ class SignalPipeline:
             prof.setdefault("features", []).append(t1 - t0)
             prof.setdefault("map", []).append(t2 - t1)
             prof.setdefault("state", []).append(t3 - t2)
-        return WindowResult(w, feats, point, state)
+        return WindowResult(w, feats, point, state, label)
 
     def _probabilities(self, vec: npt.NDArray[np.float32], point: MapPoint | None) -> dict[str, float]:
         mode = self.states_cfg.mode

@@ -47,7 +47,7 @@ class Windower:
     """Produces ``Window`` records from a ``RingBuffer``.
 
     Lifecycle: after ``__init__`` no window exists and ``next_end == win``. Each ``poll(ctx)``
-    returns every window whose end position the ring has reached since the last poll, in
+    returns (with its end stream position) every window whose end position the ring has reached since the last poll, in
     order, and advances ``next_end`` by ``hop`` per window; rejected windows are counted in
     ``windows_rejected`` and ``rejected_<reason>``.
     """
@@ -70,8 +70,9 @@ class Windower:
         self.next_end = self.win
         self.count = 0
 
-    def poll(self, ctx: WindowContext) -> list[Window]:
-        out: list[Window] = []
+    def poll(self, ctx: WindowContext) -> list[tuple[int, Window]]:
+        """New windows as ``(end stream position, window)``, oldest first."""
+        out: list[tuple[int, Window]] = []
         ring = self.ring
         while ring.total >= self.next_end:
             end = self.next_end
@@ -82,7 +83,7 @@ class Windower:
                 self.next_end += max(1, skip) * self.hop
                 self.counters.inc("windows_skipped", max(1, skip))
                 continue
-            out.append(self._make(end, ctx))
+            out.append((end, self._make(end, ctx)))
             self.next_end += self.hop
         return out
 

@@ -1,0 +1,303 @@
+"""The signal pipeline end to end on the real simulator (devices.simulator): states, map, calibration."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.simulator import EegSimulator
+from engine.errors import CalibrationError
+from engine.records import ABSENT, DeviceEvent, DeviceEventKind, Marker, RawChunk
+from engine.show import CalibrationConfig, MapConfig, Rule, SignalConfig, StatesConfig
+from engine.signal.embedding import IncrementalMap, procrustes_align
+from engine.signal.pipeline import SignalPipeline, WindowResult
+from engine.signal.states import StateTracker
+
+SF = 512.0
+RULES = [Rule(state="calm", when="alpha_rel > 0.30"), Rule(state="focused", when="beta_rel > 0.30")]
+
+
+def simulate(pipe: SignalPipeline, script: list[tuple[str, float]], seed: int, *,
+             markers: bool = False, block: int = 64) -> list[tuple[str, WindowResult]]:
+    """Feed a scripted simulator run through ``pipe``; return (scripted state, result) per window.
+
+    With ``markers`` a Marker reading announces each scripted state as a calibration label.
+    Reading times are data time (sample index / 512), so dwell times are in signal seconds.
+    """
+    sim = EegSimulator(script, seed=seed, loop=False)
+    out: list[tuple[str, WindowResult]] = []
+    current = None
+    while not sim.finished:
+        blk = sim.advance(block)
+        state = sim.state_at(blk.first_index)
+        if markers and state != current:
+            pipe.feed(Marker(state, blk.first_index / SF))
+            current = state
+        for reading in sim.readings(blk, blk.first_index / SF, 1.0):
+            for res in pipe.feed(reading):
+                out.append((sim.state_at(res.window.end_sample), res))
+    return out
+
+
+def test_simulator_with_scripted_states_drives_rule_states_without_flicker() -> None:
+    states = StatesConfig(mode="rules", labels=["calm", "focused", "neutral"], rules=RULES,
+                          dwell_s=2.0, hysteresis=0.15)
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=80), states)
+    script = [("relaxed", 25.0), ("focused", 25.0), ("off_head", 8.0), ("relaxed", 12.0)]
+    results = simulate(pipe, script, seed=3)
+    assert len(results) == pytest.approx((70 * SF - 256) / 128 + 1, abs=2)
+
+    segments: list[list[WindowResult]] = []
+    truths: list[str] = []
+    for truth, r in results:
+        if not truths or truths[-1] != truth:
+            truths.append(truth)
+            segments.append([])
+        segments[-1].append(r)
+    assert truths == ["relaxed", "focused", "off_head", "relaxed"]
+
+    def share(k: int, label: str, skip_s: float = 4.0) -> float:
+        rows = segments[k]
+        t0 = rows[0].window.end_time + skip_s  # allow for the crossfade and the dwell time
+        later = [r for r in rows if r.window.end_time >= t0]
+        return sum(r.state.label == label for r in later) / len(later)
+
+    assert share(0, "calm") > 0.9
+    assert share(1, "focused", skip_s=6.0) > 0.9  # crossfade + dwell + the calm rule relaxed
+    assert share(2, ABSENT, skip_s=3.0) > 0.9
+    assert share(3, "calm", skip_s=6.0) > 0.8  # contact comes back over ~2 s
+    # no flicker: every state lasts at least the dwell time (absent may cut in at once)
+    labels = [(r.window.end_time, r.state.label) for _, r in results]
+    runs: list[tuple[str, float, float]] = []
+    for t, label in labels:
+        if runs and runs[-1][0] == label:
+            runs[-1] = (label, runs[-1][1], t)
+        else:
+            runs.append((label, t, t))
+    for (label, start, _), nxt in itertools.pairwise(runs):
+        if nxt[0] != ABSENT and label != ABSENT:
+            assert nxt[1] - start >= 2.0, f"{label} lasted only {nxt[1] - start:.2f} s"
+    assert pipe.tracker.switches <= 6
+    # map points arrive once the reference is fitted, and live in 0..1
+    pts = [r.point for _, r in results if r.point is not None]
+    assert len(pts) > 100 and all(0 <= p.x <= 1 and 0 <= p.y <= 1 for p in pts)
+    assert pipe.latest_point is not None and pipe.latest_state is not None
+    c = pipe.counters
+    assert c.get("rejected_poor_signal") + c.get("rejected_clipped") > 0  # off-head windows
+
+
+def test_state_tracker_hysteresis_and_dwell() -> None:
+    tr = StateTracker(["a", "b"], dwell_s=1.0, hysteresis=0.2)
+    assert tr.update({"a": 0.6, "b": 0.4}, 0.0).label == "a"
+    # b leads, but not by the hysteresis margin: stays a
+    for t in np.arange(0.25, 5, 0.25):
+        assert tr.update({"a": 0.45, "b": 0.55}, float(t)).label == "a"
+    # b leads by more than the margin: takes over only after the dwell time
+    got = [tr.update({"a": 0.2, "b": 0.8}, 5.0 + k * 0.25).label for k in range(6)]
+    assert got == ["a", "a", "a", "a", "b", "b"]
+    # a blip back to a shorter than the dwell does not switch
+    for k in range(3):
+        assert tr.update({"a": 0.9, "b": 0.1}, 6.5 + k * 0.25).label == "b"
+    assert tr.update({"a": 0.2, "b": 0.8}, 7.25).label == "b"
+    st = tr.set_absent(8.0)
+    assert st.label == ABSENT and st.index == -1
+    assert tr.update({"a": 0.9, "b": 0.1}, 8.25).label == "a"  # leaves absent at once
+
+
+def test_absent_on_disconnect_and_recovery() -> None:
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=40),
+                          StatesConfig(rules=RULES, dwell_s=0.5))
+    simulate(pipe, [("relaxed", 6.0)], seed=2)
+    assert pipe.latest_state is not None and pipe.latest_state.label == "calm"
+    pipe.feed(DeviceEvent(DeviceEventKind.DISCONNECTED, 6.0))
+    assert pipe.latest_state.label == ABSENT
+    assert pipe.counters.get("absent_entered") == 1
+
+
+def _calibrate(shuffle: bool) -> tuple[SignalPipeline, float, float]:
+    states = StatesConfig(mode="calibrated", labels=["relaxed", "focused"], dwell_s=0.0,
+                          hysteresis=0.0, calibration=CalibrationConfig(min_windows_per_label=20))
+    train = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states)
+    simulate(train, [("relaxed", 15.0), ("focused", 15.0), ("relaxed", 15.0), ("focused", 15.0)],
+             seed=11, markers=True)
+    if shuffle:
+        rng = np.random.default_rng(0)
+        rng.shuffle(train.calibrator._y)
+    report = train.fit_calibration()
+    test = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states)
+    test.calibrator = train.calibrator
+    results = simulate(test, [("focused", 15.0), ("relaxed", 15.0)], seed=12, markers=True)
+    scored = [(r.label, r.state.label) for _, r in results if r.label and r.features is not None]
+    held_out = float(np.mean([a == b for a, b in scored]))
+    return train, report.accuracy, held_out
+
+
+def test_calibrated_classifier_generalises_and_fails_on_shuffled_labels() -> None:
+    train, cv_acc, held_out = _calibrate(shuffle=False)
+    counts = train.calibrator.counts()
+    assert set(counts) == {"relaxed", "focused"} and min(counts.values()) >= 100
+    assert cv_acc >= 0.9
+    assert held_out >= 0.9, f"held-out accuracy {held_out:.2f}"
+    _, cv_shuf, held_shuf = _calibrate(shuffle=True)
+    assert cv_shuf < 0.65 and held_shuf < 0.7, (cv_shuf, held_shuf)
+
+
+def test_too_few_calibration_windows_says_how_many_are_needed(tmp_path: Path) -> None:
+    states = StatesConfig(mode="calibrated", labels=["relaxed", "focused"],
+                          calibration=CalibrationConfig(min_windows_per_label=30))
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states)
+    simulate(pipe, [("relaxed", 10.0), ("focused", 3.0)], seed=4, markers=True)
+    with pytest.raises(CalibrationError) as err:
+        pipe.fit_calibration()
+    msg = str(err.value)
+    assert "at least 30" in msg and "focused:" in msg and "short: ['focused']" in msg
+    one = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states)
+    with pytest.raises(CalibrationError, match="two labels"):
+        one.fit_calibration()
+
+
+def test_calibration_saves_json_and_loads_without_pickle(tmp_path: Path) -> None:
+    train, _, _ = _calibrate(shuffle=False)
+    path = train.save_calibration(tmp_path / "calib.json")
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "dreamstate-calibration/1" and len(doc["labels"]) == len(doc["vectors"])
+    states = StatesConfig(mode="calibrated", labels=["relaxed", "focused"], dwell_s=0.0)
+    fresh = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states)
+    report = fresh.load_calibration(path)
+    assert report.accuracy >= 0.9
+    x, _ = train.calibrator.data
+    assert fresh.calibrator.predict_many(x[:50]) == train.calibrator.predict_many(x[:50])
+    other = SignalPipeline(SignalConfig(features=["mfcc"]), MapConfig(), states)
+    with pytest.raises(CalibrationError, match="features"):
+        other.load_calibration(path)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CalibrationError, match="not valid JSON"):
+        fresh.load_calibration(tmp_path / "bad.json")
+
+
+def test_calibration_schedule_labels_windows_by_the_clock() -> None:
+    now = [0.0]
+    states = StatesConfig(mode="calibrated", labels=["relaxed", "focused"],
+                          calibration=CalibrationConfig(schedule=[("relaxed", 10.0), ("", 2.0),
+                                                                  ("focused", 10.0)]))
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states,
+                          clock=lambda: now[0])
+    pipe.start_schedule()
+    sim = EegSimulator([("relaxed", 11.0), ("focused", 12.0)], seed=5, loop=False)
+    labelled: list[tuple[str, str]] = []
+    while not sim.finished:
+        blk = sim.advance(64)
+        now[0] = blk.first_index / SF
+        for r in sim.readings(blk, now[0], 1.0):
+            for res in pipe.feed(r):
+                if res.label:
+                    labelled.append((res.label, sim.state_at(res.window.end_sample)))
+    tally = Counter(labelled)
+    assert tally[("relaxed", "relaxed")] > 30 and tally[("focused", "focused")] > 30
+    assert tally[("relaxed", "focused")] + tally[("focused", "relaxed")] == 0
+    assert pipe.active_label is None  # the schedule ended
+
+
+def test_incremental_map_keeps_the_neighbourhoods_of_a_batch_tsne() -> None:
+    """Reference on the first cycle of states (as a calibration run would give), every later
+    window placed live by kNN; compare with a batch t-SNE of the same placed windows."""
+    from openTSNE import TSNE
+    from sklearn.manifold import trustworthiness
+
+    states = StatesConfig(rules=RULES)
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=144, seed=0), states)
+    cycle = [("relaxed", 12.0), ("focused", 12.0), ("neutral", 12.0)]
+    results = simulate(pipe, cycle * 3, seed=7)
+    placed = [(r.features.vector, r.point) for _, r in results
+              if r.features is not None and r.point is not None]
+    assert len(placed) > 250
+    x = np.array([v for v, _ in placed], dtype=np.float64)
+    p = np.array([[pt.x, pt.y] for _, pt in placed])
+    z = (x - x.mean(0)) / x.std(0)
+    batch = np.asarray(TSNE(perplexity=30, n_jobs=1, random_state=0).fit(z))
+    tw_batch = trustworthiness(batch, p, n_neighbors=10)
+    tw_features = trustworthiness(z, p, n_neighbors=10)
+    assert tw_batch >= 0.90, tw_batch
+    assert tw_features >= 0.90, tw_features
+    # the check can fail: a shuffled placement is far from trustworthy
+    shuffled = p[np.random.default_rng(0).permutation(len(p))]
+    assert trustworthiness(batch, shuffled, n_neighbors=10) < 0.7
+
+
+def test_background_refit_is_aligned_and_does_not_jump() -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 6)) * 3
+    data = np.vstack([c + rng.normal(size=(150, 6)) for c in centres])
+    rng.shuffle(data)
+    m = IncrementalMap(dim=6, reference_size=120, refit_every_s=5.0, seed=0)
+    m.start()
+    try:
+        t = 0.0
+        for x in data[:120]:
+            m.add(x, t)
+            t += 0.25
+        deadline = time.monotonic() + 60
+        while m.reference is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert m.reference is not None and m.reference.version == 1
+        probe = data[400:]
+        before = np.array([m.place(x) for x in probe])
+        for x in data[120:400]:
+            m.add(x, t)
+            t += 0.25
+        while (m.reference.version < 2 or m._fit_pending) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert m.reference.version >= 2
+        after = np.array([m.place(x) for x in probe])
+    finally:
+        m.close(timeout=30)
+    assert m._thread is None
+    shift = np.linalg.norm(before - after, axis=1)
+    # aligned refit: points stay close to where they were (the map spans 0..1)
+    assert np.median(shift) < 0.1, np.median(shift)
+    assert m.counters.get("map_fits") >= 2 and threading.active_count() >= 1
+
+
+def test_procrustes_undoes_rotation_reflection_scale_and_shift() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 2))
+    theta = 0.7
+    r = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]]) @ np.diag([1, -1])
+    b = 2.5 * a @ r + np.array([3.0, -1.0])
+    al = procrustes_align(a, b)
+    assert np.allclose(al.apply(a), b, atol=1e-9)
+
+
+def test_clusters_mode_gives_stable_labels() -> None:
+    states = StatesConfig(mode="clusters", clusters=2, labels=["calm", "focused"],
+                          dwell_s=1.0, hysteresis=0.1)
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=120, seed=0), states)
+    results = simulate(pipe, [("relaxed", 20.0), ("focused", 20.0), ("relaxed", 20.0),
+                              ("focused", 20.0)], seed=9)
+    got = [(s, r.state.label) for s, r in results if r.point is not None]
+    # each scripted state maps mostly onto one cluster, and the two states onto different ones
+    major = {}
+    for truth in ("relaxed", "focused"):
+        labels = Counter(label for s, label in got if s == truth)
+        label, n = labels.most_common(1)[0]
+        assert n / sum(labels.values()) > 0.75, labels
+        major[truth] = label
+    assert major["relaxed"] != major["focused"]
+
+
+def test_feed_survives_garbage_and_wrong_rates() -> None:
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=20), StatesConfig(rules=RULES))
+    assert pipe.feed(RawChunk(0, np.zeros(0, np.float32), 0.0)) == []
+    assert pipe.feed(RawChunk(0, np.ones(100, np.float32), 0.0, sfreq=256.0)) == []
+    assert pipe.counters.get("wrong_sfreq_chunks") == 1
+    x = np.random.default_rng(0).standard_normal(4096).astype(np.float32) * 1e6
+    x[::7] = np.nan
+    res = pipe.feed(RawChunk(0, x, 1.0))
+    assert res and all(r.features is None for r in res)
