@@ -1,0 +1,45 @@
+"""Build the headset backend a show's ``[device]`` section asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devices.base import Device
+from engine.errors import DeviceError
+
+if TYPE_CHECKING:
+    from engine.show import DeviceConfig, LoadedShow
+
+
+def open_device(cfg: DeviceConfig, loaded: LoadedShow | None = None) -> Device:
+    """A new, not yet opened ``Device`` for ``cfg`` (``async with`` it to open).
+
+    * ``thinkgear``: ``devices.serial_port.ThinkGearSerialDevice(port, baud, headset_id)``.
+    * ``simulated``: ``SimulatedDevice`` with the show's script (or the demo cycle), seed, loop
+      and speed.
+    * ``replay``: ``ReplayDevice`` of ``file`` (resolved inside the show folder when a show is
+      given; it must exist), with speed and loop.
+    """
+    if cfg.kind == "thinkgear":
+        from devices.serial_port import ThinkGearSerialDevice
+
+        return ThinkGearSerialDevice(port=cfg.port, baud=cfg.baud, headset_id=cfg.headset_id)
+    if cfg.kind == "simulated":
+        from devices.simulator import SimulatedDevice
+
+        script = [(step.state, step.seconds) for step in cfg.script] or None
+        return SimulatedDevice(script, seed=cfg.seed, loop=cfg.loop, speed=cfg.speed)
+    if cfg.kind == "replay":
+        from devices.replay import ReplayDevice
+
+        if not cfg.file:
+            raise DeviceError("device.kind = 'replay' needs device.file",
+                              hint="set file = 'recordings/session_raw.fif' in [device]")
+        path = loaded.path(cfg.file, what="device.file") if loaded is not None else Path(cfg.file)
+        if not path.is_file():
+            raise DeviceError(f"device.file {path} does not exist",
+                              hint="record one with `dreamstate record --out FILE` or fix the path")
+        return ReplayDevice(path, speed=cfg.speed, loop=cfg.loop)
+    raise DeviceError(f"unknown device.kind {cfg.kind!r}",
+                      hint="use thinkgear, simulated or replay")
