@@ -105,7 +105,7 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     d = _ints(n.attrs.get("dilations"), sp, 1)
     group = int(n.attrs.get("group", 1))
     pads = _static_pads(n, k, s, d)
-    attrs = {"dilations": d, "group": group, "strides": s, "kernel_shape": k}
+    attrs: dict[str, Any] = {"dilations": d, "group": group, "strides": s, "kernel_shape": k}
     if pads is not None and all(si == 1 for si in s):
         dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads, **attrs)
     elif pads is not None:
@@ -114,7 +114,10 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
         # crop (pe > r) or zero-pad (pe < r) the end to H dynamically.
         dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads[:sp] + [0] * sp, **attrs)
         if any(pads[sp:]):
-            dx = em.op("Slice", [dx, em.const([0] * sp, np.int64), em.tail_shape(x, 2), em.const(list(range(2, 2 + sp)), np.int64)])
+            dx = em.op(
+                "Slice",
+                [dx, em.const([0] * sp, np.int64), em.tail_shape(x, 2), em.const(list(range(2, 2 + sp)), np.int64)],
+            )
         dx = em.pad_end_to(dx, x)
     else:
         full = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=[0] * (2 * sp), **attrs)
@@ -187,7 +190,9 @@ def avgpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
         ones = em.op("Pad", [ones, em.const(lead + pad_b + lead + pad_e, np.int64)])
         counts = em.op("Conv", [ones, kernel], strides=s, hint="poolcount")
         out_hw = em.tail_shape(y, 2)
-        counts = em.op("Slice", [counts, em.const([0] * sp, np.int64), out_hw, em.const(list(range(2, 2 + sp)), np.int64)])
+        counts = em.op(
+            "Slice", [counts, em.const([0] * sp, np.int64), out_hw, em.const(list(range(2, 2 + sp)), np.int64)]
+        )
         scaled = em.op("Div", [gr, counts])
     full = em.op("ConvTranspose", [scaled, kernel], strides=s, hint="dpool")
     size = em.tail_shape(x, 2)
@@ -206,7 +211,7 @@ def gap_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
 
 
 # ----------------------------------------------------------------------------------------- LRN
-def _channel_window_sum(ctx: Context, z: str, rank: int, size: int, before: int, after: int) -> str:
+def _channel_window_sum(ctx: Context, z: str, rank: int, size: int, *, before: int, after: int) -> str:
     em = ctx.em
     u = em.op("Unsqueeze", [z, em.const([1], np.int64)])
     w = em.const(np.ones([1, 1, size] + [1] * (rank - 2), np.float32), hint="lrn_k")
@@ -224,11 +229,11 @@ def lrn_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     bias = float(n.attrs.get("bias", 1.0))
     r = em.rank(x, "LRN input")
     lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
-    ssum = _channel_window_sum(ctx, em.op("Mul", [x, x]), r, size, lo, hi)
+    ssum = _channel_window_sum(ctx, em.op("Mul", [x, x]), r, size, before=lo, after=hi)
     dnm = em.op("Add", [em.op("Mul", [ssum, em.const(alpha / size)]), em.const(bias)], hint="lrn_d")
     dp = em.op("Pow", [dnm, em.const(-beta)])
     t = em.op("Div", [em.op("Mul", [em.op("Mul", [g[0], x]), dp]), dnm])
-    tsum = _channel_window_sum(ctx, t, r, size, hi, lo)
+    tsum = _channel_window_sum(ctx, t, r, size, before=hi, after=lo)
     first = em.op("Mul", [g[0], dp])
     second = em.op("Mul", [em.op("Mul", [x, tsum]), em.const(2.0 * alpha * beta / size)])
     return [em.op("Sub", [first, second], hint="dlrn")]
@@ -265,13 +270,16 @@ def concat_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     sizes: list[int] = []
     for i in n.inputs:
         sh = em.static_shape(i)
-        if sh is None or not isinstance(sh[axis], int):
+        dim = sh[axis] if sh is not None else None
+        if not isinstance(dim, int):
             break
-        sizes.append(int(sh[axis]))
+        sizes.append(dim)
     if len(sizes) == len(n.inputs):
         split = em.const(sizes, np.int64)
     else:
-        parts = [em.op("Slice", [em.shape(i), em.const([axis], np.int64), em.const([axis + 1], np.int64)]) for i in n.inputs]
+        parts = [
+            em.op("Slice", [em.shape(i), em.const([axis], np.int64), em.const([axis + 1], np.int64)]) for i in n.inputs
+        ]
         split = em.op("Concat", parts, axis=0)
     if len(n.inputs) == 1:
         return [g[0]]
@@ -292,7 +300,9 @@ def _unbroadcast(ctx: Context, grad: str, inp: str, out: str) -> str:
     em = ctx.em
     si, so = em.static_shape(inp), em.static_shape(out)
     if si is None or so is None:
-        raise ModelError(f"cannot tell how {inp!r} broadcasts into {out!r} (unknown shapes)", hint="re-export with shapes")
+        raise ModelError(
+            f"cannot tell how {inp!r} broadcasts into {out!r} (unknown shapes)", hint="re-export with shapes"
+        )
     ro, ri = len(so), len(si)
     axes = []
     for dim in range(ro):
@@ -386,7 +396,11 @@ def hardswish_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     mid = em.op("Add", [em.op("Mul", [x, em.const(1.0 / 3.0)]), em.const(0.5)])
     slope = em.op(
         "Where",
-        [em.op("Less", [x, em.const(-3.0)]), em.const(0.0), em.op("Where", [em.op("Greater", [x, em.const(3.0)]), em.const(1.0), mid])],
+        [
+            em.op("Less", [x, em.const(-3.0)]),
+            em.const(0.0),
+            em.op("Where", [em.op("Greater", [x, em.const(3.0)]), em.const(1.0), mid]),
+        ],
     )
     return [em.op("Mul", [g[0], slope], hint="dhswish")]
 
@@ -462,7 +476,9 @@ def matmul_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     assert gy is not None
     for t in (a, b):
         if len(em.static_shape(t) or []) < 2:
-            raise ModelError(f"MatMul node {n.name!r}: 1-D operand {t!r} is not supported", hint="use Gemm or 2-D MatMul")
+            raise ModelError(
+                f"MatMul node {n.name!r}: 1-D operand {t!r} is not supported", hint="use Gemm or 2-D MatMul"
+            )
     out: list[Grad] = [None, None]
     if _diff(ctx, a):
         da = em.op("MatMul", [gy, _swap_last(ctx, b, "MatMul B")], hint="dmatmul_a")

@@ -23,7 +23,9 @@ def compiled_dir(base: Path | None = None) -> Path:
     return (base or cache_root()) / "compiled"
 
 
-def cache_key(model_sha: str, layers: Sequence[str], objective: str, guide: bool, compiler: str, variant: str = "") -> str:
+def cache_key(
+    model_sha: str, layers: Sequence[str], *, objective: str, guide: bool, compiler: str, variant: str = ""
+) -> str:
     text = "|".join([model_sha, ",".join(layers), objective, "guide" if guide else "-", compiler, variant])
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

@@ -71,20 +71,21 @@ class Emitter:
                 self._used.add(name)
                 return name
 
-    def op(self, op_type: str, inputs: Sequence[str], hint: str = "t", n_out: int = 1, **attrs: Any) -> Any:
+    def op(self, op_type: str, inputs: Sequence[str | None], hint: str = "t", n_out: int = 1, **attrs: Any) -> Any:
         """Emit a node; returns its output name (or list of names when ``n_out`` > 1)."""
         from onnx import helper
 
+        if any(i is None for i in inputs):
+            raise ModelError(f"internal compiler error: {op_type} node with a missing gradient input")
+
         outs = [self.fresh(f"{hint}_{op_type}") for _ in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=outs[0], **attrs))
+        self.nodes.append(helper.make_node(op_type, [str(i) for i in inputs], outs, name=outs[0], **attrs))
         return outs[0] if n_out == 1 else outs
 
     def raw(self, op_type: str, inputs: Sequence[str], outputs: Sequence[str], **attrs: Any) -> None:
         from onnx import helper
 
-        self.nodes.append(
-            helper.make_node(op_type, list(inputs), list(outputs), name=self.fresh(op_type), **attrs)
-        )
+        self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=self.fresh(op_type), **attrs))
 
     def const(self, value: Any, dtype: Any = np.float32, hint: str = "c") -> str:
         arr = np.asarray(value, dtype=dtype)
@@ -153,9 +154,7 @@ def compile_step(
     from models import backward
 
     if objective not in OBJECTIVES:
-        raise ModelError(
-            f"unknown objective {objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}"
-        )
+        raise ModelError(f"unknown objective {objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}")
     if objective == "class" and not layers:
         layers = [default_class_layer(fg)]
     if not layers:
@@ -215,7 +214,7 @@ def compile_step(
             inputs.append(
                 helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, ch or f"C{k}", f"Hg{k}", f"Wg{k}"])
             )
-            seed, term = _guide_objective(em, a, name, r, ch, k)
+            seed, term = _guide_objective(em, a, name, r=r, ch=ch)
             losses.append(em.op("Mul", [term, scale]))
             grads.setdefault(a, []).append(em.op("Mul", [seed, scale], hint="seed"))
             continue
@@ -226,7 +225,9 @@ def compile_step(
             grads.setdefault(a, []).append(em.op("Mul", [a, scale], hint="seed"))
             continue
         if r < 2:
-            raise ModelError(f"layer {a!r} has rank {r}; channel weights need a channel axis", hint="pick another layer")
+            raise ModelError(
+                f"layer {a!r} has rank {r}; channel weights need a channel axis", hint="pick another layer"
+            )
         name = f"channel_weights_{k}"
         inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [ch or f"C{k}"]))
         cw = em.op("Reshape", [name, em.const([1, -1] + [1] * (r - 2), np.int64)], hint="cw")
@@ -236,7 +237,9 @@ def compile_step(
             losses.append(em.op("Mul", [wsq, em.op("Mul", [scale, em.const(0.5)])], hint="loss"))
             grads.setdefault(a, []).append(em.op("Mul", [em.op("Mul", [a, cw]), scale], hint="seed"))
         else:  # class: linear in the logits, normalised per position (not per channel)
-            per = em.op("Mul", [scale, em.op("Cast", [em.op("Gather", [em.shape(a), em.const(1, np.int64)], axis=0)], to=1)])
+            per = em.op(
+                "Mul", [scale, em.op("Cast", [em.op("Gather", [em.shape(a), em.const(1, np.int64)], axis=0)], to=1)]
+            )
             lin = em.op("ReduceSum", [em.op("Mul", [a, cw])], keepdims=0)
             losses.append(em.op("Mul", [lin, per], hint="loss"))
             grads.setdefault(a, []).append(em.op("Expand", [em.op("Mul", [cw, per]), em.shape(a)], hint="seed"))
@@ -269,8 +272,11 @@ def compile_step(
     inits = [numpy_helper.from_array(v, k) for k, v in em.inits.items()]
     graph = helper.make_graph(em.nodes, "dream_step", inputs, outputs, inits)
     model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
-        producer_name="dreamstate", producer_version=COMPILER_VERSION,
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        ir_version=IR_VERSION,
+        producer_name="dreamstate",
+        producer_version=COMPILER_VERSION,
     )
     info = CompiledInfo(tuple(tensors), tuple(channels), objective, guide)
     helper.set_model_props(
@@ -303,13 +309,17 @@ def _take_grad(em: Emitter, grads: dict[str, list[str]], t: str) -> str | None:
     return str(em.op("Sum", parts, hint="gsum"))
 
 
-def _guide_objective(em: Emitter, a: str, guide: str, r: int, ch: int | None, k: int) -> tuple[str, str]:
+def _guide_objective(em: Emitter, a: str, guide: str, *, r: int, ch: int | None) -> tuple[str, str]:
     """Best-match guide objective: returns (gradient seed with a's shape, unnormalised loss)."""
     if r < 2:
         raise ModelError(f"guide layer {a!r} has rank {r}; needs a channel axis", hint="pick a conv layer")
     perm = [0, *range(2, r), 1]  # channels last
     at = em.op("Transpose", [a], perm=perm, hint="gx")
-    c = em.const([ch], np.int64) if ch else em.op("Slice", [em.shape(a), em.const([1], np.int64), em.const([2], np.int64)])
+    c = (
+        em.const([ch], np.int64)
+        if ch
+        else em.op("Slice", [em.shape(a), em.const([1], np.int64), em.const([2], np.int64)])
+    )
     xr = em.op("Reshape", [at, em.op("Concat", [em.const([0, -1], np.int64), c], axis=0)], hint="gxr")
     gt = em.op("Transpose", [guide], perm=perm, hint="gy")
     yr = em.op("Reshape", [gt, em.op("Concat", [em.const([-1], np.int64), c], axis=0)], hint="gyr")  # (Q, C)
@@ -330,7 +340,10 @@ def forward_features_model(fg: ForwardGraph, layers: Sequence[str]) -> Any:
 
     tensors = [fg.resolve_layer(name) for name in layers]
     fwd = needed_nodes(fg, tensors)
-    nodes = [helper.make_node(n.op, list(n.inputs), list(n.outputs), name=n.name or n.outputs[0], **n.attrs) for n in _inference_nodes(fwd)]
+    nodes = [
+        helper.make_node(n.op, list(n.inputs), list(n.outputs), name=n.name or n.outputs[0], **n.attrs)
+        for n in _inference_nodes(fwd)
+    ]
     used = {i for n in fwd for i in n.inputs}
     inits = [numpy_helper.from_array(v, k) for k, v in fg.consts.items() if k in used]
     ch = fg.image_channels

@@ -46,7 +46,7 @@ class DreamModel:
         spec: ModelSpec,
         image_input: str,
         forward: Any,
-        device: str,
+        device: Literal["auto", "cpu", "cuda"],
         threads: int | None,
         step_path: Path | None,
     ) -> None:
@@ -110,7 +110,7 @@ class DreamModel:
             )
         names = tuple(str(n) for n in layers)
         tensors = tuple(fg.resolve_layer(n) for n in names)
-        key = cache.cache_key(fg.sha256, tensors, objective, guide, compiler.COMPILER_VERSION)
+        key = cache.cache_key(fg.sha256, tensors, objective=objective, guide=guide, compiler=compiler.COMPILER_VERSION)
         step_path = cache.cached_path(spec.name, key, cache_dir)
         data: bytes | None = None
         if step_path.exists():
@@ -135,8 +135,7 @@ class DreamModel:
             else:
                 raise
         channels = tuple(
-            (s[1] if s and len(s) > 1 and isinstance(s[1], int) else None)
-            for s in (fg.shapes.get(t) for t in tensors)
+            (s[1] if s and len(s) > 1 and isinstance(s[1], int) else None) for s in (fg.shapes.get(t) for t in tensors)
         )
         return cls(
             name=spec.name,
@@ -219,18 +218,27 @@ class DreamModel:
         guide: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, float]:
         """One forward+backward: returns (d loss / d x with x's shape, loss)."""
-        feed: dict[str, np.ndarray] = {self._image: self._check_image(x), "layer_weights": self.layer_vector(layer_weights)}
+        feed: dict[str, np.ndarray] = {
+            self._image: self._check_image(x),
+            "layer_weights": self.layer_vector(layer_weights),
+        }
         if self.objective in ("channels", "class") and not self.guide:
-            given = {self._layer_index(k): np.asarray(v, np.float32).reshape(-1) for k, v in (channel_weights or {}).items()}
+            given = {
+                self._layer_index(k): np.asarray(v, np.float32).reshape(-1) for k, v in (channel_weights or {}).items()
+            }
             for i, ch in enumerate(self.channels):
                 vec = given.get(i)
                 if vec is None:
                     if ch is None:
-                        raise ModelError(f"layer {self.layers[i]!r} needs channel weights (channel count unknown)", hint="pass channel_weights")
+                        raise ModelError(
+                            f"layer {self.layers[i]!r} needs channel weights (channel count unknown)",
+                            hint="pass channel_weights",
+                        )
                     vec = np.ones(ch, np.float32)
                 elif ch is not None and vec.shape[0] != ch:
                     raise ModelError(
-                        f"channel weights for layer {self.layers[i]!r} have {vec.shape[0]} values, the layer has {ch} channels",
+                        f"channel weights for layer {self.layers[i]!r} have {vec.shape[0]} values, "
+                        f"the layer has {ch} channels",
                         hint=f"pass a vector of length {ch}",
                     )
                 feed[f"channel_weights_{i}"] = vec
@@ -241,15 +249,23 @@ class DreamModel:
             )
         if self.guide:
             if not guide:
-                raise ModelError("this dream step was compiled for a guide image; no guide features given", hint="pass guide=model.features(guide_image)")
+                raise ModelError(
+                    "this dream step was compiled for a guide image; no guide features given",
+                    hint="pass guide=model.features(guide_image)",
+                )
             got = {self._layer_index(k): np.asarray(v, np.float32) for k, v in guide.items()}
             for i in range(len(self.layers)):
                 if i not in got:
-                    raise ModelError(f"guide features for layer {self.layers[i]!r} missing", hint="pass guide=model.features(guide_image)")
+                    raise ModelError(
+                        f"guide features for layer {self.layers[i]!r} missing",
+                        hint="pass guide=model.features(guide_image)",
+                    )
                 g = got[i]
                 feed[f"guide_{i}"] = g if g.ndim == 4 else g[None]
         elif guide:
-            raise ModelError("guide features given, but this step was compiled without a guide", hint="load with guide=True")
+            raise ModelError(
+                "guide features given, but this step was compiled without a guide", hint="load with guide=True"
+            )
         grad, loss = self._session.run(["grad", "loss"], feed)
         return grad, float(loss)
 
@@ -260,9 +276,9 @@ class DreamModel:
             from models.session import make_session
 
             proto = forward_features_model(self._forward, self.tensors)
+            device: Literal["auto", "cpu", "cuda"] = "cuda" if self.provider.startswith("CUDA") else "cpu"
             self._features_session, _ = make_session(
-                proto.SerializeToString(), device=self._device if self._device != "cuda" or self.provider.startswith("CUDA") else "cpu",
-                threads=self._threads, what=f"{self.name} features",
+                proto.SerializeToString(), device=device, threads=self._threads, what=f"{self.name} features"
             )
         outs = self._features_session.run(list(self.tensors), {self._image: self._check_image(x)})
         return {n: o for n, o in zip(self.layers, outs, strict=True)}

@@ -227,9 +227,7 @@ def load_forward(source: Path | bytes, *, label: str | None = None) -> ForwardGr
     graph = helper.make_graph(nodes, g.name or "forward", [image_in], outputs, new_inits)
     opsets = [o for o in model.opset_import if o.domain not in ("", "ai.onnx")]
     base_ver = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [1])
-    clean = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", base_ver), *opsets], ir_version=IR_VERSION
-    )
+    clean = helper.make_model(graph, opset_imports=[helper.make_opsetid("", base_ver), *opsets], ir_version=IR_VERSION)
     # fp16 models: Cast nodes to fp16 and fp16 attributes would break fp32 weights; reject early.
     for n in clean.graph.node:
         for a in n.attribute:
@@ -245,7 +243,7 @@ def load_forward(source: Path | bytes, *, label: str | None = None) -> ForwardGr
             ) from exc
     try:
         inferred = shape_inference.infer_shapes(clean, strict_mode=False, data_prop=True)
-    except Exception as exc:  # inference errors are informative; keep going without shapes
+    except Exception as exc:  # noqa: BLE001 -- logged; the compiler then reports missing shapes by name
         log.warning("shape inference failed", extra={"model": where, "error": str(exc)})
         inferred = clean
 
@@ -255,10 +253,7 @@ def load_forward(source: Path | bytes, *, label: str | None = None) -> ForwardGr
         tt = vi.type.tensor_type
         dtypes[vi.name] = tt.elem_type
         if tt.HasField("shape"):
-            shapes[vi.name] = [
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tt.shape.dim
-            ]
+            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
     consts = {t.name: _to_numpy(t) for t in inferred.graph.initializer}
     for name, arr in consts.items():
         shapes[name] = list(arr.shape)
@@ -330,13 +325,10 @@ def _fold(node: Node, consts: dict[str, np.ndarray]) -> list[np.ndarray] | None:
             ir_version=IR_VERSION,
         )
         res = ReferenceEvaluator(model).run(None, {i: consts[i] for i in ins})
-    except Exception as exc:  # folding is an optimisation: keep the node when it fails
+    except Exception as exc:  # noqa: BLE001 -- folding is an optimisation: logged, node kept
         log.debug("constant folding skipped", extra={"node": node.name, "error": str(exc)})
         return None
-    return [
-        np.asarray(r).astype(np.float32) if np.asarray(r).dtype == np.float64 else np.asarray(r)
-        for r in res
-    ]
+    return [np.asarray(r).astype(np.float32) if np.asarray(r).dtype == np.float64 else np.asarray(r) for r in res]
 
 
 def compute_layers(g: ForwardGraph) -> list[LayerInfo]:

@@ -100,6 +100,16 @@ REGISTRY: dict[str, ModelSpec] = {
         layers=("squeezenet0_concat3", "squeezenet0_concat5", "squeezenet0_concat1"),
         notes="RGB, ImageNet mean/std on [0, 1]",
     ),
+    "mnist": ModelSpec(
+        name="mnist",
+        title="MNIST digit classifier (CNTK export, opset 7; microsoft/Windows-Machine-Learning)",
+        filename="mnist.onnx",
+        url=None,
+        sha256="bd5891fdd7987910bfc3d8fc9a697a88e48309e26e529faa87931fba52904fe8",
+        preprocess=Preprocess(mean=(0.0,), std=(1.0,), scale=255.0, channels=1),
+        layers=("Plus214_Output_0",),
+        notes="a test model: grayscale 28x28, 0..255; dreams class logits (objective 'class')",
+    ),
     "googlenet-torchvision": ModelSpec(
         name="googlenet-torchvision",
         title="GoogLeNet (torchvision weights, exported by `dreamstate models export-torchvision`)",
@@ -110,8 +120,10 @@ REGISTRY: dict[str, ModelSpec] = {
         layers=("inception4c", "inception4d", "inception3b"),
         notes="weights: https://download.pytorch.org/models/googlenet-1378be20.pth "
         "(torchvision's file name carries the first 8 hex digits of its SHA-256)",
-        extra={"weights_url": "https://download.pytorch.org/models/googlenet-1378be20.pth",
-               "weights_sha256_prefix": "1378be20"},
+        extra={
+            "weights_url": "https://download.pytorch.org/models/googlenet-1378be20.pth",
+            "weights_sha256_prefix": "1378be20",
+        },
     ),
 }
 
@@ -134,8 +146,7 @@ def _starter_spec() -> ModelSpec:
     if not STARTER_JSON.exists():
         raise ModelError(
             f"the starter model is not built yet: {STARTER_JSON} is missing",
-            hint="train it with `python -m models.starter.train`, or use another model "
-            "(`dreamstate models list`)",
+            hint="train it with `python -m models.starter.train`, or use another model (`dreamstate models list`)",
         )
     try:
         doc = json.loads(STARTER_JSON.read_text())
@@ -158,7 +169,7 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
             std=std,
             bgr=bool(pre.get("bgr", False)),
             scale=float(vr[1]),
-            channels=int(doc.get("channels", pre.get("channels", 3))),
+            channels=int(doc.get("channels", pre.get("channels", 3)) or 3),
         )
         layers = tuple(str(v) for v in doc.get("layers", doc.get("recommended_layers", ())))
     except (TypeError, ValueError, IndexError) as exc:
@@ -252,6 +263,11 @@ def spec_for_file(path: Path) -> ModelSpec:
         extra={"model": str(path), "fix": f"write {sidecar.name} with a 'preprocessing' table"},
     )
     return ModelSpec(
-        name=path.stem, title=path.name, filename=path.name, url=None, sha256=digest,
-        preprocess=Preprocess(), layers=(),
+        name=path.stem,
+        title=path.name,
+        filename=path.name,
+        url=None,
+        sha256=digest,
+        preprocess=Preprocess(),
+        layers=(),
     )

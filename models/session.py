@@ -37,7 +37,9 @@ def session_options(threads: int | None) -> Any:
     return so
 
 
-def make_session(model: bytes | str, *, device: Device = "auto", threads: int | None = None, what: str = "model") -> tuple[Any, str]:
+def make_session(
+    model: bytes | str, *, device: Device = "auto", threads: int | None = None, what: str = "model"
+) -> tuple[Any, str]:
     """Create an InferenceSession; returns (session, provider that runs it)."""
     import onnxruntime as ort
 
@@ -60,7 +62,9 @@ def make_session(model: bytes | str, *, device: Device = "auto", threads: int | 
                 return sess, provider
             log.warning("CUDA provider did not load; running on CPU", extra={"model": what})
             if device == "cuda":
-                raise ModelError(f"CUDA failed to load for {what}", hint="check the CUDA/cuDNN install or use --device cpu")
+                raise ModelError(
+                    f"CUDA failed to load for {what}", hint="check the CUDA/cuDNN install or use --device cpu"
+                )
             return sess, provider
         except ModelError:
             raise

@@ -70,7 +70,7 @@ class LRN(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, alpha=None, beta=None, bias=None, size=None):  # type: ignore[no-untyped-def]
+    def _run(self, x, *, alpha=None, beta=None, bias=None, size=None):  # type: ignore[no-untyped-def]
         alpha = 1e-4 if alpha is None else alpha
         beta = 0.75 if beta is None else beta
         bias = 1.0 if bias is None else bias
@@ -88,7 +88,18 @@ class MaxPool(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, auto_pad=None, ceil_mode=None, dilations=None, kernel_shape=None, pads=None, storage_order=None, strides=None):  # type: ignore[no-untyped-def]
+    def _run(  # type: ignore[no-untyped-def]
+        self,
+        x,
+        *,
+        auto_pad=None,
+        ceil_mode=None,
+        dilations=None,
+        kernel_shape=None,
+        pads=None,
+        storage_order=None,
+        strides=None,
+    ):
         assert auto_pad in (None, "NOTSET", b"NOTSET") and not storage_order
         kh, kw = kernel_shape
         sh, sw = strides or (1, 1)
@@ -122,7 +133,21 @@ class ConvTranspose(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, w, b=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, output_padding=None, output_shape=None, pads=None, strides=None):  # type: ignore[no-untyped-def]
+    def _run(  # type: ignore[no-untyped-def]
+        self,
+        x,
+        w,
+        b=None,
+        *,
+        auto_pad=None,
+        dilations=None,
+        group=None,
+        kernel_shape=None,
+        output_padding=None,
+        output_shape=None,
+        pads=None,
+        strides=None,
+    ):
         assert auto_pad in (None, "NOTSET", b"NOTSET") and not output_shape and not any(output_padding or [])
         group = group or 1
         n, cin, h, wd = x.shape
@@ -138,7 +163,12 @@ class ConvTranspose(OpRun):
             for a in range(kh):
                 for bb in range(kw):
                     contrib = np.einsum("nchw,cm->nmhw", xg, w[gi * cg : (gi + 1) * cg, :, a, bb])
-                    y[:, gi * mg : (gi + 1) * mg, a * dh : a * dh + (h - 1) * sh + 1 : sh, bb * dw : bb * dw + (wd - 1) * sw + 1 : sw] += contrib
+                    y[
+                        :,
+                        gi * mg : (gi + 1) * mg,
+                        a * dh : a * dh + (h - 1) * sh + 1 : sh,
+                        bb * dw : bb * dw + (wd - 1) * sw + 1 : sw,
+                    ] += contrib
         y = y[:, :, pt : fh - pb, pl : fw - pr]
         if b is not None:
             y = y + b.reshape(1, -1, 1, 1)
@@ -169,7 +199,9 @@ def to_double(model: Any) -> Any:
     return m
 
 
-def layer_loss(acts: Sequence[np.ndarray], weights: Sequence[float], objective: str, extra: Sequence[np.ndarray] | None = None) -> float:
+def layer_loss(
+    acts: Sequence[np.ndarray], weights: Sequence[float], objective: str, extra: Sequence[np.ndarray] | None = None
+) -> float:
     """The documented objective, recomputed in numpy (fp64) from layer activations."""
     total = 0.0
     for k, (a, w) in enumerate(zip(acts, weights, strict=True)):
@@ -231,13 +263,13 @@ def check_gradient(
             assert extra is not None
             feeds[f"guide_{k}"] = np.asarray(extra[k], np.float64)
     ref = reference(to_double(step))
-    grad64, loss64 = ref.run(["grad", "loss"], feeds)
+    grad64, loss64 = (np.asarray(v) for v in ref.run(["grad", "loss"], feeds))
     assert grad64.shape == x.shape
 
     fwd = reference(to_double(forward_features_model(fg, info.layers)))
 
     def loss_at(xx: np.ndarray) -> float:
-        acts = fwd.run(None, {fg.image: xx})
+        acts = [np.asarray(a) for a in fwd.run(None, {fg.image: xx})]
         return layer_loss(acts, w, objective, extra)
 
     base = loss_at(x)
@@ -268,7 +300,9 @@ def check_gradient(
     return {"fd": worst, "ort": ort_err}
 
 
-def tiny(build: Callable[[G], str], shape: Sequence[int] = (1, 2, 9, 9), seed: int = 0, opset: int = 18) -> tuple[bytes, str]:
+def tiny(
+    build: Callable[[G], str], shape: Sequence[int] = (1, 2, 9, 9), seed: int = 0, opset: int = 18
+) -> tuple[bytes, str]:
     g = G(shape, seed)
     out = build(g)
     return g.model(out, opset), out

@@ -8,6 +8,7 @@ differences of the forward model; onnxruntime's fp32 result of the same graph is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,22 +18,14 @@ from tests.test_compiler_helpers import G, check_gradient, tiny
 Case = tuple[Callable[[G], str], tuple[int, ...]]
 
 
-def _conv(**attrs: object) -> Callable[[G], str]:
-    def build(g: G) -> str:
-        cin = g.shape[1]
-        return g.conv("x", cin, 4, int(attrs.pop("k", 3)) if "k" in attrs else 3, **attrs)
-
-    return build
-
-
-def _after_conv(op: str, **attrs: object) -> Callable[[G], str]:
+def _after_conv(op: str, **attrs: Any) -> Callable[[G], str]:
     def build(g: G) -> str:
         return str(g.op(op, [g.conv("x", 2, 3, 3, pads=[1, 1, 1, 1])], **attrs))
 
     return build
 
 
-def _pool(op: str, **attrs: object) -> Callable[[G], str]:
+def _pool(op: str, **attrs: Any) -> Callable[[G], str]:
     def build(g: G) -> str:
         h = g.op("Relu", [g.conv("x", 2, 3, 3, pads=[1, 1, 1, 1])]) if op == "MaxPool" else g.conv("x", 2, 3, 1)
         return str(g.op(op, [h], **attrs))
@@ -62,20 +55,54 @@ CASES: dict[str, Case] = {
     "maxpool-pads": (_pool("MaxPool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1]), (1, 2, 7, 7)),
     "maxpool-2x2": (_pool("MaxPool", kernel_shape=[2, 2], strides=[2, 2]), (2, 2, 8, 9)),
     "avgpool": (_pool("AveragePool", kernel_shape=[3, 3], strides=[2, 2]), (1, 2, 11, 11)),
-    "avgpool-pad-exclude": (_pool("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), (1, 2, 9, 10)),
-    "avgpool-pad-include": (_pool("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1), (1, 2, 7, 8)),
+    "avgpool-pad-exclude": (
+        _pool("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        (1, 2, 9, 10),
+    ),
+    "avgpool-pad-include": (
+        _pool("AveragePool", kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], count_include_pad=1),
+        (1, 2, 7, 8),
+    ),
     "avgpool-ceil": (_pool("AveragePool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), (1, 2, 10, 10)),
-    "avgpool-ceil-include": (_pool("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1), (1, 2, 10, 9)),
+    "avgpool-ceil-include": (
+        _pool("AveragePool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1),
+        (1, 2, 10, 9),
+    ),
     "globalavgpool": (lambda g: str(g.op("GlobalAveragePool", [g.conv("x", 2, 3, 3)])), (1, 2, 8, 7)),
     "lrn-5": (lambda g: str(g.op("LRN", [g.conv("x", 2, 7, 3)], size=5, alpha=0.5, beta=0.75, bias=1.0)), (1, 2, 7, 7)),
     "lrn-3": (lambda g: str(g.op("LRN", [g.conv("x", 2, 6, 3)], size=3, alpha=0.3, beta=0.6, bias=2.0)), (1, 2, 6, 6)),
     "batchnorm": (
-        lambda g: str(g.op("BatchNormalization", [g.conv("x", 2, 3, 3), g.c([1.5, -0.5, 2.0]), g.c([0.1, 0.2, 0.3]), g.c([0.3, -0.2, 0.1]), g.c([0.5, 2.0, 1.0])], epsilon=1e-3)),
+        lambda g: str(
+            g.op(
+                "BatchNormalization",
+                [
+                    g.conv("x", 2, 3, 3),
+                    g.c([1.5, -0.5, 2.0]),
+                    g.c([0.1, 0.2, 0.3]),
+                    g.c([0.3, -0.2, 0.1]),
+                    g.c([0.5, 2.0, 1.0]),
+                ],
+                epsilon=1e-3,
+            )
+        ),
         (1, 2, 7, 7),
     ),
-    "concat": (lambda g: str(g.op("Concat", [g.conv("x", 2, 3, 1), g.op("Relu", [g.conv("x", 2, 2, 3, pads=[1, 1, 1, 1])])], axis=1)), (1, 2, 6, 6)),
-    "split": (lambda g: str(g.op("Mul", g.op("Split", [g.conv("x", 2, 4, 3), g.c([1, 3], np.int64)], n_out=2, axis=1)[::-1][:1] * 2)), (1, 2, 6, 6)),
-    "split-both": (lambda g: str(g.op("Add", g.op("Split", [g.conv("x", 2, 4, 3)], n_out=2, axis=1, num_outputs=2))), (1, 2, 6, 6)),
+    "concat": (
+        lambda g: str(
+            g.op("Concat", [g.conv("x", 2, 3, 1), g.op("Relu", [g.conv("x", 2, 2, 3, pads=[1, 1, 1, 1])])], axis=1)
+        ),
+        (1, 2, 6, 6),
+    ),
+    "split": (
+        lambda g: str(
+            g.op("Mul", g.op("Split", [g.conv("x", 2, 4, 3), g.c([1, 3], np.int64)], n_out=2, axis=1)[::-1][:1] * 2)
+        ),
+        (1, 2, 6, 6),
+    ),
+    "split-both": (
+        lambda g: str(g.op("Add", g.op("Split", [g.conv("x", 2, 4, 3)], n_out=2, axis=1, num_outputs=2))),
+        (1, 2, 6, 6),
+    ),
     "add-broadcast-const": (lambda g: str(g.op("Add", [g.conv("x", 2, 3, 3), g.w(3, 1, 1)])), (1, 2, 6, 6)),
     "sub-both": (lambda g: str(g.op("Sub", [g.w(3, 1, 1), g.op("Relu", [g.conv("x", 2, 3, 3)])])), (1, 2, 6, 6)),
     "mul-broadcast-both": (
@@ -83,26 +110,79 @@ CASES: dict[str, Case] = {
         (1, 2, 6, 7),
     ),
     "div-both": (
-        lambda g: str(g.op("Div", [g.conv("x", 2, 3, 3), g.op("Add", [g.op("Sigmoid", [g.op("GlobalAveragePool", [g.conv("x", 2, 3, 1)])]), g.c(0.5)])])),
+        lambda g: str(
+            g.op(
+                "Div",
+                [
+                    g.conv("x", 2, 3, 3),
+                    g.op("Add", [g.op("Sigmoid", [g.op("GlobalAveragePool", [g.conv("x", 2, 3, 1)])]), g.c(0.5)]),
+                ],
+            )
+        ),
         (1, 2, 6, 6),
     ),
     "reshape": (lambda g: str(g.op("Reshape", [g.conv("x", 2, 4, 3), g.c([0, 2, 2, -1], np.int64)])), (1, 2, 5, 5)),
     "flatten-gemm": (
-        lambda g: str(g.op("Gemm", [g.op("Flatten", [g.conv("x", 2, 3, 3)], axis=1), g.w(5, 27), g.w(5)], transB=1, alpha=0.7, beta=0.3)),
+        lambda g: str(
+            g.op(
+                "Gemm",
+                [g.op("Flatten", [g.conv("x", 2, 3, 3)], axis=1), g.w(5, 27), g.w(5)],
+                transB=1,
+                alpha=0.7,
+                beta=0.3,
+            )
+        ),
         (1, 2, 5, 5),
     ),
     "gemm-transA": (
-        lambda g: str(g.op("Gemm", [g.op("Transpose", [g.op("Flatten", [g.conv("x", 2, 3, 3)])], perm=[1, 0]), g.w(27, 4)], transA=1)),
+        lambda g: str(
+            g.op(
+                "Gemm",
+                [g.op("Transpose", [g.op("Flatten", [g.conv("x", 2, 3, 3)])], perm=[1, 0]), g.w(27, 4)],
+                transA=1,
+            )
+        ),
         (1, 2, 5, 5),
     ),
     "transpose": (lambda g: str(g.op("Transpose", [g.conv("x", 2, 3, 3)], perm=[0, 2, 3, 1])), (1, 2, 6, 5)),
-    "matmul": (lambda g: str(g.op("Add", [g.op("MatMul", [g.op("Flatten", [g.conv("x", 2, 3, 3)]), g.w(48, 6)]), g.w(1, 6)])), (2, 2, 6, 6)),
-    "matmul-spatial": (lambda g: str(g.op("MatMul", [g.conv("x", 2, 3, 3), g.op("Transpose", [g.conv("x", 2, 3, 3)], perm=[0, 1, 3, 2])])), (1, 2, 6, 6)),
-    "dropout-identity": (lambda g: str(g.op("Identity", [g.op("Dropout", [g.conv("x", 2, 3, 3)], n_out=1)])), (1, 2, 6, 6)),
+    "matmul": (
+        lambda g: str(g.op("Add", [g.op("MatMul", [g.op("Flatten", [g.conv("x", 2, 3, 3)]), g.w(48, 6)]), g.w(1, 6)])),
+        (2, 2, 6, 6),
+    ),
+    "matmul-spatial": (
+        lambda g: str(
+            g.op("MatMul", [g.conv("x", 2, 3, 3), g.op("Transpose", [g.conv("x", 2, 3, 3)], perm=[0, 1, 3, 2])])
+        ),
+        (1, 2, 6, 6),
+    ),
+    "dropout-identity": (
+        lambda g: str(g.op("Identity", [g.op("Dropout", [g.conv("x", 2, 3, 3)], n_out=1)])),
+        (1, 2, 6, 6),
+    ),
     "softmax": (lambda g: str(g.op("Softmax", [g.op("Flatten", [g.conv("x", 2, 3, 3)])], axis=1)), (1, 2, 5, 5)),
-    "unsqueeze-squeeze": (lambda g: str(g.op("Squeeze", [g.op("Unsqueeze", [g.conv("x", 2, 3, 3), g.c([0], np.int64)]), g.c([0], np.int64)])), (1, 2, 5, 5)),
+    "unsqueeze-squeeze": (
+        lambda g: str(
+            g.op("Squeeze", [g.op("Unsqueeze", [g.conv("x", 2, 3, 3), g.c([0], np.int64)]), g.c([0], np.int64)])
+        ),
+        (1, 2, 5, 5),
+    ),
     "shape-driven-reshape": (
-        lambda g: str(g.op("Reshape", [g.conv("x", 2, 3, 3), g.op("Concat", [g.op("Slice", [g.op("Shape", ["x"]), g.c([0], np.int64), g.c([1], np.int64)]), g.c([-1], np.int64)], axis=0)])),
+        lambda g: str(
+            g.op(
+                "Reshape",
+                [
+                    g.conv("x", 2, 3, 3),
+                    g.op(
+                        "Concat",
+                        [
+                            g.op("Slice", [g.op("Shape", ["x"]), g.c([0], np.int64), g.c([1], np.int64)]),
+                            g.c([-1], np.int64),
+                        ],
+                        axis=0,
+                    ),
+                ],
+            )
+        ),
         (1, 2, 6, 6),
     ),
 }
