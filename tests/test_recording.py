@@ -1,0 +1,286 @@
+"""Crash-safe recording: journal, torn tails, FIF layout, kill -9 and SIGINT on the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mne
+import numpy as np
+import pytest
+
+from devices.recording import (
+    GAP_ANNOTATION,
+    MISC_CHANNELS,
+    STIM_CHANNEL,
+    Recorder,
+    fif_path,
+    journal_path_for,
+    journal_to_raw,
+    read_journal,
+    recover,
+)
+from devices.simulator import EegSimulator, SimulatedDevice
+from engine.errors import RecordingError
+from engine.records import (
+    Blink,
+    DeviceEvent,
+    DeviceEventKind,
+    ESense,
+    Marker,
+    RawChunk,
+    Reading,
+    SignalQuality,
+)
+
+SFREQ = 512
+
+
+async def simulated(script: list[tuple[str, float]], seed: int) -> list[Reading]:
+    dev = SimulatedDevice(script, seed=seed, loop=False, speed=0)
+    out: list[Reading] = []
+    async with dev:
+        async for r in dev.readings():
+            out.append(r)
+    return out
+
+
+async def record(readings: list[Reading], journal: Path) -> Recorder:
+    rec = Recorder(journal, device="test", flush_s=0.01, fsync_s=0.02)
+    await rec.start()
+    for r in readings:
+        rec.add(r)
+    await rec.close()
+    return rec
+
+
+def test_fif_naming_follows_mne_convention(tmp_path: Path) -> None:
+    assert fif_path(tmp_path / "session.fif") == tmp_path / "session_raw.fif"
+    assert fif_path(tmp_path / "s_raw.fif") == tmp_path / "s_raw.fif"
+    assert fif_path(tmp_path / "s_eeg.fif") == tmp_path / "s_eeg.fif"
+    assert fif_path(tmp_path / "s") == tmp_path / "s_raw.fif"
+    assert journal_path_for(tmp_path / "s_raw.fif") == tmp_path / "s_raw.dsj"
+    with pytest.raises(RecordingError, match="FIF"):
+        fif_path(tmp_path / "s.edf")
+
+
+async def test_journal_round_trip_and_fif_layout(tmp_path: Path) -> None:
+    readings = await simulated([("relaxed", 2), ("blinking", 3)], seed=3)
+    readings.insert(len(readings) // 2, Marker("fun", 0.0, duration=1.5))
+    journal = tmp_path / "a_raw.dsj"
+    rec = await record(readings, journal)
+    assert rec.counters.get("fsyncs") >= 1 and rec.flushed_samples == 5 * SFREQ
+
+    contents = read_journal(journal)
+    assert contents.clean_end and contents.torn_tail_bytes == 0 and contents.corrupt_records == 0
+    raw_in = np.concatenate([r.samples for r in readings if isinstance(r, RawChunk)])
+    np.testing.assert_array_equal(np.concatenate([s for _, s in contents.segments]), raw_in)
+    kinds = [e["k"] for e in contents.events]
+    assert kinds.count("esense") == 5 and kinds.count("marker") == 1
+    assert kinds[0] == "device" and kinds[-1] == "device"  # connected ... end of stream
+
+    raw = journal_to_raw(contents)
+    assert raw.ch_names == ["Fp1", *MISC_CHANNELS, STIM_CHANNEL]
+    assert raw.get_channel_types()[:2] == ["eeg", "misc"] and raw.get_channel_types()[-1] == "stim"
+    np.testing.assert_allclose(raw.get_data(picks="Fp1")[0] * 1e6, raw_in, atol=1e-3)
+    # Sample-and-hold: attention at the end equals the last ESense.
+    last = [r for r in readings if isinstance(r, ESense)][-1]
+    assert raw.get_data(picks="attention")[0][-1] == last.attention
+    assert raw.get_data(picks="attention")[0][0] == -1  # not reported yet
+    stim = raw.get_data(picks=STIM_CHANNEL)[0]
+    assert np.count_nonzero(stim) == 5 and set(stim[stim > 0]) == {7.0}
+    desc = list(raw.annotations.description)
+    assert desc.count("marker:fun") == 1
+    n_blinks = sum(isinstance(r, Blink) for r in readings)
+    assert sum(d.startswith("blink:") for d in desc) == n_blinks > 0
+    fun = raw.annotations[desc.index("marker:fun")]
+    assert fun["duration"] == pytest.approx(1.5)
+    meta = json.loads(raw.info["description"])
+    assert meta["first_index"] == 0 and meta["lost_samples"] == 0
+
+
+async def test_gaps_are_annotated_and_not_invented(tmp_path: Path) -> None:
+    sim = EegSimulator([("neutral", 3)], seed=1, loop=False)
+    block = sim.advance(3 * SFREQ)
+    uv = block.uv()
+    readings: list[Reading] = [
+        RawChunk(1000, uv[:512], 1.0),
+        SignalQuality(0, 1.0),
+        RawChunk(1000 + 700, uv[700:1536], 2.0),  # 188 samples never arrived
+        ESense(40, 60, 2.0),
+    ]
+    journal = tmp_path / "g_raw.dsj"
+    rec = await record(readings, journal)
+    assert rec.counters.get("gaps") == 1 and rec.counters.get("lost_samples") == 188
+    result = recover(journal, tmp_path / "g.fif")
+    assert result.fif == tmp_path / "g_raw.fif" and result.lost_samples == 188
+    raw = mne.io.read_raw_fif(result.fif, preload=True, verbose="error")
+    assert raw.n_times == 1536
+    gaps = [a for a in raw.annotations if a["description"] == GAP_ANNOTATION]
+    assert len(gaps) == 1
+    assert gaps[0]["onset"] == pytest.approx(512 / SFREQ)
+    assert gaps[0]["duration"] == pytest.approx(188 / SFREQ)
+    eeg = raw.get_data(picks="Fp1")[0] * 1e6
+    np.testing.assert_allclose(eeg[:512], uv[:512], atol=1e-3)
+    np.testing.assert_allclose(eeg[700:], uv[700:], atol=1e-3)
+    assert json.loads(raw.info["description"])["first_index"] == 1000
+    # The ESense arrived after the last sample: held on it.
+    assert raw.get_data(picks="meditation")[0][-1] == 60
+
+
+async def test_torn_tail_and_corrupt_middle_are_survived(tmp_path: Path) -> None:
+    readings = await simulated([("neutral", 2)], seed=2)
+    journal = tmp_path / "t_raw.dsj"
+    # Several small records: one raw record per chunk.
+    rec = Recorder(journal, flush_s=10.0)
+    await rec.start()
+    for r in readings:
+        rec.add(r)
+        if isinstance(r, RawChunk):
+            await rec.flush()
+    await rec.close()
+    data = journal.read_bytes()
+    full = read_journal(journal)
+    full_raw = np.concatenate([s for _, s in full.segments])
+    # Cut the file at every byte of its last 300 bytes: never an error, always a prefix.
+    for cut in range(len(data) - 300, len(data)):
+        journal.write_bytes(data[:cut])
+        part = read_journal(journal)
+        assert not part.clean_end
+        assert part.corrupt_records == 0
+        got = np.concatenate([s for _, s in part.segments])
+        np.testing.assert_array_equal(got, full_raw[:len(got)])
+        assert len(got) >= len(full_raw) - 64  # only the torn records are lost
+    # Flip a byte inside an early raw record: that record is skipped, the rest is read.
+    bad = bytearray(data)
+    bad[len(data) // 3] ^= 0xFF
+    journal.write_bytes(bytes(bad))
+    hurt = read_journal(journal)
+    assert hurt.corrupt_records == 1 and hurt.clean_end
+    assert full.n_samples - 16 <= hurt.n_samples < full.n_samples
+    journal.write_bytes(b"not a journal")
+    with pytest.raises(RecordingError, match="not a dreamstate journal"):
+        read_journal(journal)
+
+
+async def test_existing_journal_is_not_overwritten(tmp_path: Path) -> None:
+    journal = tmp_path / "x_raw.dsj"
+    journal.write_bytes(b"DSJOURNAL1\n")
+    with pytest.raises(RecordingError, match="dreamstate recover"):
+        await Recorder(journal).start()
+
+
+async def test_finalise_writes_fif_and_removes_journal(tmp_path: Path) -> None:
+    readings = await simulated([("relaxed", 2)], seed=4)
+    rec = Recorder(tmp_path / "f_raw.dsj")
+    await rec.start()
+    for r in readings:
+        rec.add(r)
+    result = await rec.finalise(tmp_path / "f.fif")
+    assert result.fif.exists() and not (tmp_path / "f_raw.dsj").exists()
+    assert result.samples == 2 * SFREQ and result.clean_end
+    with pytest.raises(RecordingError, match="no raw samples"):
+        empty = Recorder(tmp_path / "e_raw.dsj")
+        await empty.start()
+        empty.add(DeviceEvent(DeviceEventKind.CONNECTED, 0.0))
+        await empty.finalise(tmp_path / "e.fif")
+
+
+# --------------------------------------------------------------------------- real CLI
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine", *args]
+
+
+PROGRESS = re.compile(r"samples=(\d+) flushed=(\d+)")
+
+
+def wait_progress(proc: subprocess.Popen[str], min_flushed: int, timeout: float = 60.0
+                  ) -> tuple[int, int]:
+    """Read progress lines until ``flushed >= min_flushed``; return (samples, flushed)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+        if not ready:
+            assert proc.poll() is None, f"record exited early: {proc.stderr.read() if proc.stderr else ''}"
+            continue
+        line = proc.stdout.readline()
+        m = PROGRESS.search(line)
+        if m and int(m.group(2)) >= min_flushed:
+            return int(m.group(1)), int(m.group(2))
+    raise AssertionError("no progress line from `dreamstate record`")
+
+
+SCRIPT = "relaxed:30,blinking:30"
+
+
+def expected_uv(n: int) -> np.ndarray:
+    sim = EegSimulator([("relaxed", 30), ("blinking", 30)], seed=11)
+    return sim.advance(n).uv()
+
+
+def test_kill_9_then_recover_loses_at_most_a_second(tmp_path: Path) -> None:
+    out = tmp_path / "k.fif"
+    proc = subprocess.Popen(cli("record", "--simulate", "--seed", "11", "--script", SCRIPT,
+                                "--out", str(out)), cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        samples, flushed = wait_progress(proc, 3 * SFREQ)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    journal = tmp_path / "k_raw.dsj"
+    assert journal.exists() and not (tmp_path / "k_raw.fif").exists()
+    res = subprocess.run(cli("recover", str(journal)), cwd=tmp_path, text=True,
+                         capture_output=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert "did not finish" in res.stdout
+    raw = mne.io.read_raw_fif(tmp_path / "k_raw.fif", preload=True, verbose="error")
+    n = raw.n_times
+    # Everything handed to the OS survives; at most a second (+ a chunk) of what had been
+    # produced when the progress line was printed is missing.
+    assert n >= flushed
+    assert n >= samples - SFREQ - 16
+    np.testing.assert_allclose(raw.get_data(picks="Fp1")[0] * 1e6, expected_uv(n), atol=1e-3)
+    assert np.count_nonzero(raw.get_data(picks=STIM_CHANNEL)[0]) >= n // SFREQ - 1
+
+
+def test_sigint_finalises_the_fif(tmp_path: Path) -> None:
+    out = tmp_path / "i.fif"
+    proc = subprocess.Popen(cli("record", "--simulate", "--seed", "11", "--script", SCRIPT,
+                                "--out", str(out)), cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        samples, _ = wait_progress(proc, SFREQ)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "saved" in stdout
+    fif = tmp_path / "i_raw.fif"
+    assert fif.exists() and not (tmp_path / "i_raw.dsj").exists()
+    raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
+    assert raw.n_times >= samples
+    np.testing.assert_allclose(raw.get_data(picks="Fp1")[0] * 1e6, expected_uv(raw.n_times),
+                               atol=1e-3)
+    assert json.loads(raw.info["description"])["clean_end"] is True
+
+
+def test_record_refuses_a_non_fif_output(tmp_path: Path) -> None:
+    res = subprocess.run(cli("record", "--simulate", "--out", str(tmp_path / "x.edf"),
+                             "--seconds", "1"), cwd=tmp_path, text=True, capture_output=True,
+                         timeout=60, check=False)
+    assert res.returncode == 1
+    assert "records FIF" in res.stderr
+
