@@ -89,21 +89,23 @@ class SignalPipeline:
     """Readings -> windows -> features -> map point -> state (see module docstring).
 
     Lifecycle: after ``__init__`` nothing has been seen, ``latest_state`` and ``latest_point``
-    are None. After each ``feed`` every window completed by that reading has been processed
-    (returned in order) and ``latest_state``/``latest_point`` are the newest. ``start()`` runs
-    the map refit thread; ``close()`` stops it (joined with a timeout) and may be called twice.
+    are None (``live_map=False`` skips map placement: offline tools that fit their own map).
+    After each ``feed`` every window completed by that reading has been processed (returned
+    in order) and ``latest_state``/``latest_point`` are the newest. ``start()`` runs the map
+    refit thread; ``close()`` stops it (joined with a timeout) and may be called twice.
     """
 
     def __init__(self, signal: SignalConfig, map: MapConfig, states: StatesConfig, *,
                  sfreq: float = 512.0, clock: Callable[[], float] = time.monotonic,
                  ring_seconds: float = 30.0, absent_after_s: float = 2.0,
-                 n_jobs: int = 1) -> None:
+                 n_jobs: int = 1, live_map: bool = True) -> None:
         self.signal_cfg = signal
         self.map_cfg = map
         self.states_cfg = states
         self.sfreq = float(sfreq)
         self.clock = clock
         self.absent_after_s = absent_after_s
+        self.live_map = live_map
         self.counters = Counters()
         self.win = round(signal.window_s * sfreq)
         self.hop = max(1, round(signal.hop_s * sfreq))
@@ -234,7 +236,14 @@ class SignalPipeline:
         return self.calibrator.save(path)
 
     def load_calibration(self, path: str | Path) -> CalibrationReport:
-        return self.calibrator.load(path)
+        """Load a saved calibration (JSON) and refit it; warns about labels the show lacks."""
+        report = self.calibrator.load(path)
+        extra = sorted(set(report.counts) - set(self.labels))
+        if extra and self.states_cfg.mode == "calibrated":
+            log.warning("calibration labels missing from states.labels",
+                        extra={"file": str(path), "labels": extra,
+                               "fix": "add them to states.labels (and give them scenes)"})
+        return report
 
     # ------------------------------------------------------------------ feeding
     def feed(self, reading: Reading) -> list[WindowResult]:
@@ -328,7 +337,7 @@ class SignalPipeline:
             self.calibrator.add(vec, label)
             self.counters.inc("calibration_windows")
         t1 = time.perf_counter()
-        xy = self.map.add(vec, w.end_time)
+        xy = self.map.add(vec, w.end_time) if self.live_map else None
         point = MapPoint(xy[0], xy[1], w.index) if xy is not None else None
         if point is not None:
             self.latest_point = point
