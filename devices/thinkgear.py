@@ -28,13 +28,18 @@ end of the payload, or a known level-0 code has the wrong VLEN (e.g. raw with VL
 rejection the search restarts at the byte after the rejected frame's first SYNC, so an intact
 packet hidden inside garbage is still found. (Restarts that would read the very same
 PLENGTH byte again, i.e. inside a run of ``AA`` bytes, are skipped: they must fail the same
-way.) The one exception is the MindWave Mobile 2 quirk: level-0 ``BA``/``BC`` rows whose VLEN
-runs past a checksum-valid payload; the rows before them are kept, ``row_overruns`` counts it,
-and parsing goes on after the frame. Nothing in here raises on any input bytes.
+way.) After an accepted frame whose checksum byte is ``0xAA``, the search for the next frame
+starts at that byte: a packet truncated one byte short borrows the next packet's first SYNC as
+its checksum, and the next packet is still found (a whole stream parses the same either way,
+since ``AA AA AA`` is a SYNC pair plus one more SYNC). The one exception to the rejection rules
+is the MindWave Mobile 2 quirk: level-0 ``BA``/``BC`` rows whose VLEN runs past a
+checksum-valid payload; the rows before them are kept, ``row_overruns`` counts it, and parsing
+goes on after the frame. Nothing in here raises on any input bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import re
 import struct
 from collections.abc import Iterable, Sequence
@@ -279,11 +284,11 @@ class ThinkGearParser:
         n = len(buf)
         out: list[ParseItem] = []
         stats = dict.fromkeys(_COUNTER_NAMES, 0)
-        stats["bytes"] = len(data)
-        cpos, vals, run_end = _raw_candidates(buf)
-        nc = int(cpos.shape[0])
-        ci = 0
-        next_c = int(cpos[0]) if nc else n + 1
+        frames = checksum_errors = length_errors = malformed = lost = 0
+        vals, run_starts, run_ends, run_first = _raw_runs(buf)
+        nruns = len(run_starts)
+        ri = 0  # the first run that may still lie ahead
+        next_run = run_starts[0] if nruns else n + 1
         pos = 0
         keep = -1
         accepted = 0
@@ -292,27 +297,32 @@ class ThinkGearParser:
             if q < 0:
                 keep = n - 1 if n and buf[n - 1] == SYNC and pos < n else n
                 break
-            if q > next_c:
-                ci = int(np.searchsorted(cpos, q))
-                next_c = int(cpos[ci]) if ci < nc else n + 1
-            if q == next_c:
-                e = int(run_end[ci])
-                count = e - ci + 1
-                out.append(RawRun(vals[ci:e + 1]))
-                stats["frames"] += count
-                accepted += count * RAW_PACKET_LEN
-                pos = q + count * RAW_PACKET_LEN
-                ci = e + 1
-                next_c = int(cpos[ci]) if ci < nc else n + 1
-                continue
-            j = _AA_RUN.match(buf, q + 2).end()  # type: ignore[union-attr]
+            if q >= next_run:
+                # q may start a run of raw packets, or land inside one on its 8-byte grid
+                if q >= run_ends[ri]:
+                    ri = bisect.bisect_right(run_ends, q, ri)
+                    next_run = run_starts[ri] if ri < nruns else n + 1
+                if q >= next_run and (q - next_run) % RAW_PACKET_LEN == 0:
+                    first = run_first[ri] + (q - next_run) // RAW_PACKET_LEN
+                    last = run_first[ri] + (run_ends[ri] - next_run) // RAW_PACKET_LEN
+                    out.append(RawRun(vals[first:last]))
+                    frames += last - first
+                    pos = run_ends[ri]
+                    if buf[pos - 1] == SYNC:  # the checksum byte may be the next frame's SYNC
+                        pos -= 1
+                    accepted += pos - q
+                    ri += 1
+                    next_run = run_starts[ri] if ri < nruns else n + 1
+                    continue
+            j = q + 2
+            if j < n and buf[j] == SYNC:
+                j = _AA_RUN.match(buf, j).end()  # type: ignore[union-attr]
             if j >= n:
                 keep = q
                 break
             plen = buf[j]
             if plen > MAX_PLENGTH:
-                stats["length_errors"] += 1
-                stats["resyncs"] += 1
+                length_errors += 1
                 pos = j
                 continue
             end = j + 1 + plen
@@ -321,23 +331,28 @@ class ThinkGearParser:
                 break
             payload = buf[j + 1:end]
             if (~sum(payload)) & 0xFF != buf[end]:
-                stats["checksum_errors"] += 1
-                stats["resyncs"] += 1
+                checksum_errors += 1
                 if plen == 4 and payload[0] == CODE_RAW and payload[1] == 0x02:
                     out.append(LOST_RAW)
-                    stats["lost_raw_frames"] += 1
+                    lost += 1
                 pos = j
                 continue
             rows = _decode_payload(payload, stats)
             if rows is None:
-                stats["malformed_frames"] += 1
-                stats["resyncs"] += 1
+                malformed += 1
                 pos = j
                 continue
             out.append(Packet(rows))
-            stats["frames"] += 1
-            accepted += end + 1 - q
-            pos = end + 1
+            frames += 1
+            pos = end if buf[end] == SYNC else end + 1
+            accepted += pos - q
+        stats["bytes"] = len(data)
+        stats["frames"] = frames
+        stats["checksum_errors"] = checksum_errors
+        stats["length_errors"] = length_errors
+        stats["malformed_frames"] = malformed
+        stats["resyncs"] = checksum_errors + length_errors + malformed
+        stats["lost_raw_frames"] = lost
         stats["skipped_bytes"] = keep - accepted
         self._buf = buf[keep:]
         for name, value in stats.items():
@@ -346,15 +361,13 @@ class ThinkGearParser:
         return out
 
 
-def _raw_candidates(buf: bytes) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int16],
-                                         npt.NDArray[np.intp]]:
-    """Positions of every complete, checksum-valid ``AA AA 04 80 02 hi lo chk`` in ``buf``,
-    their int16 values, and for each candidate the index of the last candidate of its run
-    (consecutive candidates 8 bytes apart)."""
+def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], list[int]]:
+    """Every complete, checksum-valid ``AA AA 04 80 02 hi lo chk`` in ``buf``, grouped in runs
+    (consecutive ones 8 bytes apart). Returns their int16 values (read-only) and, per run, its
+    start position, end position (exclusive) and the index of its first value."""
     n = len(buf)
-    empty = np.zeros(0, dtype=np.intp)
     if n < RAW_PACKET_LEN:
-        return empty, np.zeros(0, dtype=np.int16), empty
+        return np.zeros(0, dtype=np.int16), [], [], []
     a = np.frombuffer(buf, dtype=np.uint8)
     m = n - RAW_PACKET_LEN + 1
     c = np.flatnonzero(a[:m] == SYNC)
@@ -369,11 +382,13 @@ def _raw_candidates(buf: bytes) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.in
     vals = ((hi[ok] << 8) | lo[ok]).view(np.int16)
     vals.flags.writeable = False
     if c.shape[0] == 0:
-        return c, vals, c
-    brk = np.flatnonzero(np.diff(c) != RAW_PACKET_LEN)
-    ends = np.append(brk, c.shape[0] - 1)
-    run_end = np.repeat(ends, np.diff(np.concatenate(([-1], ends))))
-    return c, vals, run_end
+        return vals, [], [], []
+    brk = np.flatnonzero(np.diff(c) != RAW_PACKET_LEN) + 1
+    firsts = np.concatenate(([0], brk))
+    lasts = np.append(brk, c.shape[0]) - 1
+    starts = c[firsts]
+    ends = c[lasts] + RAW_PACKET_LEN
+    return vals, starts.tolist(), ends.tolist(), firsts.tolist()
 
 
 def _decode_payload(p: bytes, stats: dict[str, int]) -> tuple[Row, ...] | None:
