@@ -291,8 +291,9 @@ def status_line(model: MonitorModel, panels: Sequence[MonitorPanel] = ()) -> str
 
 
 class PipelinePanel:
-    """Live EEG map point and state from a signal pipeline (``feed`` / ``latest_state`` /
-    ``latest_point``). Errors inside the pipeline are logged and counted, never raised to the
+    """Live EEG map point and state from a signal pipeline (``feed(reading)`` returning window
+    results with a ``point``, plus ``latest_state`` / ``latest_point``). The map plots the last
+    ``trail`` points, scaled to their own extent. Errors inside the pipeline are logged and counted, never raised to the
     monitor (``errors``)."""
 
     title = "EEG state and map"
@@ -302,21 +303,25 @@ class PipelinePanel:
         self.grid = grid
         self.errors = 0
         self._points: collections.deque[tuple[float, float]] = collections.deque(maxlen=trail)
-        self._last_point: Any = None
 
     def feed(self, reading: Reading) -> None:
         try:
-            self.pipeline.feed(reading)
+            results = self.pipeline.feed(reading)
         except Exception as exc:  # noqa: BLE001 - the monitor must keep running
             self.errors += 1
             if self.errors <= 3 or self.errors % 100 == 0:
                 log.warning("signal pipeline failed on a reading: %s", exc,
                             extra={"errors": self.errors})
             return
-        point = getattr(self.pipeline, "latest_point", None)
-        if point is not None and point is not self._last_point:
-            self._last_point = point
-            self._points.append((float(point.x), float(point.y)))
+        for result in results or ():
+            point = getattr(result, "point", None)
+            if point is not None:
+                self._points.append((float(point.x), float(point.y)))
+
+    @property
+    def points(self) -> list[tuple[float, float]]:
+        """The trail of map points, oldest first."""
+        return list(self._points)
 
     def summary(self) -> str:
         state = getattr(self.pipeline, "latest_state", None)
@@ -338,9 +343,15 @@ class PipelinePanel:
                 cx = round((x - x0) * sx) if sx else w // 2
                 cy = h - 1 - (round((y - y0) * sy) if sy else h // 2)
                 cells[cy][cx] = "●" if k == len(self._points) - 1 else "·"
+        if not self._points:
+            hint = "map fills in as windows arrive"[:w]
+            row = h // 2
+            cells[row] = list(hint.center(w))
         text = Text()
-        for row in cells:
-            text.append("│" + "".join(row) + "│\n", style="cyan")
+        text.append("┌" + "─" * w + "┐\n", style="cyan")
+        for row_cells in cells:
+            text.append("│" + "".join(row_cells) + "│\n", style="cyan")
+        text.append("└" + "─" * w + "┘", style="cyan")
         return text
 
     def render(self) -> RenderableType:
@@ -374,7 +385,8 @@ def make_pipeline_panel(show: Any = None) -> PipelinePanel | None:
     if show is not None:
         pipeline = SignalPipeline(show.signal, show.map, show.states)
     else:
-        pipeline = SignalPipeline(SignalConfig(), MapConfig(method="pca"), StatesConfig())
+        pipeline = SignalPipeline(SignalConfig(), MapConfig(method="pca", reference_size=60),
+                                  StatesConfig())
     start = getattr(pipeline, "start", None)
     if callable(start):
         start()

@@ -119,6 +119,9 @@ def test_pipeline_panel_shows_the_live_state() -> None:
     out = text_of(render_monitor(MonitorModel(), panels=[panel]))
     assert "EEG state and map" in out and re.search(rf"state\s+{state.label}", out)
     assert f"state={state.label}" in panel.summary()
+    assert pipeline.latest_point is not None
+    assert "●" in out and len(panel.points) >= 10  # the newest point and its trail
+    assert panel.points[-1] == (pipeline.latest_point.x, pipeline.latest_point.y)
 
 
 def test_a_failing_panel_does_not_stop_the_monitor() -> None:
