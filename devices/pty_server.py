@@ -115,7 +115,7 @@ class PtyServer:
         while True:
             block = self.sim.advance(self.chunk)
             if len(block.raw) == 0:
-                log.info("simulator script ended; pty stays open", extra={"port": self.slave_path})
+                log.info("simulator script ended; nothing more to serve", extra={"port": self.slave_path})
                 return
             if paced:
                 delay = start + (block.next_index - first) / rate - time.monotonic()
