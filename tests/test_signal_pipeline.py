@@ -265,6 +265,25 @@ def test_background_refit_is_aligned_and_does_not_jump() -> None:
     assert m.counters.get("map_fits") >= 2 and threading.active_count() >= 1
 
 
+def test_transform_placement_lands_new_points_by_their_cluster() -> None:
+    rng = np.random.default_rng(2)
+    centres = np.array([[0.0] * 5, [6.0] * 5, [-6.0, 6.0, -6.0, 6.0, -6.0]])
+    data = np.vstack([c + rng.normal(size=(40, 5)) for c in centres])
+    order = rng.permutation(len(data))
+    data, which = data[order], np.repeat(np.arange(3), 40)[order]
+    for placement in ("knn", "transform"):
+        m = IncrementalMap(dim=5, reference_size=90, seed=0, placement=placement)  # type: ignore[arg-type]
+        for x in data[:90]:
+            m.add(x, 0.0)
+        ref = m.reference
+        assert ref is not None
+        ref_pts = m.normalise_many(ref.coords)
+        ref_centres = np.array([ref_pts[which[:90] == c].mean(0) for c in range(3)])
+        for x, c in zip(data[90:], which[90:], strict=True):
+            xy = np.array(m.place(x))
+            assert int(np.argmin(((ref_centres - xy) ** 2).sum(1))) == c
+
+
 def test_procrustes_undoes_rotation_reflection_scale_and_shift() -> None:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(50, 2))

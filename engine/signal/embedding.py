@@ -108,8 +108,7 @@ class Reference:
             raise SignalError("map placement 'transform' needs map.method = 'tsne'",
                               hint="set map.placement = 'knn' or map.method = 'tsne'")
         z = ((x - self.mean) / self.scale)[None, :]
-        y = np.asarray(self.tsne.transform(z, perplexity=min(5.0, (self.features.shape[0] - 1) / 3),
-                                           n_iter=100), dtype=np.float64)
+        y = np.asarray(self.tsne.transform(z), dtype=np.float64)  # openTSNE defaults
         out: F64 = self.alignment.apply(y)[0]
         return out
 

@@ -125,7 +125,11 @@ class FeatureExtractor:
         if samples.shape != (self.n,):
             raise SignalError(f"feature extractor expects {self.n} samples, got {samples.shape}",
                               hint="keep signal.window_s unchanged after start")
-        psd = self.spectrum(samples)
+        return self.from_psd(self.spectrum(samples), samples, esense, window_index)
+
+    def from_psd(self, psd: F64, samples: F32 | F64, esense: ESense | None = None,
+                 window_index: int = -1) -> Features:
+        """The feature vector from a PSD on ``self.freqs`` (any estimator) plus the samples."""
         parts: list[F64] = []
         band_total = None
         sel = psd[self.analysis]
@@ -171,19 +175,22 @@ def hjorth(x: F64) -> F64:
     return np.array([np.log10(v0), mob, comp])
 
 
-def welch_band_powers(x: F32 | F64, sfreq: float, n: int) -> F64:
-    """The naive peer: ``mne.time_frequency.psd_array_welch`` per window, then log band powers.
-
-    Used by ``dreamstate bench signal`` as the baseline and by tests as a cross-check.
-    """
+def welch_psd(x: F32 | F64, sfreq: float, n: int) -> tuple[F64, F64]:
+    """The naive peer: ``mne.time_frequency.psd_array_welch`` on one window (psd, freqs)."""
     from mne.time_frequency import psd_array_welch
 
     psd, freqs = psd_array_welch(np.asarray(x, dtype=np.float64)[None, :], sfreq, fmin=0.0,
                                  fmax=sfreq / 2, n_fft=n, n_per_seg=n, window="hann",
                                  verbose="error")
+    return np.asarray(psd[0], dtype=np.float64), np.asarray(freqs, dtype=np.float64)
+
+
+def welch_band_powers(x: F32 | F64, sfreq: float, n: int) -> F64:
+    """Log band powers from ``welch_psd`` (a cross-check for ``FeatureExtractor``)."""
+    psd, freqs = welch_psd(x, sfreq, n)
     out = []
     for i, (_name, lo, hi) in enumerate(BANDS):
         last = i == len(BANDS) - 1
         m = (freqs >= lo) & ((freqs <= hi) if last else (freqs < hi))
-        out.append(np.log10(psd[0, m].mean() + _TINY))
+        out.append(np.log10(psd[m].mean() + _TINY))
     return np.asarray(out)
