@@ -272,7 +272,7 @@ def test_transform_placement_lands_new_points_by_their_cluster() -> None:
     order = rng.permutation(len(data))
     data, which = data[order], np.repeat(np.arange(3), 40)[order]
     for placement in ("knn", "transform"):
-        m = IncrementalMap(dim=5, reference_size=90, seed=0, placement=placement)  # type: ignore[arg-type]
+        m = IncrementalMap(dim=5, reference_size=90, seed=0, placement=placement)
         for x in data[:90]:
             m.add(x, 0.0)
         ref = m.reference
