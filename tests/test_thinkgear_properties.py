@@ -15,6 +15,7 @@ from devices.thinkgear import (
     DongleStatus,
     EegPower,
     HeartRateValue,
+    LostRaw,
     Meditation,
     Packet,
     ParseItem,
@@ -26,6 +27,7 @@ from devices.thinkgear import (
     RrInterval,
     ThinkGearParser,
     UnknownRow,
+    _decode_payload,
     encode_packet,
     encode_raw,
     encode_row,
@@ -133,6 +135,69 @@ def test_sync_heavy_garbage_then_a_packet(garbage: list[int], value: int) -> Non
     raws = [r for it in items if isinstance(it, Packet) for r in it.rows if isinstance(r, RawValue)]
     assert raws[-5:] == [RawValue(value)] * 5
     assert p.pending <= 1  # a final checksum byte 0xAA may start the next frame
+
+
+def reference_parse(buf: bytes) -> list[Packet | LostRaw]:
+    """The documented rules, byte by byte, with the plain restart at the byte after the first
+    SYNC of every rejected frame (the parser skips restarts that must fail the same way)."""
+    out: list[Packet | LostRaw] = []
+    n = len(buf)
+    pos = 0
+    last_rejected_j = -1
+    while True:
+        q = buf.find(b"\xaa\xaa", pos)
+        if q < 0:
+            return out
+        j = q + 2
+        while j < n and buf[j] == 0xAA:
+            j += 1
+        if j >= n:
+            return out
+        plen = buf[j]
+        end = j + 1 + plen
+        if plen <= 169 and end >= n:
+            return out
+        if plen > 169 or (~sum(buf[j + 1:end])) & 0xFF != buf[end]:
+            if plen == 4 and buf[j + 1:j + 3] == b"\x80\x02" and j != last_rejected_j:
+                out.append(LostRaw())
+            last_rejected_j = j
+            pos = q + 1
+            continue
+        rows = _decode_payload(buf[j + 1:end], dict.fromkeys(("row_overruns", "unknown_codes"), 0))
+        if rows is None:
+            last_rejected_j = j
+            pos = q + 1
+            continue
+        out.append(Packet(rows))
+        pos = end if buf[end] == 0xAA else end + 1
+
+
+def _damage(data: bytes, how: int, at: int) -> bytes:
+    if how == 0:
+        return data
+    if how == 1:  # flip one byte
+        k = at % len(data)
+        return data[:k] + bytes([data[k] ^ 0x5A]) + data[k + 1:]
+    if how == 2:  # truncate
+        return data[:1 + at % (len(data) - 1)] if len(data) > 1 else data
+    return b"\xaa" + data  # extra SYNC
+
+
+piece_st = st.one_of(
+    st.tuples(st.integers(-32768, 32767), st.integers(0, 3), st.integers(0, 200)).map(
+        lambda t: _damage(encode_raw(t[0]), t[1], t[2])),
+    st.tuples(packets_st, st.integers(0, 3), st.integers(0, 200)).map(
+        lambda t: _damage(encode_packet(t[0]), t[1], t[2])),
+    st.lists(st.sampled_from([0xAA, 0xAA, 0x04, 0x80, 0x02, 0x00, 0x55, 0x20, 0xFF]),
+             max_size=24).map(bytes),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(piece_st, max_size=40), st.lists(st.integers(0, 3000), max_size=6))
+def test_matches_the_byte_by_byte_reference(pieces: list[bytes], cuts: list[int]) -> None:
+    data = b"".join(pieces)
+    assert expand(_feed_split(data, cuts)) == reference_parse(data)
 
 
 def test_eeg_power_floats_are_big_endian() -> None:
