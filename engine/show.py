@@ -301,6 +301,9 @@ def validate_show_data(data: dict[str, Any], folder: Path, source: str, *,
     loaded = LoadedShow(show, folder, source)
     problems = _path_problems(loaded) + _scene_problems(loaded)
     if deep and not problems:
+        import engine.render
+        import engine.signal  # noqa: F401  (importing the areas registers their checks)
+
         for check in EXTRA_CHECKS:
             problems += check(loaded)
     if problems:
@@ -311,7 +314,8 @@ def validate_show_data(data: dict[str, Any], folder: Path, source: str, *,
 def load_show(path: str | Path | None, *, deep: bool = True) -> LoadedShow:
     """Load and validate a show file, or the embedded demo show when ``path`` is None."""
     if path is None:
-        return validate_show_data(tomllib.loads(DEMO_SHOW), DEMO_FOLDER, "<demo show>", deep=deep)
+        # The embedded demo reads no files; its outputs (the fallback video) go to the current folder.
+        return validate_show_data(tomllib.loads(DEMO_SHOW), Path.cwd(), "<demo show>", deep=deep)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -323,8 +327,6 @@ def load_show(path: str | Path | None, *, deep: bool = True) -> LoadedShow:
         raise ShowError(str(p), [("(toml)", f"not valid TOML: {exc}")]) from None
     return validate_show_data(data, p.resolve().parent, str(p), deep=deep)
 
-
-DEMO_FOLDER = Path(__file__).resolve().parent.parent / "shows"
 
 DEMO_SHOW = """
 [show]

@@ -1,0 +1,443 @@
+"""The show runtime: every part of dreamstate wired together under one supervisor.
+
+``ShowRuntime(loaded)`` builds these stages (see ``engine.runtime``):
+
+* ``device``: opens the show's headset backend and publishes every reading on a
+  ``Broadcast`` (each consumer has its own bounded, counted queue);
+* ``signal``: windows, features, map point and state (``engine.signal.pipeline``); the state
+  goes to the scene director and to OSC/MQTT telemetry;
+* ``scenes``: turns state, overrides and live edits into the current ``DreamRecipe`` and hands
+  it to the renderer (latest wins) about 20 times a second;
+* ``render``: the dream worker and the display loop (``engine.render.renderer``); critical, so
+  closing the window ends the show;
+* ``osc`` / ``mqtt`` (when enabled in the show): control in, telemetry out;
+* ``record`` (when enabled): the crash-safe journal, finalised to FIF on shutdown;
+* ``status``: one log line every 10 s with fps, state and error counters;
+* ``timer`` (``--seconds``): ends the show.
+
+A stage that crashes is restarted with backoff while the others carry on with the last good
+state and frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.channels import BoundedQueue, Broadcast
+from engine.control.commands import Command
+from engine.errors import CalibrationError, DreamstateError
+from engine.metrics import Counters
+from engine.records import Blink, DreamRecipe, EegState, Reading
+from engine.runtime import FunctionStage, Stage, Supervisor
+from engine.scenes import SceneDirector
+from engine.show import LoadedShow, Show, load_show
+
+log = logging.getLogger("dreamstate.app")
+
+
+def default_source_path() -> Path | None:
+    """A photo that ships inside a dependency, for shows that name no image."""
+    try:
+        import sklearn.datasets
+
+        p = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
+    except ImportError:  # pragma: no cover - sklearn is a dependency
+        return None
+    return p if p.is_file() else None
+
+
+class LiveEdits:
+    """Manual recipe changes from OSC/MQTT, applied on top of the scene's recipe."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.layers: dict[str, float] = {}
+
+    def apply(self, recipe: DreamRecipe) -> DreamRecipe:
+        if not self.fields and not self.layers:
+            return recipe
+        weights = {**recipe.layer_weights, **self.layers}
+        return dataclasses.replace(recipe, layer_weights=weights, **self.fields)
+
+    def clear(self) -> None:
+        self.fields.clear()
+        self.layers.clear()
+
+
+class DeviceStage(Stage):
+    name = "device"
+
+    def __init__(self, runtime: ShowRuntime) -> None:
+        self.rt = runtime
+        self.device: Any = None
+
+    async def start(self) -> None:
+        from devices.factory import open_device
+
+        self.device = open_device(self.rt.show.device, self.rt.loaded)
+        await self.device.open()
+        log.info("device open", extra={"device": self.device.describe()})
+
+    async def run(self) -> None:
+        async for reading in self.device.readings():
+            self.rt.readings.publish(reading)
+
+    async def stop(self) -> None:
+        if self.device is not None:
+            await self.device.close()
+            self.device = None
+
+
+class SignalStage(Stage):
+    name = "signal"
+
+    def __init__(self, runtime: ShowRuntime) -> None:
+        from engine.signal.pipeline import SignalPipeline
+
+        self.rt = runtime
+        show = runtime.show
+        self.queue: BoundedQueue[Reading] = runtime.readings.subscribe(16384, name="signal")
+        self.pipeline = SignalPipeline(show.signal, show.map, show.states)
+        cal = show.states.calibration
+        if show.states.mode == "calibrated" and cal.save:
+            path = runtime.loaded.path(cal.save, what="states.calibration.save")
+            if path.is_file():
+                report = self.pipeline.load_calibration(path)
+                log.info("calibration loaded", extra={"file": str(path), "counts": report.counts})
+            elif cal.schedule:
+                self.pipeline.start_schedule()
+                log.info("calibration schedule started", extra={"seconds": self.pipeline.schedule.duration
+                                                                if self.pipeline.schedule else 0})
+        elif cal.schedule:
+            self.pipeline.start_schedule()
+
+    async def start(self) -> None:
+        self.pipeline.start()
+
+    async def run(self) -> None:
+        rt = self.rt
+        while True:
+            reading = await self.queue.get()
+            if isinstance(reading, Blink) and rt.osc_telemetry is not None:
+                rt.osc_telemetry.blink()
+            rt.on_reading(reading)
+            for result in self.pipeline.feed(reading):
+                rt.on_state(result.state)
+                if result.point is not None and rt.osc_telemetry is not None:
+                    rt.osc_telemetry.map_point(result.point)
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.pipeline.close, 1.0)
+
+    def calibrate(self, label: str | None) -> None:
+        if label:
+            self.pipeline.begin_label(label)
+            return
+        self.pipeline.end_label()
+        try:
+            report = self.pipeline.fit_calibration()
+        except CalibrationError as exc:
+            log.warning("calibration not fitted yet: %s", exc)
+            return
+        log.info("calibration fitted", extra={"counts": report.counts})
+        cal = self.rt.show.states.calibration
+        if cal.save:
+            self.pipeline.save_calibration(self.rt.loaded.path(cal.save, what="states.calibration.save"))
+
+
+class RenderStage(Stage):
+    name = "render"
+    critical = True
+    start_timeout = 300.0  # compiling a large model's dream step the first time
+
+    def __init__(self, runtime: ShowRuntime) -> None:
+        self.rt = runtime
+        self.renderer: Any = None
+
+    async def start(self) -> None:
+        self.renderer = await asyncio.to_thread(self.rt.build_renderer)
+        self.rt.renderer = self.renderer
+        self.renderer.set_recipe(self.rt.current_recipe())
+
+    async def run(self) -> None:
+        await self.renderer.run()
+        if self.renderer.quit_requested:
+            log.info("window closed by the viewer")
+
+    async def stop(self) -> None:
+        if self.renderer is not None:
+            self.renderer.stop()
+
+
+class ShowRuntime:
+    """Builds the stages of a show and runs them; see the module docstring."""
+
+    def __init__(self, loaded: LoadedShow, *, seconds: float | None = None) -> None:
+        self.loaded = loaded
+        self.show: Show = loaded.show
+        self.seconds = seconds
+        self.counters = Counters()
+        self.readings: Broadcast[Reading] = Broadcast("readings")
+        self.director = SceneDirector(self.show)
+        self.edits = LiveEdits()
+        self.renderer: Any = None
+        self.latest_state: EegState | None = None
+        self.paused = False
+        self.osc_telemetry: Any = None
+        self.mqtt: Any = None
+        self.osc_server: Any = None
+        self._last_recipe: DreamRecipe | None = None
+        self.signal_stage = SignalStage(self)
+        self.supervisor = Supervisor(self._stages())
+
+    # --- wiring ---------------------------------------------------------------------------------
+    def _stages(self) -> list[Stage]:
+        show = self.show
+        stages: list[Stage] = [DeviceStage(self), self.signal_stage, RenderStage(self),
+                               FunctionStage("scenes", self._scenes_loop), FunctionStage("status", self._status_loop)]
+        if show.osc.enabled:
+            stages.append(FunctionStage("osc", self._osc_loop))
+        if show.mqtt.enabled:
+            stages.append(FunctionStage("mqtt", self._mqtt_loop))
+        if show.record.enabled:
+            stages.append(FunctionStage("record", self._record_loop))
+        if self.seconds is not None:
+            seconds = self.seconds
+
+            async def timer() -> None:
+                await asyncio.sleep(seconds)
+
+            stages.append(FunctionStage("timer", timer, critical=True, restart=False))
+        return stages
+
+    def scene_layers(self) -> list[str]:
+        names: dict[str, None] = {}
+        for scene in self.show.scenes.values():
+            names.update(dict.fromkeys(scene.layers))
+        return list(names)
+
+    def build_renderer(self) -> Any:
+        """Load the model (compiling or reusing its cached dream step) and make the renderer."""
+        from engine.output.factory import open_output
+        from engine.render.images import load_image
+        from engine.render.renderer import Renderer
+        from models.dream import DreamModel
+
+        show = self.show
+        out_cfg = show.output
+        layers = self.scene_layers() or None
+        model_ref: str | Path = show.show.model
+        if show.show.model.endswith(".onnx"):
+            model_ref = self.loaded.path(show.show.model, what="show.model")
+        model = DreamModel.load(model_ref, layers, device=out_cfg.device)
+        log.info("dream model ready", extra={"model": model.name, "layers": list(model.layers),
+                                             "provider": model.provider})
+        guide_model = None
+        if any(s.guide for s in show.scenes.values()):
+            guide_model = DreamModel.load(model_ref, layers, guide=True, device=out_cfg.device)
+        source = None
+        src_path = self.loaded.path(show.show.images[0], what="show.images[0]") if show.show.images \
+            else default_source_path()
+        if src_path is not None:
+            source = load_image(src_path, what="source image")
+        output = open_output(out_cfg, self.loaded)
+        return Renderer(model, output, dream_size=out_cfg.dream_size, output_size=out_cfg.size, fps=out_cfg.fps,
+                        source=source, resolve=lambda p: self.loaded.path(p, what="recipe path"),
+                        guide_model=guide_model)
+
+    # --- events ---------------------------------------------------------------------------------
+    def on_reading(self, reading: Reading) -> None:
+        tele = self.osc_telemetry
+        if tele is None:
+            return
+        from engine.records import BandPowers, ESense, SignalQuality
+
+        if isinstance(reading, ESense):
+            tele.esense(reading)
+        elif isinstance(reading, SignalQuality):
+            tele.signal(reading)
+        elif isinstance(reading, BandPowers):
+            tele.bands(reading)
+
+    def on_state(self, state: EegState) -> None:
+        changed = self.latest_state is None or state.label != self.latest_state.label
+        self.latest_state = state
+        self.director.on_state(state)
+        if self.osc_telemetry is not None:
+            self.osc_telemetry.state(state)
+        if self.mqtt is not None and changed:
+            self.mqtt.publish_state(state)
+
+    def current_recipe(self) -> DreamRecipe:
+        return self.edits.apply(self.director.recipe())
+
+    def apply_command(self, cmd: Command) -> None:
+        """One control command from OSC or MQTT. Bad values are logged, never raised."""
+        try:
+            self._apply(cmd)
+            self.counters.inc("commands")
+        except DreamstateError as exc:
+            self.counters.inc("commands_rejected")
+            log.warning("control command rejected: %s", exc, extra={"command": cmd.name})
+
+    def _apply(self, cmd: Command) -> None:
+        match cmd.name:
+            case "scene":
+                self.director.set_scene(cmd.value)
+                self.edits.clear()
+            case "override":
+                self.director.override(cmd.value or None)
+            case "layer":
+                self.edits.layers[str(cmd.target)] = float(cmd.value)
+            case "zoom":
+                self.edits.fields["zoom"] = float(cmd.value)
+            case "rotate":
+                self.edits.fields["rotate_deg"] = float(cmd.value)
+            case "step":
+                self.edits.fields["step"] = float(cmd.value)
+            case "octaves":
+                self.edits.fields["octaves"] = int(cmd.value)
+            case "image":
+                images = self.show.show.images
+                if isinstance(cmd.value, int):
+                    if not 0 <= cmd.value < len(images):
+                        raise DreamstateError(f"image index {cmd.value} is out of range",
+                                              hint=f"the show lists {len(images)} image(s) in show.images")
+                    value = images[cmd.value]
+                else:
+                    value = cmd.value
+                self.loaded.path(value, what="/dreamstate/image")  # refuses paths outside the show
+                self.edits.fields["source_image"] = value
+            case "pause" | "play" | "blackout":
+                self._transport(cmd)
+            case "calibrate/start":
+                self.signal_stage.calibrate(str(cmd.value))
+            case "calibrate/stop":
+                self.signal_stage.calibrate(None)
+            case _:
+                raise DreamstateError(f"command {cmd.name!r} is not handled by the show runtime")
+
+    def _transport(self, cmd: Command) -> None:
+        r = self.renderer
+        if r is None:
+            raise DreamstateError(f"{cmd.name}: the renderer is not running yet", hint="try again in a moment")
+        if cmd.name == "pause":
+            r.set_paused(True)
+        elif cmd.name == "play":
+            r.set_paused(False)
+        else:
+            r.set_blackout(bool(cmd.value))
+
+    # --- small loops ----------------------------------------------------------------------------
+    async def _scenes_loop(self) -> None:
+        while True:
+            self.director.tick()
+            recipe = self.current_recipe()
+            if recipe != self._last_recipe and self.renderer is not None:
+                self.renderer.set_recipe(recipe)
+                self._last_recipe = recipe
+            await asyncio.sleep(0.05)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10.0)
+            extra: dict[str, Any] = {"scene": self.director.scene_name,
+                                     "state": self.latest_state.label if self.latest_state else None}
+            if self.renderer is not None:
+                s = self.renderer.stats
+                extra.update(display_fps=round(s.display_fps, 1), dream_steps_s=round(s.dream_steps_per_s, 2))
+            extra.update({k: v for k, v in self.readings.dropped.items() if v})
+            log.info("status", extra=extra)
+            if self.mqtt is not None:
+                self.mqtt.publish_telemetry({k: v for k, v in extra.items() if v is not None})
+
+    async def _osc_loop(self) -> None:
+        from engine.control.osc import OscControlServer, OscTelemetry
+
+        cfg = self.show.osc
+        server = OscControlServer(cfg.listen_host, cfg.listen_port)
+        await server.start()
+        self.osc_server = server
+        tele = OscTelemetry([(t.host, t.port) for t in cfg.targets], labels=self.show.states.labels)
+        self.osc_telemetry = tele if cfg.targets else None
+        try:
+            last_beat = 0.0
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    cmd = await asyncio.wait_for(server.commands.get(), timeout=0.25)
+                    self.apply_command(cmd)
+                now = time.monotonic()
+                if self.osc_telemetry is not None and now - last_beat >= 1.0:
+                    last_beat = now
+                    tele.heartbeat()
+                    if self.renderer is not None:
+                        tele.fps(self.renderer.stats.display_fps)
+        finally:
+            self.osc_telemetry = None
+            server.close()
+            tele.close()
+
+    async def _mqtt_loop(self) -> None:
+        from engine.control.mqtt import MqttLink
+
+        link = MqttLink(self.show.mqtt)
+        self.mqtt = link
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(link.run(), name="mqtt.link")
+                while True:
+                    self.apply_command(await link.commands.get())
+        finally:
+            self.mqtt = None
+
+    async def _record_loop(self) -> None:
+        from devices.recording import Recorder
+
+        out = self.loaded.path(self.show.record.path, what="record.path")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        fif = out.with_name(f"{out.stem.removesuffix('_raw')}-{stamp}_raw.fif")
+        recorder = Recorder(fif.with_suffix(".journal"), device=self.show.device.kind)
+        queue = self.readings.subscribe(65536, name="record")
+        await recorder.start()
+        try:
+            while True:
+                recorder.add(await queue.get())
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(recorder.finalise(fif))
+            log.info("recording saved", extra={"file": str(fif)})
+
+    async def run(self) -> None:
+        await self.supervisor.run()
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """``dreamstate run``: validate the whole show, then run it until stopped."""
+    loaded = load_show(args.show)
+    show = loaded.show
+    out = show.output
+    updates: dict[str, Any] = {}
+    if args.output:
+        updates["kind"] = args.output
+    if args.out:
+        updates["path"] = args.out
+    if args.device:
+        updates["device"] = args.device
+    if args.fullscreen:
+        updates["fullscreen"] = True
+    if updates:
+        loaded = LoadedShow(show.model_copy(update={"output": out.model_copy(update=updates)}),
+                            loaded.folder, loaded.source)
+    runtime = ShowRuntime(loaded, seconds=args.seconds)
+    log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source})
+    asyncio.run(runtime.run())
+    crashed = {k: v for k, v in runtime.supervisor.counters.snapshot().items() if k.endswith(".crashes")}
+    log.info("show ended", extra={"reason": runtime.supervisor.stop_reason, **crashed})
+    return 0

@@ -1,0 +1,97 @@
+"""The whole show end to end: simulated headset -> signal -> scenes -> real dream -> video file,
+with OSC control over real UDP."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+from pythonosc.udp_client import SimpleUDPClient
+
+from engine.app import ShowRuntime
+from engine.show import load_show
+
+SHOW = """
+[show]
+name = "e2e"
+model = "SqueezeNet_fp16.onnx"
+default_scene = "calm"
+[device]
+kind = "simulated"
+seed = 3
+script = [{ state = "relaxed", seconds = 30 }]
+[states]
+mode = "rules"
+labels = ["calm", "focused", "neutral"]
+dwell_s = 0.5
+rules = [{ state = "calm", when = "alpha_rel > 0.30" }, { state = "focused", when = "beta_rel > 0.30" }]
+[scenes.calm]
+layers = { "fire3/concat" = 1.0 }
+zoom = 1.0
+[scenes.focused]
+layers = { "fire5/concat" = 1.0 }
+zoom = 1.03
+crossfade_s = 0
+[scenes.neutral]
+layers = { "fire3/concat" = 1.0 }
+[scenes.attract]
+layers = { "fire3/concat" = 0.5 }
+[output]
+kind = "video"
+path = "out/show.mp4"
+size = [320, 180]
+dream_size = [160, 96]
+fps = 20
+[osc]
+enabled = true
+listen_port = 0
+"""
+
+
+@pytest.fixture
+def show_dir(tmp_path: Path, shared_models: Path) -> Path:
+    shutil.copy(shared_models / "SqueezeNet_fp16.onnx", tmp_path / "SqueezeNet_fp16.onnx")
+    (tmp_path / "show.toml").write_text(SHOW)
+    return tmp_path
+
+
+async def test_show_runs_end_to_end_and_obeys_osc(show_dir: Path) -> None:
+    loaded = load_show(show_dir / "show.toml")
+    rt = ShowRuntime(loaded, seconds=8.0)
+    task = asyncio.create_task(rt.run())
+    # wait for the OSC listener and the renderer
+    for _ in range(400):
+        if rt.renderer is not None and rt.supervisor.status.get("osc") == "running":
+            break
+        await asyncio.sleep(0.05)
+    assert rt.renderer is not None, rt.supervisor.last_error
+    port = rt.osc_server.address[1]
+    client = SimpleUDPClient("127.0.0.1", port)
+    client.send_message("/dreamstate/scene", "focused")
+    client.send_message("/dreamstate/zoom", "not a number")   # rejected, counted, show goes on
+    client.send_message("/dreamstate/image", "../../etc/passwd")  # refused: outside the show folder
+    for _ in range(100):
+        if rt.director.scene_name == "focused" and rt.counters.get("commands_rejected") >= 1:
+            break
+        await asyncio.sleep(0.05)
+    client.close()
+    assert rt.director.scene_name == "focused"
+    assert rt.osc_server.counters.get("rejected") == 1, "bad argument rejected by the OSC layer"
+    assert rt.counters.get("commands_rejected") == 1, "path outside the show folder refused"
+    await asyncio.wait_for(task, 30)
+    assert rt.supervisor.stop_reason == "stage timer finished"
+    crashes = {k: v for k, v in rt.supervisor.counters.snapshot().items() if k.endswith("crashes")}
+    assert crashes == {}
+    assert rt.latest_state is not None, "the signal pipeline produced states"
+    stats = rt.renderer.stats
+    assert stats.dream_steps > 0
+    video = show_dir / "out" / "show.mp4"
+    cap = cv2.VideoCapture(str(video))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (180, 320, 3)
+    assert frames >= 20
