@@ -130,3 +130,12 @@ def test_map_of_a_missing_file_fails_with_the_name(tmp_path: Path,
     missing = tmp_path / "nope_raw.fif"
     assert main(["map", str(missing), "--out", str(tmp_path / "m.png")]) == 1
     assert "nope_raw.fif" in capsys.readouterr().err
+
+
+def test_bench_signal_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "signal", "--seconds", "36", "--reference", "60",
+                 "--naive-windows", "10"])
+    out = capsys.readouterr().out
+    assert code == 0
+    for needle in ("ours p50", "naive", "p99", "total", "trustworthiness", "speed-up", "openTSNE"):
+        assert needle in out, needle

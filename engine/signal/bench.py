@@ -154,8 +154,11 @@ def main(args: argparse.Namespace) -> int:
     tw_feat = trustworthiness(z[placed_idx], p, n_neighbors=10)
     n_sub = len(sub)
     sub_idx = placed_idx[:n_sub]
-    tw_naive = trustworthiness(batch[sub_idx], np.asarray(naive_pts), n_neighbors=10)
-    tw_ours_sub = trustworthiness(batch[sub_idx], p[:n_sub], n_neighbors=10)
+    k_sub = min(10, (n_sub - 1) // 2)
+    tw_naive = tw_ours_sub = float("nan")
+    if k_sub >= 1:
+        tw_naive = trustworthiness(batch[sub_idx], np.asarray(naive_pts), n_neighbors=k_sub)
+        tw_ours_sub = trustworthiness(batch[sub_idx], p[:n_sub], n_neighbors=k_sub)
 
     table = Table(title=f"signal pipeline, per window ({len(totals)} windows ours, "
                         f"{len(naive_totals)} naive; ms)")
@@ -180,7 +183,7 @@ def main(args: argparse.Namespace) -> int:
               "background refit in a show)")
     con.print(f"trustworthiness (k=10) vs a batch t-SNE of all {len(accepted)} accepted windows: "
               f"placed windows {tw:.3f} (whole live map incl. reference {tw_all:.3f}; placed vs "
-              f"standardised features {tw_feat:.3f}); on the first {n_sub} placed: ours (kNN) "
+              f"standardised features {tw_feat:.3f}); on the first {n_sub} placed (k={k_sub}): ours (kNN) "
               f"{tw_ours_sub:.3f}, naive (openTSNE transform) {tw_naive:.3f}")
 
     def mark(ok: bool) -> str:
