@@ -48,6 +48,7 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided
 
 from engine.metrics import Counters
 
@@ -89,7 +90,8 @@ KNOWN_CODES: Final = _SHORT_CODES | _DONGLE_CODES | {CODE_RAW, CODE_EEG_POWER, C
 _SYNC2: Final = b"\xaa\xaa"
 _AA_RUN: Final = re.compile(rb"\xaa*")
 _EEG_POWER: Final = struct.Struct(">8f")
-_RAW_HEAD: Final = (SYNC, SYNC, 0x04, CODE_RAW, 0x02)
+_RAW_HEAD_LE: Final = 0x02_80_04_AA_AA
+"""``AA AA 04 80 02`` read as the low five bytes of a little-endian u64."""
 
 
 # --------------------------------------------------------------------------- value types
@@ -248,7 +250,7 @@ def expand(items: Iterable[ParseItem]) -> list[Packet | LostRaw]:
 
 _COUNTER_NAMES: Final = ("frames", "bytes", "checksum_errors", "resyncs", "length_errors",
                          "unknown_codes", "row_overruns", "malformed_frames", "skipped_bytes",
-                         "lost_raw_frames")
+                         "lost_raw_frames", "truncated_frames")
 
 
 class ThinkGearParser:
@@ -261,8 +263,9 @@ class ThinkGearParser:
     the payload or a known code had a wrong VLEN), ``resyncs`` (rejected frames: the search
     restarted), ``skipped_bytes`` (bytes consumed outside accepted frames), ``unknown_codes``,
     ``row_overruns`` (rows running past the payload, incl. MindWave Mobile 2 BA/BC) and
-    ``lost_raw_frames`` (``LostRaw`` items emitted). ``reset()`` drops the buffered bytes (use
-    after a reconnect); counters keep counting.
+    ``lost_raw_frames`` (``LostRaw`` items emitted), ``truncated_frames`` (cut off by the end
+    of a stream, see ``flush()``). ``reset()`` drops the buffered bytes (use after a
+    reconnect); counters keep counting.
     """
 
     __slots__ = ("_buf", "counters")
@@ -279,12 +282,19 @@ class ThinkGearParser:
     def reset(self) -> None:
         self._buf = b""
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[ParseItem]:
+    def flush(self) -> list[ParseItem]:
+        """End of stream (a file or replay): no more bytes will come. A frame still waiting for
+        its bytes is rejected (counted ``truncated_frames``) and the held-back bytes are searched
+        for complete frames. After it, nothing is held back."""
+        return self.feed(b"", final=True)
+
+    def feed(self, data: bytes | bytearray | memoryview, *,
+             final: bool = False) -> list[ParseItem]:
         buf = self._buf + bytes(data) if self._buf else bytes(data)
         n = len(buf)
         out: list[ParseItem] = []
         stats = dict.fromkeys(_COUNTER_NAMES, 0)
-        frames = checksum_errors = length_errors = malformed = lost = 0
+        frames = checksum_errors = length_errors = malformed = lost = truncated = 0
         vals, run_starts, run_ends, run_first = _raw_runs(buf)
         nruns = len(run_starts)
         ri = 0  # the first run that may still lie ahead
@@ -295,7 +305,7 @@ class ThinkGearParser:
         while True:
             q = buf.find(_SYNC2, pos)
             if q < 0:
-                keep = n - 1 if n and buf[n - 1] == SYNC and pos < n else n
+                keep = n - 1 if n and buf[n - 1] == SYNC and pos < n and not final else n
                 break
             if q >= next_run:
                 # q may start a run of raw packets, or land inside one on its 8-byte grid
@@ -318,7 +328,7 @@ class ThinkGearParser:
             if j < n and buf[j] == SYNC:
                 j = _AA_RUN.match(buf, j).end()  # type: ignore[union-attr]
             if j >= n:
-                keep = q
+                keep = n if final else q
                 break
             plen = buf[j]
             if plen > MAX_PLENGTH:
@@ -327,6 +337,10 @@ class ThinkGearParser:
                 continue
             end = j + 1 + plen
             if end >= n:
+                if final:
+                    truncated += 1
+                    pos = j
+                    continue
                 keep = q
                 break
             payload = buf[j + 1:end]
@@ -351,7 +365,8 @@ class ThinkGearParser:
         stats["checksum_errors"] = checksum_errors
         stats["length_errors"] = length_errors
         stats["malformed_frames"] = malformed
-        stats["resyncs"] = checksum_errors + length_errors + malformed
+        stats["truncated_frames"] = truncated
+        stats["resyncs"] = checksum_errors + length_errors + malformed + truncated
         stats["lost_raw_frames"] = lost
         stats["skipped_bytes"] = keep - accepted
         self._buf = buf[keep:]
@@ -369,17 +384,15 @@ def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], 
     if n < RAW_PACKET_LEN:
         return np.zeros(0, dtype=np.int16), [], [], []
     a = np.frombuffer(buf, dtype=np.uint8)
-    m = n - RAW_PACKET_LEN + 1
-    c = np.flatnonzero(a[:m] == SYNC)
-    for k in range(1, 5):
-        if c.shape[0] == 0:
-            break
-        c = c[a[c + k] == _RAW_HEAD[k]]
-    hi = a[c + 5].astype(np.uint16)
-    lo = a[c + 6].astype(np.uint16)
-    ok = ((hi + lo + a[c + 7] + (CODE_RAW + 0x02)) & 0xFF) == 0xFF
+    # every 8-byte window as one little-endian u64 (overlapping, no copy)
+    w = as_strided(a, (n - RAW_PACKET_LEN + 1, RAW_PACKET_LEN), (1, 1)).view("<u8")[:, 0]
+    c = np.flatnonzero((w & 0xFF_FFFF_FFFF) == _RAW_HEAD_LE)
+    wc = w[c]
+    hi = (wc >> np.uint64(40)) & np.uint64(0xFF)
+    lo = (wc >> np.uint64(48)) & np.uint64(0xFF)
+    ok = ((hi + lo + (wc >> np.uint64(56)) + np.uint64(CODE_RAW + 0x02)) & np.uint64(0xFF)) == 0xFF
     c = c[ok]
-    vals = ((hi[ok] << 8) | lo[ok]).view(np.int16)
+    vals = ((hi[ok] << np.uint64(8)) | lo[ok]).astype(np.uint16).view(np.int16)
     vals.flags.writeable = False
     if c.shape[0] == 0:
         return vals, [], [], []

@@ -186,6 +186,17 @@ def test_incomplete_frame_is_held_back() -> None:
     assert p.pending == 0
 
 
+def test_flush_rejects_a_frame_cut_off_by_the_end_of_the_stream() -> None:
+    p = ThinkGearParser()
+    # a garbage header claims 48 bytes; the stream ends before them
+    assert parse(b"\xaa\xaa\x30\x01" + encode_raw(5) + DATASHEET[:30] + encode_raw(6), p) == []
+    assert expand(p.flush()) == [Packet((RawValue(5),)), Packet((RawValue(6),))]
+    assert p.counters.get("truncated_frames") == 1  # the 48-byte claim
+    assert p.counters.get("checksum_errors") == 1  # the cut 36-byte packet
+    assert p.pending == 0
+    assert p.flush() == []
+
+
 def test_byte_by_byte_equals_whole() -> None:
     bad = bytearray(encode_raw(9))
     bad[6] ^= 0xFF
