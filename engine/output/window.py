@@ -99,6 +99,16 @@ class WindowOutput(Output):
                                  hint="check DISPLAY / WAYLAND_DISPLAY, or set "
                                       "SDL_VIDEODRIVER=kmsdrm on a console") from None
         self.driver = pygame.display.get_driver()
+        if self.driver in HEADLESS_DRIVERS and not display_present({
+                "SDL_VIDEODRIVER": os.environ.get("SDL_VIDEODRIVER", ""),
+                "DREAMSTATE_ALLOW_DUMMY_WINDOW": os.environ.get("DREAMSTATE_ALLOW_DUMMY_WINDOW",
+                                                                "")}):
+            pygame.display.quit()
+            raise NoDisplayError(
+                f"no display could be opened (DISPLAY={os.environ.get('DISPLAY', '')!r}); SDL fell "
+                f"back to its {self.driver!r} driver",
+                hint="check that the X server / Wayland compositor runs, or set "
+                     "SDL_VIDEODRIVER=kmsdrm on a console")
         sizes = pygame.display.get_desktop_sizes()
         if not 0 <= self.display < len(sizes):
             listing = ", ".join(f"{i}: {w}x{h}" for i, (w, h) in enumerate(sizes)) or "none"

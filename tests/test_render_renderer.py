@@ -1,0 +1,217 @@
+"""The live renderer with the real SqueezeNet: decoupled loops, latest wins, restarts.
+
+These are properties (frames keep coming, dream results are used when ready, stale recipes
+are never worked on), not timing assertions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine.output.base import U8, Output
+from engine.records import DreamRecipe
+from engine.render.renderer import Renderer
+from models.dream import DreamModel
+
+LAYERS = ["fire3/concat", "fire5/concat"]
+
+
+@pytest.fixture(scope="module")
+def squeezenet(shared_models: Path) -> DreamModel:
+    return DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", LAYERS, device="cpu",
+                           threads=1)
+
+
+class Wrapped:
+    """A real DreamModel whose steps are slowed on purpose, recorded, and can fail once."""
+
+    def __init__(self, model: DreamModel, delay: float = 0.0, fail_at: int | None = None) -> None:
+        self._m = model
+        self.delay = delay
+        self.fail_at = fail_at
+        self.calls: list[dict[str, float]] = []
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
+
+    def step(self, x: np.ndarray, layer_weights: Mapping[str, float] | None = None,
+             **kw: Any) -> tuple[np.ndarray, float]:
+        with self.lock:
+            self.calls.append(dict(layer_weights or {}))
+            n = len(self.calls)
+        if self.fail_at is not None and n == self.fail_at:
+            raise RuntimeError("injected worker failure")
+        if self.delay:
+            time.sleep(self.delay)
+        return self._m.step(x, layer_weights, **kw)
+
+
+class Recording(Output):
+    """A headless output that keeps a fingerprint of every presented frame."""
+
+    name = "recording"
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(size)
+        self.stamps: list[float] = []
+        self.prints: list[float] = []
+        self.opened = self.closed = False
+
+    def open(self) -> tuple[int, int]:
+        self.opened = True
+        return self.size
+
+    def present(self, frame: U8) -> None:
+        assert frame.dtype == np.uint8 and frame.shape == (self.size[1], self.size[0], 3)
+        self.stamps.append(time.monotonic())
+        h, w = frame.shape[:2]
+        self.prints.append(float(frame[::8, ::8].astype(np.float32).mean()
+                                 + frame[h // 3:h // 3 + 8, w // 3:w // 3 + 8, 0].mean()))
+        self.frames += 1
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _recipe(**kw: Any) -> DreamRecipe:
+    base: dict[str, Any] = {"layer_weights": {"fire3/concat": 1.0}, "zoom": 1.02,
+                            "rotate_deg": 0.5, "steps_per_octave": 2, "octaves": 2, "blend": 0.0}
+    base.update(kw)
+    return DreamRecipe(**base)
+
+
+async def _run_for(r: Renderer, seconds: float) -> None:
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep(seconds)
+    r.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_display_keeps_its_rate_while_the_worker_is_slow(squeezenet: DreamModel) -> None:
+    slow = Wrapped(squeezenet, delay=0.3)
+    out = Recording((320, 180))
+    r = Renderer(slow, out, dream_size=(160, 90), output_size=(320, 180), fps=60)  # type: ignore[arg-type]
+    r.set_recipe(_recipe())
+    await _run_for(r, 2.5)
+    st = r.stats
+    assert out.opened and out.closed
+    steps = len(slow.calls)
+    assert 2 <= steps <= 10
+    # frames keep coming: many display frames per dream step
+    assert st.displayed_frames >= 5 * steps and st.displayed_frames >= 40
+    # dream results are used when ready: every published frame was picked up (a step that
+    # finishes after the display stopped is not shown, hence the 2)
+    assert st.dream_frames_shown >= st.dream_steps - 2 >= 1
+    # the picture keeps moving between dream frames (continuous zoom), not frozen
+    changes = np.count_nonzero(np.diff(out.prints))
+    assert changes >= 0.8 * (len(out.prints) - 1)
+
+
+async def test_latest_recipe_wins_and_shows_within_a_step(squeezenet: DreamModel) -> None:
+    slow = Wrapped(squeezenet, delay=0.15)
+    r = Renderer(slow, Recording((160, 90)), dream_size=(160, 90), output_size=(160, 90),  # type: ignore[arg-type]
+                 fps=60)
+    r.set_recipe(_recipe(layer_weights={"fire5/concat": 1.0}))
+    task = asyncio.create_task(r.run())
+    t0 = time.monotonic()
+    while len(slow.calls) < 2 and time.monotonic() - t0 < 20:
+        await asyncio.sleep(0.02)
+    at_set = len(slow.calls)
+    for i in range(2, 7):  # a burst: only the last one may be worked on
+        r.set_recipe(_recipe(layer_weights={"fire5/concat": float(i)}, generation=i))
+    target = r.recipes.version
+    shown = None
+    t0 = time.monotonic()
+    while shown is None and time.monotonic() - t0 < 10:
+        f = r.frames.get()
+        if f is not None and f.recipe_version >= target:
+            shown = f
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    r.stop()
+    await asyncio.wait_for(task, 10)
+    assert shown is not None and shown.generation == 6
+    used = [c["fire5/concat"] for c in slow.calls[at_set:]]
+    assert set(used) <= {1.0, 6.0}, used          # never a stale recipe from the burst
+    assert used.count(1.0) <= 1                   # at most the step already in flight
+    # the frame of the first step under the new recipe is the one published
+    assert shown.step <= at_set + 2
+    assert r.stats.recipe_latency_s is not None
+
+
+async def test_dead_worker_is_restarted_and_the_display_keeps_going(
+        squeezenet: DreamModel) -> None:
+    flaky = Wrapped(squeezenet, delay=0.02, fail_at=3)
+    out = Recording((160, 90))
+    r = Renderer(flaky, out, dream_size=(160, 90), output_size=(160, 90), fps=60,  # type: ignore[arg-type]
+                 max_backoff_s=1.0)
+    r.set_recipe(_recipe())
+    task = asyncio.create_task(r.run())
+    t0 = time.monotonic()
+    while r.tracker.worker_errors == 0 and time.monotonic() - t0 < 10:
+        await asyncio.sleep(0.01)
+    frames_at_death = out.frames
+    steps_at_death = r.tracker.steps
+    await asyncio.sleep(0.3)  # the restart waits 0.5 s: the display must keep presenting
+    assert out.frames > frames_at_death + 5
+    assert r.tracker.steps == steps_at_death
+    while r.tracker.steps <= steps_at_death + 2 and time.monotonic() - t0 < 20:
+        await asyncio.sleep(0.02)
+    r.stop()
+    await asyncio.wait_for(task, 10)
+    st = r.stats
+    assert st.worker_errors == 1 and st.worker_restarts == 1
+    assert st.dream_steps > steps_at_death + 2
+    assert r.counters.get("worker_died") == 1
+
+
+async def test_bad_recipe_inputs_are_counted_and_skipped(squeezenet: DreamModel,
+                                                        tmp_path: Path) -> None:
+    w = Wrapped(squeezenet)
+    r = Renderer(w, Recording((96, 64)), dream_size=(96, 64), output_size=(96, 64), fps=30,  # type: ignore[arg-type]
+                 resolve=lambda p: tmp_path / p)
+    r.set_recipe(_recipe(layer_weights={"fire3/concat": 1.0, "fire99/concat": 1.0},
+                         mask="missing.png", guide="nope.png", source_image="gone.jpg"))
+    await _run_for(r, 1.0)
+    c = r.counters.snapshot()
+    assert c["unknown_layer"] >= 1 and c["bad_mask"] == 1 and c["bad_source_image"] == 1
+    assert c["guide_unsupported"] == 1
+    assert r.stats.dream_steps >= 2 and r.stats.worker_errors == 0
+    assert all(set(call) == {"fire3/concat"} for call in w.calls)
+
+
+async def test_event_loop_is_not_blocked(squeezenet: DreamModel) -> None:
+    r = Renderer(Wrapped(squeezenet), Recording((320, 180)), dream_size=(160, 90),  # type: ignore[arg-type]
+                 output_size=(320, 180), fps=60)
+    r.set_recipe(_recipe())
+    task = asyncio.create_task(r.run())
+    lags = []
+    for _ in range(40):
+        t = time.monotonic()
+        await asyncio.sleep(0.01)
+        lags.append(time.monotonic() - t - 0.01)
+    r.stop()
+    await asyncio.wait_for(task, 10)
+    assert max(lags) < 0.5, max(lags)
+    assert r.stats.displayed_frames > 0
+
+
+async def test_circle_mask_in_the_live_worker(squeezenet: DreamModel) -> None:
+    src = np.full((90, 160, 3), 0.5, np.float32)
+    r = Renderer(Wrapped(squeezenet), Recording((160, 90)), dream_size=(160, 90),  # type: ignore[arg-type]
+                 output_size=(160, 90), source=src)
+    r.set_recipe(_recipe(zoom=1.0, rotate_deg=0.0, mask="circle"))
+    await _run_for(r, 1.0)
+    f = r.frames.get()
+    assert f is not None
+    assert np.array_equal(f.pixels[0:5, 0:5], src[0:5, 0:5])
+    assert np.abs(f.pixels[40:50, 75:85] - 0.5).mean() > 0.002
