@@ -99,7 +99,7 @@ async def _run_for(r: Renderer, seconds: float) -> None:
 async def test_display_keeps_its_rate_while_the_worker_is_slow(squeezenet: DreamModel) -> None:
     slow = Wrapped(squeezenet, delay=0.3)
     out = Recording((320, 180))
-    r = Renderer(slow, out, dream_size=(160, 90), output_size=(320, 180), fps=60)  # type: ignore[arg-type]
+    r = Renderer(slow, out, dream_size=(160, 90), output_size=(320, 180), fps=60)
     r.set_recipe(_recipe())
     await _run_for(r, 2.5)
     st = r.stats
@@ -118,7 +118,7 @@ async def test_display_keeps_its_rate_while_the_worker_is_slow(squeezenet: Dream
 
 async def test_latest_recipe_wins_and_shows_within_a_step(squeezenet: DreamModel) -> None:
     slow = Wrapped(squeezenet, delay=0.15)
-    r = Renderer(slow, Recording((160, 90)), dream_size=(160, 90), output_size=(160, 90),  # type: ignore[arg-type]
+    r = Renderer(slow, Recording((160, 90)), dream_size=(160, 90), output_size=(160, 90),
                  fps=60)
     r.set_recipe(_recipe(layer_weights={"fire5/concat": 1.0}))
     task = asyncio.create_task(r.run())
@@ -152,7 +152,7 @@ async def test_dead_worker_is_restarted_and_the_display_keeps_going(
         squeezenet: DreamModel) -> None:
     flaky = Wrapped(squeezenet, delay=0.02, fail_at=3)
     out = Recording((160, 90))
-    r = Renderer(flaky, out, dream_size=(160, 90), output_size=(160, 90), fps=60,  # type: ignore[arg-type]
+    r = Renderer(flaky, out, dream_size=(160, 90), output_size=(160, 90), fps=60,
                  max_backoff_s=1.0)
     r.set_recipe(_recipe())
     task = asyncio.create_task(r.run())
@@ -177,7 +177,7 @@ async def test_dead_worker_is_restarted_and_the_display_keeps_going(
 async def test_bad_recipe_inputs_are_counted_and_skipped(squeezenet: DreamModel,
                                                         tmp_path: Path) -> None:
     w = Wrapped(squeezenet)
-    r = Renderer(w, Recording((96, 64)), dream_size=(96, 64), output_size=(96, 64), fps=30,  # type: ignore[arg-type]
+    r = Renderer(w, Recording((96, 64)), dream_size=(96, 64), output_size=(96, 64), fps=30,
                  resolve=lambda p: tmp_path / p)
     r.set_recipe(_recipe(layer_weights={"fire3/concat": 1.0, "fire99/concat": 1.0},
                          mask="missing.png", guide="nope.png", source_image="gone.jpg"))
@@ -190,7 +190,7 @@ async def test_bad_recipe_inputs_are_counted_and_skipped(squeezenet: DreamModel,
 
 
 async def test_event_loop_is_not_blocked(squeezenet: DreamModel) -> None:
-    r = Renderer(Wrapped(squeezenet), Recording((320, 180)), dream_size=(160, 90),  # type: ignore[arg-type]
+    r = Renderer(Wrapped(squeezenet), Recording((320, 180)), dream_size=(160, 90),
                  output_size=(320, 180), fps=60)
     r.set_recipe(_recipe())
     task = asyncio.create_task(r.run())
@@ -207,7 +207,7 @@ async def test_event_loop_is_not_blocked(squeezenet: DreamModel) -> None:
 
 async def test_circle_mask_in_the_live_worker(squeezenet: DreamModel) -> None:
     src = np.full((90, 160, 3), 0.5, np.float32)
-    r = Renderer(Wrapped(squeezenet), Recording((160, 90)), dream_size=(160, 90),  # type: ignore[arg-type]
+    r = Renderer(Wrapped(squeezenet), Recording((160, 90)), dream_size=(160, 90),
                  output_size=(160, 90), source=src)
     r.set_recipe(_recipe(zoom=1.0, rotate_deg=0.0, mask="circle"))
     await _run_for(r, 1.0)
