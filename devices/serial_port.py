@@ -607,3 +607,23 @@ class ThinkGearSerialDevice(Device):
         link.start()
         return link
 
+
+
+async def probe_port(port: str, *, timeout: float = 1.5,
+                     bauds: Iterable[int] = PROBE_BAUDS) -> tuple[int | None, list[str]]:
+    """Listen on ``port`` at each rate for up to ``timeout`` s. Returns the first rate whose
+    stream passes the ThinkGear checksums (None if none) and one line per rate tried. The port
+    is closed again before it returns."""
+    dev = ThinkGearSerialDevice(port, None, probe_timeout=timeout)
+    for baud in bauds:
+        try:
+            link = await dev._open_link(port, baud)
+        except DeviceError as exc:
+            dev.tried.append(f"{port} at {baud} baud: {exc}")
+            return None, dev.tried
+        ok, summary, _ = await dev._probe(link)
+        await link.close()
+        dev.tried.append(f"{port} at {baud} baud: {summary}")
+        if ok:
+            return baud, dev.tried
+    return None, dev.tried
