@@ -47,7 +47,11 @@ class VideoOutput(Output):
     def open(self) -> tuple[int, int]:
         cv2 = cv()
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RenderError(f"cannot create the folder for video file {str(self.path)!r}: "
+                              f"{exc.strerror}", hint="use a writable folder") from None
         self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*self.fourcc),
                                        self.fps, self.size)
         if not self._writer.isOpened():
@@ -111,7 +115,11 @@ class PngOutput(Output):
         self.written: list[Path] = []
 
     def open(self) -> tuple[int, int]:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RenderError(f"cannot create snapshot folder {str(self.folder)!r}: "
+                              f"{exc.strerror}", hint="use a writable folder") from None
         self._thread = threading.Thread(target=self._run, name="png-writer", daemon=True)
         self._thread.start()
         return self.size

@@ -1,0 +1,134 @@
+"""Headless sinks: video file, PNG snapshots, MJPEG preview over loopback HTTP, the factory."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.errors import RenderError
+from engine.output import (
+    MjpegOutput,
+    NullOutput,
+    PngOutput,
+    TeeOutput,
+    VideoOutput,
+    WindowOutput,
+    open_output,
+)
+from engine.output.factory import FallbackOutput
+from engine.render.cvlib import cv
+from engine.render.images import load_image
+from engine.show import LoadedShow, OutputConfig, Show
+
+
+def _frame(i: int, w: int = 96, h: int = 64) -> np.ndarray:
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = (i * 40) % 256
+    img[:, : w // 2, 1] = 200
+    img[h // 2:, :, 2] = 150
+    return img
+
+
+def test_video_output_writes_every_frame(tmp_path: Path) -> None:
+    out = VideoOutput(tmp_path / "sub" / "v.mp4", (96, 64), 25.0)
+    out.open()
+    for i in range(6):
+        out.present(_frame(i))
+    out.close()
+    out.close()  # harmless twice
+    assert out.written == 6 and out.dropped == 0
+    cap = cv().VideoCapture(str(tmp_path / "sub" / "v.mp4"))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(bgr[:, :, ::-1])
+    cap.release()
+    assert len(frames) == 6
+    assert np.abs(frames[3].astype(int) - _frame(3).astype(int)).mean() < 8
+
+
+def test_video_output_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    out = VideoOutput(tmp_path / "file" / "v.mp4", (64, 48), 25.0)
+    with pytest.raises(RenderError, match=r"file.*v\.mp4"):
+        out.open()
+
+
+def test_png_snapshots_on_demand_and_periodic(tmp_path: Path) -> None:
+    out = PngOutput(tmp_path / "shots", (96, 64))
+    out.open()
+    assert out.snapshot() is None  # nothing shown yet
+    out.present(_frame(1))
+    out.present(_frame(2))
+    p = out.snapshot(tmp_path / "now.png")
+    out.wait()
+    assert p == tmp_path / "now.png"
+    got = (load_image(p) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(got, _frame(2))
+    out.close()
+    periodic = PngOutput(tmp_path / "every", (96, 64), every_s=0.0)
+    periodic.open()
+    for i in range(3):
+        periodic.present(_frame(i))
+    periodic.wait()
+    periodic.close()
+    assert sorted(q.name for q in (tmp_path / "every").glob("*.png")) == \
+        ["frame-00001.png", "frame-00002.png", "frame-00003.png"]
+
+
+def test_mjpeg_preview_serves_frames_on_loopback() -> None:
+    out = MjpegOutput((96, 64), port=0, fps=1000.0)
+    out.open()
+    try:
+        assert out.host == "127.0.0.1" and out.port > 0
+        url = f"http://127.0.0.1:{out.port}"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "/frame.jpg", timeout=5)
+        out.present(_frame(3))
+        data = urllib.request.urlopen(url + "/frame.jpg", timeout=5).read()
+        img = cv().imdecode(np.frombuffer(data, np.uint8), cv().IMREAD_COLOR)[:, :, ::-1]
+        assert np.abs(img.astype(int) - _frame(3).astype(int)).mean() < 6
+        with urllib.request.urlopen(url + "/", timeout=5) as resp:
+            assert resp.headers["Content-Type"].startswith("multipart/x-mixed-replace")
+            time.sleep(0.01)
+            out.present(_frame(4))
+            head = resp.read(200)
+            assert head.startswith(b"--frame\r\nContent-Type: image/jpeg")
+    finally:
+        out.close()
+
+
+def test_mjpeg_port_in_use_is_a_clear_error() -> None:
+    a = MjpegOutput((32, 32), port=0)
+    a.open()
+    try:
+        with pytest.raises(RenderError, match=f"127.0.0.1:{a.port}"):
+            MjpegOutput((32, 32), port=a.port).open()
+    finally:
+        a.close()
+
+
+def test_factory_builds_each_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = LoadedShow(Show(), tmp_path, "<test>")
+    assert isinstance(open_output(OutputConfig(kind="none")), NullOutput)
+    v = open_output(OutputConfig(kind="video", path="out/show.mp4", fps=30), loaded)
+    assert isinstance(v, VideoOutput) and v.path == tmp_path / "out" / "show.mp4"
+    png = open_output(OutputConfig(kind="png", path="shots"), loaded)
+    assert isinstance(png, PngOutput) and png.folder == tmp_path / "shots"
+    w = open_output(OutputConfig(kind="window", display=1, fullscreen=True, vsync=False))
+    assert isinstance(w, WindowOutput) and w.display == 1 and w.fullscreen and not w.vsync
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert isinstance(open_output(OutputConfig(kind="auto")), FallbackOutput)
+    tee = open_output(OutputConfig(kind="none", mjpeg_port=0))
+    assert isinstance(tee, TeeOutput) and isinstance(tee.extra[0], MjpegOutput)
+    assert tee.extra[0].host == "127.0.0.1"
+    tee.open()
+    tee.present(_frame(0))
+    assert tee.primary.frames == 1
+    tee.close()
