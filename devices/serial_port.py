@@ -593,14 +593,21 @@ class ThinkGearSerialDevice(Device):
                 opened.append(ser)
             return ser
 
+        def abandon() -> None:
+            nonlocal abandoned
+            with lock:
+                abandoned = True  # an open that finishes later closes its port itself
+                for s in opened:
+                    s.close()
+
         try:
             ser = await asyncio.wait_for(asyncio.to_thread(opener), self.open_timeout)
         except TimeoutError:
-            with lock:
-                abandoned = True
-                for s in opened:
-                    s.close()
+            abandon()
             raise DeviceError(f"opening took longer than {self.open_timeout:g} s") from None
+        except asyncio.CancelledError:
+            abandon()
+            raise
         except (serial.SerialException, OSError, ValueError) as exc:
             raise DeviceError(f"cannot open ({exc})") from exc
         link = _Link(ser, port, baud, loop)
