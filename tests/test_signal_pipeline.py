@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -231,12 +230,46 @@ def test_incremental_map_keeps_the_neighbourhoods_of_a_batch_tsne() -> None:
     assert trustworthiness(batch, shuffled, n_neighbors=10) < 0.7
 
 
-def test_background_refit_is_aligned_and_does_not_jump() -> None:
+def _blobs() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(1)
     centres = rng.normal(size=(4, 6)) * 3
+    labels = np.repeat(np.arange(4), 150)
     data = np.vstack([c + rng.normal(size=(150, 6)) for c in centres])
-    rng.shuffle(data)
-    m = IncrementalMap(dim=6, reference_size=120, refit_every_s=5.0, seed=0)
+    order = rng.permutation(len(data))
+    return data[order], labels[order]
+
+
+def test_refit_is_aligned_to_the_old_map() -> None:
+    from engine.signal.embedding import build_reference
+
+    data, labels = _blobs()
+    probe, probe_labels = data[400:], labels[400:]
+    m = IncrementalMap(dim=6, reference_size=120, seed=0)
+    for x in data[:120]:
+        m.add(x, 0.0)
+    before = np.array([m.place(x) for x in probe])
+    for x in data[120:400]:
+        m.add(x, 0.0)
+    old = m.reference
+    assert old is not None
+    new = m.fit_now(m._training_set())
+    assert new.version == 2
+    after = np.array([m.place(x) for x in probe])
+    shift = np.linalg.norm(before - after, axis=1)
+    centroid = [np.linalg.norm(before[probe_labels == c].mean(0) - after[probe_labels == c].mean(0))
+                for c in range(4)]
+    # the same refit without alignment (fresh layout) moves points much further
+    free = build_reference(m._training_set(), method="tsne", perplexity=30, seed=3, previous=None)
+    m.reference = free
+    unaligned = np.array([m.place(x) for x in probe])
+    free_shift = np.linalg.norm(before - unaligned, axis=1)
+    assert np.median(shift) < 0.15 and max(centroid) < 0.25, (np.median(shift), centroid)
+    assert np.median(free_shift) > 1.5 * np.median(shift)
+
+
+def test_background_refit_cross_fades_instead_of_jumping() -> None:
+    data, _ = _blobs()
+    m = IncrementalMap(dim=6, reference_size=120, refit_every_s=5.0, seed=0, blend_s=5.0)
     m.start()
     try:
         t = 0.0
@@ -247,22 +280,28 @@ def test_background_refit_is_aligned_and_does_not_jump() -> None:
         while m.reference is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert m.reference is not None and m.reference.version == 1
-        probe = data[400:]
-        before = np.array([m.place(x) for x in probe])
-        for x in data[120:400]:
-            m.add(x, t)
+        k = 120
+        while m.reference.version < 2 and time.monotonic() < deadline:  # refit every 5 s of data
+            m.add(data[k % 400], t)
+            k += 1
             t += 0.25
-        while (m.reference.version < 2 or m._fit_pending) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            if k % 40 == 0:
+                time.sleep(0.2)
         assert m.reference.version >= 2
-        after = np.array([m.place(x) for x in probe])
     finally:
         m.close(timeout=30)
-    assert m._thread is None
-    shift = np.linalg.norm(before - after, axis=1)
-    # aligned refit: points stay close to where they were (the map spans 0..1)
-    assert np.median(shift) < 0.1, np.median(shift)
-    assert m.counters.get("map_fits") >= 2 and threading.active_count() >= 1
+    assert m._thread is None and m.counters.get("map_fits") >= 2
+    # the fade: a fixed window moves from its old to its new place in steps, not at once
+    probe = data[450]
+    old_ref, new_ref, _ = m._blend or (None, None, None)
+    assert old_ref is not None and new_ref is m.reference
+    start = np.array(m.place(probe, old_ref))
+    end = np.array(m.place(probe, new_ref))
+    path = np.array([m.add(probe, t + 0.25 * i) for i in range(25)])
+    steps = np.linalg.norm(np.diff(np.vstack([start, path]), axis=0), axis=1)
+    total = float(np.linalg.norm(end - start))
+    assert steps.max() <= total * 0.25 / 5.0 + 1e-9
+    assert np.allclose(path[-1], end) and m._blend is None
 
 
 def test_transform_placement_lands_new_points_by_their_cluster() -> None:
@@ -309,6 +348,20 @@ def test_clusters_mode_gives_stable_labels() -> None:
         assert n / sum(labels.values()) > 0.75, labels
         major[truth] = label
     assert major["relaxed"] != major["focused"]
+
+
+def test_blinks_flag_windows_without_rejecting_them() -> None:
+    from engine.records import Blink
+
+    pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), StatesConfig(rules=RULES))
+    rng = np.random.default_rng(3)
+    first = pipe.feed(RawChunk(0, rng.standard_normal(1024).astype(np.float32) * 10, 2.0))
+    assert first and not any(r.window.flags.blink for r in first)
+    pipe.feed(Blink(120, 2.0))
+    after = pipe.feed(RawChunk(1024, rng.standard_normal(512).astype(np.float32) * 10, 3.0))
+    flagged = [r for r in after if r.window.flags.blink]
+    assert flagged and all(r.features is not None for r in flagged)
+    assert pipe.counters.get("windows_blink") == len(flagged)
 
 
 def test_feed_survives_garbage_and_wrong_rates() -> None:

@@ -113,9 +113,18 @@ class Reference:
         return out
 
 
+INIT_SD = 1e-4
+"""openTSNE's scale for an initial layout (it rescales PCA/spectral inits to this std too)."""
+
+
 def fit_layout(z: F64, method: Literal["tsne", "pca"], *, perplexity: float, seed: int,
-               n_jobs: int = 1) -> tuple[F64, Any]:
-    """2D layout of standardised windows ``z``; returns (coords, openTSNE embedding or None)."""
+               n_jobs: int = 1, init: F64 | None = None) -> tuple[F64, Any]:
+    """2D layout of standardised windows ``z``; returns (coords, openTSNE embedding or None).
+
+    ``init`` (n, 2) starts t-SNE from given positions (the old map's placements on a refit),
+    which keeps most of the arrangement of clusters; what still moves is aligned by
+    Procrustes and cross-faded by ``IncrementalMap``.
+    """
     n = z.shape[0]
     if method == "pca":
         from sklearn.decomposition import PCA
@@ -125,9 +134,18 @@ def fit_layout(z: F64, method: Literal["tsne", "pca"], *, perplexity: float, see
     from openTSNE import TSNE
 
     perp = float(min(perplexity, max(2.0, (n - 1) / 3.0)))
-    emb = TSNE(n_components=2, perplexity=perp, n_jobs=n_jobs, random_state=seed,
-               neighbors="exact" if n < 1000 else "auto", negative_gradient_method="bh",
-               verbose=False).fit(z)
+    initialization: Any = "pca"
+    extra: dict[str, Any] = {}
+    if init is not None:
+        centred = init - init.mean(axis=0)
+        sd = float(centred[:, 0].std()) or 1.0
+        initialization = np.ascontiguousarray(centred / sd * INIT_SD)
+        # starting from a laid-out map: skip the early exaggeration that reshuffles clusters
+        # (measured: smaller cluster shifts than with it)
+        extra = {"early_exaggeration_iter": 0}
+    emb = TSNE(n_components=2, perplexity=perp, n_jobs=n_jobs, random_state=seed, **extra,
+               initialization=initialization, neighbors="exact" if n < 1000 else "auto",
+               negative_gradient_method="bh", verbose=False).fit(z)
     return np.asarray(emb, dtype=np.float64), emb
 
 
@@ -141,12 +159,9 @@ def build_reference(x: F64, *, method: Literal["tsne", "pca"], perplexity: float
     scale = x.std(axis=0)
     scale = np.where(scale > 1e-9, scale, 1.0)
     z = (x - mean) / scale
-    raw, emb = fit_layout(z, method, perplexity=perplexity, seed=seed, n_jobs=n_jobs)
-    if previous is None:
-        align = Alignment.identity()
-    else:
-        target = previous.place_knn_many(x, k)
-        align = procrustes_align(raw, target)
+    target = previous.place_knn_many(x, k) if previous is not None else None
+    raw, emb = fit_layout(z, method, perplexity=perplexity, seed=seed, n_jobs=n_jobs, init=target)
+    align = Alignment.identity() if target is None else procrustes_align(raw, target)
     coords = align.apply(raw)
     return Reference(features=z, coords=coords, mean=mean, scale=scale,
                      version=(previous.version + 1) if previous else 1,
@@ -161,8 +176,10 @@ class IncrementalMap:
     A reference appears when ``reference_size`` windows have been added: fitted in the
     background thread if ``start()`` was called, otherwise synchronously inside that ``add``
     (offline tools, tests). With the thread running, a refit is requested every
-    ``refit_every_s`` (window time) and swapped in whole when done. ``close()`` stops the
-    thread (join with timeout). ``fit_now(x)`` fits a reference from given windows at once.
+    ``refit_every_s`` (window time) and swapped in whole when done; for ``blend_s`` seconds
+    after a swap ``add`` cross-fades each position from the old map to the new one, so even
+    what Procrustes cannot align moves smoothly. ``close()`` stops the thread (join with
+    timeout). ``fit_now(x)`` fits a reference from given windows at once.
     """
 
     def __init__(self, *, dim: int, method: Literal["tsne", "pca"] = "tsne",
@@ -170,7 +187,8 @@ class IncrementalMap:
                  refit_every_s: float = 60.0, perplexity: float = 30.0, seed: int = 0,
                  k: int = 10, history: int | None = None, n_jobs: int = 1,
                  counters: Counters | None = None,
-                 on_fit: Callable[[Reference, F64], None] | None = None) -> None:
+                 on_fit: Callable[[Reference, F64], None] | None = None,
+                 blend_s: float = 5.0) -> None:
         self.dim = dim
         self.method: Literal["tsne", "pca"] = method
         self.placement: Literal["knn", "transform"] = placement
@@ -191,8 +209,12 @@ class IncrementalMap:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fit_pending = False
+        self._retry_at = 0
         self.last_fit_s = 0.0
         self.on_fit = on_fit
+        self.blend_s = blend_s
+        # (old reference, new reference, window time the cross-fade started or None)
+        self._blend: tuple[Reference, Reference, float | None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -248,13 +270,19 @@ class IncrementalMap:
             self._hist_n += 1
         ref = self.reference
         if ref is None:
-            if self._hist_n >= self.reference_size and not self._fit_pending:
+            if self._hist_n >= max(self.reference_size, self._retry_at) and not self._fit_pending:
                 if self.background:
                     self._fit_pending = True
                     self._wake.set()
                 else:
-                    self.fit_now(self._training_set())
-                    self._last_fit_t = t
+                    try:
+                        self.fit_now(self._training_set())
+                        self._last_fit_t = t
+                    except (SignalError, ValueError, np.linalg.LinAlgError, RuntimeError) as exc:
+                        self._retry_at = self._hist_n + max(1, self.reference_size // 4)
+                        self.counters.inc("map_fit_errors")
+                        log.warning("map fit failed; retrying after more windows",
+                                    extra={"error": str(exc), "retry_at": self._retry_at})
             ref = self.reference
         elif self.background and not self._fit_pending:
             if self._last_fit_t is None:
@@ -265,15 +293,30 @@ class IncrementalMap:
                 self._wake.set()
         if ref is None:
             return None
-        return self.place(v, ref)
+        p = self._place_raw(v, ref)
+        blend = self._blend
+        if blend is not None and blend[1] is ref:
+            old, _, t0 = blend
+            if t0 is None:
+                t0 = t
+                self._blend = (old, ref, t0)
+            a = (t - t0) / self.blend_s if self.blend_s > 0 else 1.0
+            if a >= 1.0:
+                self._blend = None
+            else:  # cross-fade from where the old map puts this window to the new map
+                p = (1.0 - a) * self._place_raw(v, old) + a * p
+        return self._normalise(p)
+
+    def _place_raw(self, x: F64, ref: Reference) -> F64:
+        return ref.place_knn(x, self.k) if self.placement == "knn" else ref.place_transform(x)
 
     def place(self, x: F64, ref: Reference | None = None) -> tuple[float, float] | None:
-        """0..1 map position of raw features ``x`` on the current reference (None if none)."""
+        """0..1 map position of raw features ``x`` on the current reference (None if none;
+        no cross-fade: ``add`` applies that)."""
         ref = ref or self.reference
         if ref is None:
             return None
-        p = ref.place_knn(x, self.k) if self.placement == "knn" else ref.place_transform(x)
-        return self._normalise(p)
+        return self._normalise(self._place_raw(x, ref))
 
     def _normalise(self, p: F64) -> tuple[float, float]:
         assert self._norm is not None
@@ -301,6 +344,8 @@ class IncrementalMap:
             self._norm = (lo - 0.05 * span, span * 1.1)
         if self.on_fit is not None:  # e.g. re-cluster, before the new map is used
             self.on_fit(ref, self.normalise_many(ref.coords))
+        old = self.reference
+        self._blend = (old, ref, None) if old is not None else None
         self.reference = ref
         self.last_fit_s = time.perf_counter() - t0
         self.counters.inc("map_fits")
