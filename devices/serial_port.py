@@ -409,7 +409,7 @@ class ThinkGearSerialDevice(Device):
         log.info("connected", extra=self._log_extra(baud=link.baud))
         if self._dongle_active:
             await self._send_dongle_command(link, force=True)
-        pending = getattr(link, "probe_bytes", b"")
+        pending = link.probe_bytes
         while not self._closing:
             if pending:
                 chunk, pending = pending, b""
@@ -433,7 +433,6 @@ class ThinkGearSerialDevice(Device):
                 if isinstance(r, DeviceEvent):
                     if self.dongle is None and not self._dongle_active:
                         self._dongle_active = True
-                        idle_dongle = True
                         log.info("dongle status seen; treating the port as a USB dongle",
                                  extra=self._log_extra())
                     if r.kind in _DONGLE_IDLE:
