@@ -39,9 +39,6 @@ def check_signal(loaded: LoadedShow) -> list[tuple[str, str]]:
             problems.append((f"{key}.when", f"unknown value(s) {unknown} in {rule.when!r}; with "
                              f"signal.features = {list(show.signal.features)} the known values "
                              f"are {list(allowed)} (add the feature group to signal.features)"))
-    if states.mode == "rules" and not states.rules:
-        problems.append(("states.rules", "mode = 'rules' needs at least one rule, e.g. "
-                         "{ state = 'calm', when = 'alpha_rel > 0.3' }"))
     if states.mode == "calibrated":
         if len(labels) < 2:
             problems.append(("states.labels", "mode = 'calibrated' needs at least two labels"))

@@ -126,6 +126,9 @@ class SignalPipeline:
         self.labels = list(states.labels)
         self.tracker = StateTracker(self.labels, dwell_s=states.dwell_s, hysteresis=states.hysteresis)
         self.rules = RulesModel(states.rules, self.labels, hysteresis=states.hysteresis)
+        if states.mode == "rules" and not states.rules:
+            log.info("states.mode = 'rules' without rules: the state stays %r",
+                     fallback_label(self.labels))
         self.clusters = ClusterModel(states.clusters, self.labels, seed=map.seed)
         if states.mode == "clusters":
             self.tracker.labels = list(self.clusters.labels)
