@@ -8,6 +8,17 @@ without ``start()`` the first map fit runs inline (offline tools and tests).
 
 Everything that goes wrong with the data (NaN, flat or clipped windows, gaps, duplicates,
 unknown readings) is counted in ``counters`` and never raises out of ``feed``.
+
+Public API (used by the show runtime and the monitor)::
+
+    pipe = SignalPipeline(show.signal, show.map, show.states)   # sfreq=512, clock=time.monotonic
+    pipe.start()                       # background map refits; pipe.close() joins them
+    results = pipe.feed(reading)       # list[WindowResult(window, features, point, state, label)]
+    pipe.latest_state / pipe.latest_point / pipe.counters / pipe.reference_points()
+    pipe.begin_label("fun"); pipe.end_label()      # calibration labels (OSC, MQTT, Marker)
+    pipe.start_schedule()              # or run states.calibration.schedule by the clock
+    report = pipe.fit_calibration()    # CalibrationError with per-label counts if short
+    pipe.save_calibration(path); pipe.load_calibration(path)   # JSON, never pickle
 """
 
 from __future__ import annotations
