@@ -308,6 +308,9 @@ class ThinkGearSerialDevice(Device):
         self._closing = False
         self._dongle_active = False
         self._last_command = -1e9
+        self.quality_log_s = 10.0
+        self._quality_logged = time.monotonic()
+        self._quality_seen = (0, 0)
         self.port: str | None = None
         """The port in use (resolved from ``auto``), or the last one used."""
         self.baud: int | None = baud
@@ -427,6 +430,8 @@ class ThinkGearSerialDevice(Device):
                     return DeviceEventKind.DISCONNECTED, str(exc)
             now = time.monotonic()
             readings = self.assembler.convert(self.parser.feed(chunk), now)
+            if now - self._quality_logged >= self.quality_log_s:
+                self._log_link_quality(now)
             idle_dongle = False
             for r in readings:
                 self._publish(r)
@@ -440,6 +445,22 @@ class ThinkGearSerialDevice(Device):
             if idle_dongle and self._dongle_active:
                 await self._send_dongle_command(link, force=False)
         return None
+
+    def _log_link_quality(self, now: float) -> None:
+        """At most every ``quality_log_s``: one warning when frames were rejected since."""
+        self._quality_logged = now
+        bad = self.counters.get("resyncs")
+        frames = self.counters.get("frames")
+        new_bad = bad - self._quality_seen[0]
+        new_frames = frames - self._quality_seen[1]
+        self._quality_seen = (bad, frames)
+        if new_bad:
+            log.warning(
+                "corrupt ThinkGear frames skipped (fix: bring the headset closer to the "
+                "receiver, charge it, or check the baud rate)",
+                extra=self._log_extra(rejected=new_bad, accepted=new_frames,
+                                      raw_lost=self.counters.get("raw_lost"),
+                                      interval_s=self.quality_log_s))
 
     async def _send_dongle_command(self, link: _Link, *, force: bool) -> None:
         now = time.monotonic()

@@ -278,11 +278,13 @@ async def test_clean_stream_every_sample_in_order(pty: PtyHeadset) -> None:
     assert dev.counters.get("checksum_errors") == 0
 
 
-async def test_dirty_stream_every_intact_packet_accounted_for(pty: PtyHeadset) -> None:
+async def test_dirty_stream_every_intact_packet_accounted_for(
+        pty: PtyHeadset, caplog: pytest.LogCaptureFixture) -> None:
     """Garbage bursts full of 0xAA, bad checksums, truncations and AA AA AA prefixes (the
     benchmark's fault mix, heavier): every intact raw value arrives in order, nothing else."""
     _, _, dirty, truth = build_streams(6.0, seed=11)
     dev = ThinkGearSerialDevice(pty.path, 57600, **FAST)  # type: ignore[arg-type]
+    dev.quality_log_s = 0.0  # log the link quality on every read
     intact = truth.raw[truth.raw_intact]
     async with running(dev) as col:
         await col.wait_for(lambda _: bool(col.events()))
@@ -305,6 +307,9 @@ async def test_dirty_stream_every_intact_packet_accounted_for(pty: PtyHeadset) -
     assert es == sent
     blinks = [r.strength for r in col.items if isinstance(r, Blink)]
     assert blinks == [b for b, ok in zip(truth.blinks, truth.blinks_intact, strict=True) if ok]
+    warned = [r for r in caplog.records if "corrupt ThinkGear frames" in r.getMessage()]
+    assert warned and all(getattr(r, "port", None) == pty.path for r in warned)
+    assert sum(getattr(r, "rejected", 0) for r in warned) == dev.counters.get("resyncs")
 
 
 async def test_unknown_codes_at_every_level_are_not_values(pty: PtyHeadset) -> None:
