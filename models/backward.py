@@ -31,10 +31,29 @@ if TYPE_CHECKING:
 Grad = str | None
 
 
+@dataclass(frozen=True)
+class Lowering:
+    """How some backward ops are lowered; the defaults were the fastest in `bench dream`.
+
+    - conv_as_conv: stride-1 Conv backward as a Conv with flipped weights (onnxruntime's fast
+      NCHWc path) instead of ConvTranspose.
+    - relu: "cast" = g * Cast(y > 0); "where" = Where(y > 0, g, 0); "sign" = g * Sign(y).
+    - maxpool: "indices" = MaxPool Indices + ScatterElements(add); "argmax" = ArgMax over the
+      stacked window offsets + one-hot ConvTranspose (no Indices, no scatter).
+    """
+
+    conv_as_conv: bool = True
+    relu: str = "cast"
+    maxpool: str = "indices"
+
+    def key(self) -> str:
+        return f"c{int(self.conv_as_conv)}-{self.relu}-{self.maxpool}"
+
+
 @dataclass
 class Context:
     em: Emitter
-    maxpool_mode: str = "indices"
+    lowering: Lowering = field(default_factory=Lowering)
     diff: set[str] = field(default_factory=set)
     pool_indices: dict[str, str] = field(default_factory=dict)
 
@@ -46,6 +65,7 @@ class Rule:
 
 
 NO_GRADIENT = frozenset({"Shape", "Size"})
+
 
 
 def _ints(v: Any, n: int, default: int) -> list[int]:
@@ -106,7 +126,17 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     group = int(n.attrs.get("group", 1))
     pads = _static_pads(n, k, s, d)
     attrs: dict[str, Any] = {"dilations": d, "group": group, "strides": s, "kernel_shape": k}
-    if pads is not None and all(si == 1 for si in s):
+    eff = [di * (ki - 1) for ki, di in zip(k, d, strict=True)]
+    if ctx.lowering.conv_as_conv and pads is not None and all(si == 1 for si in s) and all(p <= e for p, e in zip(pads, eff + eff, strict=True)):
+        # Stride 1: the transposed conv is a plain Conv with flipped, channel-swapped weights and
+        # pads eff - p. onnxruntime runs Conv in its fast blocked (NCHWc) path, unlike ConvTranspose.
+        cout, cin_g = wv.shape[0], wv.shape[1]
+        wt = wv.reshape(group, cout // group, cin_g, *wv.shape[2:]).swapaxes(1, 2)
+        wt = wt.reshape(group * cin_g, cout // group, *wv.shape[2:])
+        wt = np.ascontiguousarray(wt[(..., *([slice(None, None, -1)] * sp))])
+        back = [e - p for e, p in zip(eff + eff, pads, strict=True)]
+        dx = em.op("Conv", [g[0], em.const(wt, hint="wflip")], hint="dconv", pads=back, **attrs)
+    elif pads is not None and all(si == 1 for si in s):
         dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads, **attrs)
     elif pads is not None:
         # Stride > 1: the transposed conv covers [pb, H + pe - r) of the padded input, where
@@ -126,8 +156,81 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
 
 
 # ------------------------------------------------------------------------------------- pooling
+def _argmax_pool_ok(ctx: Context, n: Node) -> bool:
+    k = [int(v) for v in n.attrs.get("kernel_shape", [])]
+    d = _ints(n.attrs.get("dilations"), len(k), 1)
+    auto = str(n.attrs.get("auto_pad", "NOTSET") or "NOTSET")
+    return (
+        ctx.lowering.maxpool == "argmax"
+        and len(k) == 2
+        and all(v == 1 for v in d)
+        and auto in ("NOTSET", "VALID")
+        and int(n.attrs.get("storage_order", 0)) == 0
+        and (len(n.outputs) < 2 or not n.outputs[1])
+    )
+
+
+def maxpool_argmax_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """MaxPool gradient without Indices: ArgMax over the stacked window offsets, then a
+    ConvTranspose with one-hot kernels puts each window's gradient on its winning pixel and
+    adds overlapping windows. ArgMax returns the first maximum in row-major window order, the
+    same tie-breaking as MaxPool's own argmax.
+    """
+    em = ctx.em
+    x, y = n.inputs[0], n.outputs[0]
+    gy = g[0]
+    assert gy is not None
+    kh, kw = (int(v) for v in n.attrs["kernel_shape"])
+    st = _ints(n.attrs.get("strides"), 2, 1)
+    auto = str(n.attrs.get("auto_pad", "NOTSET") or "NOTSET")
+    pt, pl, pb, pr = [0, 0, 0, 0] if auto == "VALID" else _ints(n.attrs.get("pads"), 4, 0)
+    kk = kh * kw
+    axes = em.const([2, 3], np.int64)
+    xshape = em.static_shape(x)
+    channels = xshape[1] if xshape and isinstance(xshape[1], int) else None
+    if not any((pt, pl, pb, pr)) and channels is not None and not int(n.attrs.get("ceil_mode", 0)):
+        # im2col as a depthwise Conv with one-hot kernels (onnxruntime's fast NCHWc path):
+        # channel c*k*k + i of the result is window offset i of channel c (x * 1 + 0 is exact).
+        pick = np.zeros((channels * kk, 1, kh, kw), np.float32)
+        for c in range(channels):
+            for i in range(kk):
+                pick[c * kk + i, 0, i // kw, i % kw] = 1.0
+        cols = em.op("Conv", [x, em.const(pick, hint="im2col_k")], strides=st, group=channels, hint="mpcols")
+        stack = em.op("Reshape", [cols, em.op("Concat", [em.const([0, channels, kk], np.int64), em.tail_shape(y, 2)], axis=0)])
+    else:
+        neg = em.const(np.float32(-np.inf))
+        xp = em.op("Pad", [x, em.const([0, 0, pt, pl, 0, 0, pb + st[0], pr + st[1]], np.int64), neg], hint="mpx")
+        span = em.op("Mul", [em.tail_shape(y, 2), em.const(st, np.int64)])
+        steps = em.const(st, np.int64)
+        views = []
+        for a in range(kh):
+            for b in range(kw):
+                start = em.const([a, b], np.int64)
+                xs = em.op("Slice", [xp, start, em.op("Add", [start, span]), axes, steps], hint="mpview")
+                views.append(em.op("Unsqueeze", [xs, em.const([2], np.int64)]))
+        stack = em.op("Concat", views, axis=2, hint="mpstack")  # (N, C, k*k, Ho, Wo)
+    best = em.op("ArgMax", [stack], axis=2, keepdims=1, hint="mpbest")  # (N, C, 1, Ho, Wo)
+    onehot = em.op("Equal", [best, em.const(np.arange(kk, dtype=np.int64).reshape(1, 1, kk, 1, 1), np.int64)])
+    contrib = em.op("Mul", [em.op("Cast", [onehot], to=1), em.op("Unsqueeze", [gy, em.const([2], np.int64)])])
+    flat_shape = em.op("Concat", [em.const([-1, kk], np.int64), em.tail_shape(y, 2)], axis=0)
+    flat = em.op("Reshape", [contrib, flat_shape])  # (N*C, k*k, Ho, Wo)
+    kernel = np.zeros((kk, 1, kh, kw), np.float32)
+    for i in range(kk):
+        kernel[i, 0, i // kw, i % kw] = 1.0
+    placed = em.op("ConvTranspose", [flat, em.const(kernel, hint="onehot_k")], strides=st, hint="mpplace")
+    crop = em.op(
+        "Slice",
+        [placed, em.const([pt, pl], np.int64), em.op("Add", [em.const([pt, pl], np.int64), em.tail_shape(x, 2)]), axes],
+    )
+    padded = em.op("Pad", [crop, em.op("Concat", [em.const([0] * 6, np.int64), em.op("Sub", [em.tail_shape(x, 2), em.tail_shape(crop, 2)])], axis=0)])
+    return [em.op("Reshape", [padded, em.shape(x)], hint="dmaxpool")]
+
+
 def maxpool_forward(ctx: Context, n: Node) -> None:
     em = ctx.em
+    if _argmax_pool_ok(ctx, n):
+        em.raw("MaxPool", n.inputs, n.outputs[:1], **n.attrs)
+        return
     if int(n.attrs.get("storage_order", 0)) != 0:
         raise ModelError(f"MaxPool node {n.name!r} uses storage_order=1", hint="re-export with row-major order")
     idx = n.outputs[1] if len(n.outputs) > 1 and n.outputs[1] else em.fresh("pool_idx")
@@ -136,6 +239,8 @@ def maxpool_forward(ctx: Context, n: Node) -> None:
 
 
 def maxpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    if n.outputs[0] not in ctx.pool_indices:
+        return maxpool_argmax_backward(ctx, n, g)
     em = ctx.em
     x = n.inputs[0]
     idx = ctx.pool_indices[n.outputs[0]]
@@ -347,8 +452,16 @@ def binary_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
 # -------------------------------------------------------------------------------- activations
 def relu_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     em = ctx.em
-    mask = em.op("Greater", [n.outputs[0], em.const(0.0)], hint="relumask")
-    return [em.op("Where", [mask, g[0], em.const(0.0)], hint="drelu")]
+    # y = relu(x) >= 0, so Sign(y) is exactly the 0/1 mask; Mul is much cheaper than Where here.
+    mode = ctx.lowering.relu
+    if mode == "where":
+        mask = em.op("Greater", [n.outputs[0], em.const(0.0)], hint="relumask")
+        return [em.op("Where", [mask, g[0], em.const(0.0)], hint="drelu")]
+    if mode == "cast":
+        mask = em.op("Cast", [em.op("Greater", [n.outputs[0], em.const(0.0)])], to=1, hint="relumask")
+        return [em.op("Mul", [g[0], mask], hint="drelu")]
+    mask = em.op("Sign", [n.outputs[0]], hint="relumask")
+    return [em.op("Mul", [g[0], mask], hint="drelu")]
 
 
 def leaky_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:

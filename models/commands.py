@@ -86,6 +86,7 @@ def _compile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from models import cache, compiler, registry
+    from models.backward import Lowering
     from models.graph import load_forward
 
     path, spec = registry.resolve(args.model)
@@ -100,7 +101,12 @@ def _compile(args: argparse.Namespace) -> int:
         cache.write_atomic(out, data)
     else:
         key = cache.cache_key(
-            fg.sha256, info.layers, objective=info.objective, guide=info.guide, compiler=compiler.COMPILER_VERSION
+            fg.sha256,
+            info.layers,
+            objective=info.objective,
+            guide=info.guide,
+            compiler=compiler.COMPILER_VERSION,
+            variant=Lowering().key(),
         )
         out = cache.cached_path(spec.name, key)
         cache.write_atomic(out, data)

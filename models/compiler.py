@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.errors import ModelError
+from models.backward import Lowering
 from models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, needed_nodes
 
 log = logging.getLogger("dreamstate.models")
@@ -145,7 +146,7 @@ def compile_step(
     *,
     objective: str = "layers",
     guide: bool = False,
-    maxpool_mode: str = "indices",
+    lowering: Lowering | None = None,
 ) -> tuple[Any, CompiledInfo]:
     """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``."""
     import onnx
@@ -182,7 +183,7 @@ def compile_step(
             )
 
     em = Emitter(fg)
-    ctx = backward.Context(em, maxpool_mode=maxpool_mode, diff=diff)
+    ctx = backward.Context(em, lowering=lowering or Lowering(), diff=diff)
     # Forward pass (with small rewrites that let the backward reuse forward results).
     for n in fwd:
         for i in n.inputs:

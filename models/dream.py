@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.errors import ModelError
+from models.backward import Lowering
 from models.registry import ModelSpec, Preprocess
 
 log = logging.getLogger("dreamstate.models")
@@ -110,7 +111,14 @@ class DreamModel:
             )
         names = tuple(str(n) for n in layers)
         tensors = tuple(fg.resolve_layer(n) for n in names)
-        key = cache.cache_key(fg.sha256, tensors, objective=objective, guide=guide, compiler=compiler.COMPILER_VERSION)
+        key = cache.cache_key(
+            fg.sha256,
+            tensors,
+            objective=objective,
+            guide=guide,
+            compiler=compiler.COMPILER_VERSION,
+            variant=Lowering().key(),
+        )
         step_path = cache.cached_path(spec.name, key, cache_dir)
         data: bytes | None = None
         if step_path.exists():

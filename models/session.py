@@ -34,6 +34,9 @@ def session_options(threads: int | None) -> Any:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # No spin-waiting between steps: the renderer, the signal pipeline and the display share a
+    # few cores, and a spinning pool would steal them (it also skews side-by-side benchmarks).
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 

@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
+from models.backward import Lowering
 from models.compiler import compile_step, forward_features_model
 from models.graph import ForwardGraph, load_forward
 
@@ -237,6 +238,7 @@ def check_gradient(
     eps: float = 1e-5,
     seed: int = 0,
     scale: float = 1.0,
+    lowering: Lowering | None = None,
 ) -> dict[str, float]:
     """Compile, then compare the fp64 compiled gradient with central finite differences.
 
@@ -247,7 +249,9 @@ def check_gradient(
 
     fg = load_forward(model_bytes, label="tiny")
     guide = objective == "guide"
-    step, info = compile_step(fg, layers, objective="layers" if guide else objective, guide=guide)
+    step, info = compile_step(
+        fg, layers, objective="layers" if guide else objective, guide=guide, lowering=lowering
+    )
     rng = np.random.default_rng(seed)
     if x is None:
         assert shape is not None

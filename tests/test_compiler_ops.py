@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.test_compiler_helpers import G, check_gradient, tiny
+from models.backward import Lowering
+from models.compiler import compile_step
+from tests.test_compiler_helpers import G, check_gradient, forward_graph, tiny
 
 Case = tuple[Callable[[G], str], tuple[int, ...]]
 
@@ -191,8 +193,55 @@ CASES: dict[str, Case] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gradient_matches_finite_differences(case: str) -> None:
     build, shape = CASES[case]
-    model, out = tiny(build, shape, seed=hash(case) % 1000)
+    model, out = tiny(build, shape, seed=sum(map(ord, case)))
     check_gradient(model, [out], shape=shape, seed=3)
+
+
+LOWERINGS = [
+    Lowering(maxpool="argmax"),
+    Lowering(relu="where", conv_as_conv=False),
+    Lowering(relu="sign"),
+]
+
+
+@pytest.mark.parametrize("lowering", LOWERINGS, ids=lambda lw: lw.key())
+@pytest.mark.parametrize("case", [c for c in sorted(CASES) if c.startswith(("maxpool", "conv", "relu"))])
+def test_alternative_lowerings_are_exact_too(case: str, lowering: Lowering) -> None:
+    build, shape = CASES[case]
+    model, out = tiny(build, shape, seed=sum(map(ord, case)))
+    check_gradient(model, [out], shape=shape, seed=4, lowering=lowering)
+
+
+def _maxpool_reference(x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndarray]:
+    import onnxruntime as ort
+    from onnx import helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
+    outs = [helper.make_tensor_value_info("y", 1, None), helper.make_tensor_value_info("i", 7, None)]
+    graph = helper.make_graph([node], "p", [helper.make_tensor_value_info("x", 1, None)], outs)
+    ref = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    y, idx = ort.InferenceSession(ref.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    return y, idx
+
+
+@pytest.mark.parametrize("mode", ["indices", "argmax"])
+def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str) -> None:
+    """Integer-valued input: many exact ties. Both lowerings must give the gradient exactly to
+    the pixel onnxruntime's MaxPool picks (its Indices output: first maximum, row-major)."""
+    import onnxruntime as ort
+
+    attrs: dict[str, Any] = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1}
+    g = G((1, 2, 9, 10))
+    pooled = g.op("MaxPool", ["x"], **attrs)
+    step, _ = compile_step(forward_graph(g.model(str(pooled))), [str(pooled)], lowering=Lowering(maxpool=mode))
+    x = np.random.default_rng(0).integers(0, 3, (1, 2, 9, 10)).astype(np.float32)
+    sess = ort.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
+    grad, _ = sess.run(["grad", "loss"], {"x": x, "layer_weights": np.ones(1, np.float32)})
+    y, idx = _maxpool_reference(x, **attrs)
+    assert (x.reshape(-1)[idx.ravel()] == y.ravel()).all()
+    expected = np.zeros(x.size, np.float64)
+    np.add.at(expected, idx.ravel(), (y / y.size).ravel())  # d(mean(y^2)/2)/dy = y / numel
+    np.testing.assert_allclose(grad.ravel(), expected, rtol=1e-6, atol=1e-9)
 
 
 def test_two_layers_weighted_and_shared_path() -> None:
