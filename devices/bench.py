@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devices import thinkgear as tg
+from engine.errors import DreamstateError
 from engine.records import UV_PER_COUNT
 
 FAULTS = (("garbage", 0.02), ("bad_checksum", 0.01), ("truncated", 0.005), ("aa_prefix", 0.005))
@@ -346,6 +347,12 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if not args.no_peer:
+        import importlib.util
+
+        if importlib.util.find_spec("thinkgear") is None:
+            raise DreamstateError("the peer parser thinkgear-py3 is not installed",
+                                  hint="pip install 'dreamstate[bench]', or pass --no-peer")
     console = Console(width=max(Console().width, 150))
     clean, clean_truth, dirty, dirty_truth = build_streams(args.seconds, args.seed)
     faults = ", ".join(f"{k} {v}" for k, v in dirty_truth.faults.items())
