@@ -188,6 +188,8 @@ def test_calibration_schedule_labels_windows_by_the_clock() -> None:
                                                                   ("focused", 10.0)]))
     pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), states,
                           clock=lambda: now[0])
+    ended: list[float] = []
+    pipe.on_schedule_end = lambda: ended.append(now[0])
     pipe.start_schedule()
     sim = EegSimulator([("relaxed", 11.0), ("focused", 12.0)], seed=5, loop=False)
     labelled: list[tuple[str, str]] = []
@@ -202,6 +204,8 @@ def test_calibration_schedule_labels_windows_by_the_clock() -> None:
     assert tally[("relaxed", "relaxed")] > 30 and tally[("focused", "focused")] > 30
     assert tally[("relaxed", "focused")] + tally[("focused", "relaxed")] == 0
     assert pipe.active_label is None  # the schedule ended
+    assert len(ended) == 1 and 22.0 <= ended[0] < 22.5
+    assert pipe.fit_calibration().accuracy > 0.9
 
 
 def test_incremental_map_keeps_the_neighbourhoods_of_a_batch_tsne() -> None:

@@ -16,7 +16,8 @@ Public API (used by the show runtime and the monitor)::
     results = pipe.feed(reading)       # list[WindowResult(window, features, point, state, label)]
     pipe.latest_state / pipe.latest_point / pipe.counters / pipe.reference_points()
     pipe.begin_label("fun"); pipe.end_label()      # calibration labels (OSC, MQTT, Marker)
-    pipe.start_schedule()              # or run states.calibration.schedule by the clock
+    pipe.start_schedule()              # or run states.calibration.schedule by the clock;
+                                       # pipe.on_schedule_end() is called once when it ends
     report = pipe.fit_calibration()    # CalibrationError with per-label counts if short
     pipe.save_calibration(path); pipe.load_calibration(path)   # JSON, never pickle
 """
@@ -150,6 +151,7 @@ class SignalPipeline:
         self.schedule = CalibrationSchedule(cal.schedule) if cal.schedule else None
         self._schedule_t0: float | None = None
         self._spans: list[_LabelSpan] = []
+        self.on_schedule_end: Callable[[], None] | None = None
         self.latest_state: EegState | None = None
         self.latest_point: MapPoint | None = None
         self.latest_features: Features | None = None
@@ -241,6 +243,9 @@ class SignalPipeline:
         if elapsed >= self.schedule.duration:
             self._schedule_t0 = None
             self.end_label()
+            self.counters.inc("calibration_schedules_done")
+            if self.on_schedule_end is not None:  # e.g. fit the calibration off the loop
+                self.on_schedule_end()
 
     def fit_calibration(self) -> CalibrationReport:
         """Fit the classifier on the labelled windows (raises CalibrationError with counts)."""
