@@ -381,7 +381,7 @@ def main(args: argparse.Namespace) -> int:
                 "damaged raw decoded", "1 Hz packets", "blinks", "other spurious",
                 "exceptions"):
         table.add_column(col, justify="left" if col in ("parser", "stream") else "right",
-                         overflow="fold")
+                         no_wrap=col != "parser")
     speeds: dict[tuple[str, str], float] = {}
     for name, _run, decode in contenders:
         for label, data, truth in streams:
