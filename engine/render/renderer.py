@@ -12,11 +12,13 @@
   (octaves cycle coarse -> fine, ``steps_per_octave`` steps each) and publishes the frame,
   stamped with the time its geometry belongs to and the recipe version it used.
 * The **display loop** runs in its own thread, because SDL's present/vsync wait blocks: the
-  asyncio loop is never blocked. Each refresh it warps the newest dreamed frame (upscaled once
-  to the output size, uint8) by the motion elapsed since that frame's stamp, so zoom and
+  asyncio loop is never blocked. Each refresh it warps the newest dreamed frame (uint8, at
+  dream size) by the motion elapsed since that frame's stamp, then upscales it to the output, so zoom and
   rotation run continuously at the output rate, and crossfades from the previous dreamed frame
   (both warped to the same instant, so they line up). A slow dream slows how often the picture
   gains detail, never the motion.
+* **Priority**: the worker thread lowers its own scheduling priority (``worker_nice``, default
+  +5; Linux applies it to that thread alone), so on a busy CPU the display thread wins.
 * **Failure**: if the worker dies, ``run`` restarts it with capped backoff (0.5 s doubling to
   ``max_backoff_s``) from the last published frame; the display keeps showing and moving the
   last frame meanwhile. Bad recipe inputs (unknown layer, unreadable mask/guide/image) are
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from engine.channels import LatestSlot
 from engine.errors import DreamstateError, RenderError
@@ -98,8 +100,10 @@ class DreamWorker(threading.Thread):
                  source: RGB, canvas: RGB | None, stop: threading.Event, stats: StatsTracker,
                  counters: Counters, motion_hz: float, seed: int,
                  resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
-                 guide_model: StepModel | None = None, start_version: int = 0) -> None:
+                 guide_model: StepModel | None = None, start_version: int = 0,
+                 nice: int = 0) -> None:
         super().__init__(name="dream-worker", daemon=True)
+        self.nice = nice
         self.model = model
         self.guide_model = guide_model
         self.size = size
@@ -185,6 +189,12 @@ class DreamWorker(threading.Thread):
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
+        if self.nice and hasattr(os, "setpriority"):
+            try:  # on Linux a thread id names just this thread: the display thread keeps priority
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                               os.getpriority(os.PRIO_PROCESS, 0) + self.nice)
+            except OSError as exc:
+                log.debug("cannot lower the dream worker's priority: %s", exc)
         try:
             self._loop()
         except BaseException as exc:  # the thread's last word: logged, counted, then restarted
@@ -219,8 +229,8 @@ class DreamWorker(threading.Thread):
 
 @dataclass(slots=True)
 class _Shown:
-    """A dreamed frame on screen: uint8 at dream size, its geometry time, and (while fading in)
-    the previous frame already moved to the same instant."""
+    """A dreamed frame on screen: RGBA uint8 at dream size, its geometry time, and (while
+    fading in) the previous frame already moved to the same instant."""
 
     img: U8
     time: float
@@ -248,8 +258,10 @@ class Renderer:
                  output_size: tuple[int, int] = (1280, 720), fps: float = 60.0,
                  source: RGB | None = None, seed: int = 0, motion_hz: float = 10.0,
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
-                 guide_model: StepModel | None = None, max_backoff_s: float = 10.0) -> None:
+                 guide_model: StepModel | None = None, max_backoff_s: float = 10.0,
+                 worker_nice: int = 5) -> None:
         self.model = model
+        self.worker_nice = worker_nice
         self.guide_model = guide_model
         self.output = output
         self.dream_size = (int(dream_size[0]), int(dream_size[1]))
@@ -314,31 +326,29 @@ class Renderer:
             source=self.source, canvas=None if last is None else last.pixels,
             stop=self._worker_stop, stats=self.tracker, counters=self.counters,
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
-            resolve=self.resolve, flow=self.flow, guide_model=self.guide_model)
+            resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
+            nice=self.worker_nice)
         self._worker.start()
 
     # --- display ---------------------------------------------------------------------------
-    def _output_matrix(self, src_size: tuple[int, int], amount: float) -> npt.NDArray[np.float64]:
-        """One matrix that upscales dream size -> output size and applies ``amount`` ticks of
-        motion, so each display frame costs a single warp at output size."""
-        sw, sh = src_size
-        w, h = self.output_size
-        sx, sy = w / sw, h / sh
-        scale = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
-        motion = np.vstack([self._motion.matrix(w, h, amount), [0.0, 0.0, 1.0]])
-        out: npt.NDArray[np.float64] = (motion @ scale)[:2]
+    # Per display frame: (crossfade at dream size) -> one warp at dream size -> upscale.
+    # Frames are kept as 4-channel uint8 at dream size: OpenCV's 4-channel warp is several
+    # times faster than its 3-channel one, and warping before upscaling touches 4x fewer
+    # pixels; a 720p frame costs about 2.5 ms this way instead of about 9 ms.
+    @staticmethod
+    def _rgba(rgb: RGB) -> U8:
+        out: U8 = cv().cvtColor(to_uint8(rgb), cv().COLOR_RGB2RGBA)
         return out
 
     def _take(self, f: DreamedFrame, cur: _Shown) -> _Shown:
         """A new dreamed frame: the old one is moved to the new frame's instant for the fade."""
-        from engine.render.geometry import warp
-
-        img = to_uint8(f.pixels)
+        img = self._rgba(f.pixels)
         h, w = img.shape[:2]
         base = cur.img if cur.img.shape == img.shape else \
             cv().resize(cur.img, (w, h), interpolation=cv().INTER_LINEAR)
-        amount = (f.time - cur.time) * self.motion_hz
-        prev: U8 = warp(base, self._motion.matrix(w, h, amount))  # type: ignore[assignment]
+        m = self._motion.matrix(w, h, (f.time - cur.time) * self.motion_hz)
+        prev: U8 = cv().warpAffine(base, m, (w, h), flags=cv().INTER_LINEAR,
+                                   borderMode=cv().BORDER_REFLECT_101)
         return _Shown(img, f.time, prev)
 
     def _compose(self, now: float, cur: _Shown, alpha: float) -> U8:
@@ -346,10 +356,15 @@ class Renderer:
         if cur.prev is not None and alpha < 1.0:
             src = cv().addWeighted(cur.prev, 1.0 - alpha, cur.img, alpha, 0.0)
         h, w = src.shape[:2]
-        m = self._output_matrix((w, h), (now - cur.time) * self.motion_hz)
-        out: U8 = cv().warpAffine(src, m, self.output_size, flags=cv().INTER_LINEAR,
-                                  borderMode=cv().BORDER_REFLECT_101)
-        return out
+        m = self._motion.matrix(w, h, (now - cur.time) * self.motion_hz)
+        moved = cv().warpAffine(src, m, (w, h), flags=cv().INTER_LINEAR,
+                                borderMode=cv().BORDER_REFLECT_101)
+        rgb = cv().cvtColor(moved, cv().COLOR_RGBA2RGB)
+        if (w, h) == self.output_size:
+            out: U8 = rgb
+            return out
+        up: U8 = cv().resize(rgb, self.output_size, interpolation=cv().INTER_LINEAR)
+        return up
 
     def _display_main(self) -> None:
         try:
@@ -374,7 +389,7 @@ class Renderer:
     def _display_loop(self) -> None:
         period = 1.0 / self.fps
         start = time.monotonic()
-        cur = _Shown(to_uint8(resize(self.source, self.dream_size)), start)
+        cur = _Shown(self._rgba(resize(self.source, self.dream_size)), start)
         fade_t0 = start
         fade_s = 0.1
         last_arrival: float | None = None
@@ -463,12 +478,14 @@ class Renderer:
         async def main() -> None:
             task = asyncio.create_task(self.run())
             t0 = time.monotonic()
-            while not task.done() and time.monotonic() - t0 < seconds:
-                await asyncio.sleep(tick_s)
-                if on_tick is not None:
-                    on_tick(self, time.monotonic() - t0)
-            self.stop()
-            await task
+            try:
+                while not task.done() and time.monotonic() - t0 < seconds:
+                    await asyncio.sleep(tick_s)
+                    if on_tick is not None:
+                        on_tick(self, time.monotonic() - t0)
+            finally:
+                self.stop()
+                await task
 
         asyncio.run(main())
         return self.stats
