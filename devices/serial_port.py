@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -531,8 +532,9 @@ class ThinkGearSerialDevice(Device):
                 return link
         where = "; ".join(self.tried)
         raise DeviceError(f"no ThinkGear stream found; tried {where}",
-                          hint="check the headset is on and paired/connected, try another "
-                               "[device] port or baud, see `dreamstate devices --probe`")
+                          hint="check the headset is on and paired/connected and that no "
+                               "other program holds the port, try another [device] port or "
+                               "baud, see `dreamstate devices --probe`")
 
     async def _open_port(self, port: str) -> _Link | None:
         bauds = self._bauds(self.baud if port == self.port else None)
@@ -605,7 +607,9 @@ class ThinkGearSerialDevice(Device):
             ser = serial.Serial(port=port, baudrate=baud, timeout=self.read_timeout,
                                 write_timeout=1.0, bytesize=serial.EIGHTBITS,
                                 parity=serial.PARITY_NONE, stopbits=serial.STOPBITS_ONE,
-                                rtscts=False, dsrdtr=False)
+                                rtscts=False, dsrdtr=False,
+                                # POSIX: a second reader would steal bytes; fail clearly instead
+                                exclusive=True if os.name == "posix" else None)
             with lock:
                 if abandoned:
                     ser.close()

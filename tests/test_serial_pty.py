@@ -474,3 +474,12 @@ async def test_auto_port_with_no_ports_and_missing_port() -> None:
     with pytest.raises(DeviceError, match="does-not-exist-tg at 57600 baud: cannot open"):
         await dev2.open()
     assert "does-not-exist-tg" in dev2.describe()
+
+
+async def test_a_second_reader_is_refused_clearly(pty: PtyHeadset) -> None:
+    first = ThinkGearSerialDevice(pty.path, 57600, **FAST)  # type: ignore[arg-type]
+    async with running(first):
+        second = ThinkGearSerialDevice(pty.path, 57600, **FAST)  # type: ignore[arg-type]
+        with pytest.raises(DeviceError, match="exclusively lock") as err:
+            await second.open()
+        assert "no other program holds the port" in str(err.value)
