@@ -105,6 +105,8 @@ class SignalStage(Stage):
         show = runtime.show
         self.queue: BoundedQueue[Reading] = runtime.readings.subscribe(16384, name="signal")
         self.pipeline = SignalPipeline(show.signal, show.map, show.states)
+        self.pipeline.on_schedule_end = self.fit_soon
+        self._fits: set[asyncio.Task[None]] = set()
         cal = show.states.calibration
         if show.states.mode == "calibrated" and cal.save:
             path = runtime.loaded.path(cal.save, what="states.calibration.save")
@@ -137,19 +139,30 @@ class SignalStage(Stage):
         await asyncio.to_thread(self.pipeline.close, 1.0)
 
     def calibrate(self, label: str | None) -> None:
+        """Start labelling windows with ``label``; None ends the label and refits off the loop."""
         if label:
             self.pipeline.begin_label(label)
             return
         self.pipeline.end_label()
+        self.fit_soon()
+
+    def fit_soon(self) -> None:
+        """Fit the calibration in a worker thread (about 100 ms of scikit-learn)."""
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._fit_and_save), name="calibration-fit")
+        self._fits.add(task)
+        task.add_done_callback(self._fits.discard)
+
+    def _fit_and_save(self) -> None:
         try:
             report = self.pipeline.fit_calibration()
         except CalibrationError as exc:
             log.warning("calibration not fitted yet: %s", exc)
             return
-        log.info("calibration fitted", extra={"counts": report.counts})
+        log.info("calibration fitted", extra={"counts": report.counts, "accuracy": round(report.accuracy, 3)})
         cal = self.rt.show.states.calibration
         if cal.save:
-            self.pipeline.save_calibration(self.rt.loaded.path(cal.save, what="states.calibration.save"))
+            saved = self.pipeline.save_calibration(self.rt.loaded.path(cal.save, what="states.calibration.save"))
+            log.info("calibration saved", extra={"file": str(saved)})
 
 
 class RenderStage(Stage):
