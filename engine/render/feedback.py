@@ -122,6 +122,11 @@ class FeedbackDreamer:
         self.canvas: RGB = self._source.copy() if canvas is None else resize(canvas, self.size)
         self._octave_counter = 0
 
+    @property
+    def source(self) -> RGB:
+        """The unmoved source (image, or the latest video frame) at this dreamer's size."""
+        return self._source
+
     def set_source_frame(self, rgb: RGB) -> None:
         """A new frame of a moving source (video); used by the next ``move``."""
         self._source = resize(np.asarray(rgb, dtype=np.float32), self.size)

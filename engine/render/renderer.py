@@ -101,7 +101,7 @@ class DreamWorker(threading.Thread):
                  counters: Counters, motion_hz: float, seed: int,
                  resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, start_version: int = 0,
-                 nice: int = 0) -> None:
+                 nice: int = 0, source_spec: str | None = None) -> None:
         super().__init__(name="dream-worker", daemon=True)
         self.nice = nice
         self.model = model
@@ -123,7 +123,7 @@ class DreamWorker(threading.Thread):
         self._params = DreamParams()
         self._mask_spec: str | None = None
         self._guide_spec: str | None = None
-        self._source_spec: str | None = None
+        self.source_spec: str | None = source_spec
         self._bad_layers: set[str] = set()
 
     # --- recipe handling ------------------------------------------------------------------
@@ -149,8 +149,8 @@ class DreamWorker(threading.Thread):
                                    steps_per_octave=base.steps_per_octave, jitter=base.jitter,
                                    tile=base.tile)
         w, h = self.size
-        if recipe.source_image != self._source_spec:
-            self._source_spec = recipe.source_image
+        if recipe.source_image != self.source_spec:
+            self.source_spec = recipe.source_image
             if recipe.source_image:
                 try:
                     self.dreamer.reset(load_image(self._path(recipe.source_image),
@@ -320,14 +320,18 @@ class Renderer:
 
     # --- worker ----------------------------------------------------------------------------
     def _start_worker(self) -> None:
+        """Start a worker; after a restart it continues from the last published frame, with
+        the source image the dead worker had loaded (so the picture does not jump back)."""
         last = self.frames.get() if self.frames.version else None
+        old = self._worker
+        source = old.dreamer.source if old is not None else self.source
         self._worker = DreamWorker(
             self.model, self.dream_size, self.recipes, self.frames,
-            source=self.source, canvas=None if last is None else last.pixels,
+            source=source, canvas=None if last is None else last.pixels,
             stop=self._worker_stop, stats=self.tracker, counters=self.counters,
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
-            nice=self.worker_nice)
+            nice=self.worker_nice, source_spec=old.source_spec if old is not None else None)
         self._worker.start()
 
     # --- display ---------------------------------------------------------------------------
