@@ -215,3 +215,39 @@ async def test_circle_mask_in_the_live_worker(squeezenet: DreamModel) -> None:
     assert f is not None
     assert np.array_equal(f.pixels[0:5, 0:5], src[0:5, 0:5])
     assert np.abs(f.pixels[40:50, 75:85] - 0.5).mean() > 0.002
+
+
+async def test_guide_switches_to_the_guide_compiled_model(shared_models: Path,
+                                                         squeezenet: DreamModel,
+                                                         tmp_path: Path) -> None:
+    from engine.render.images import save_image
+
+    guided = DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", LAYERS, guide=True,
+                             device="cpu", threads=1)
+    plain, with_guide = Wrapped(squeezenet), Wrapped(guided)
+    rng = np.random.default_rng(3)
+    save_image(tmp_path / "g.png", rng.uniform(0, 1, (64, 96, 3)).astype(np.float32))
+    r = Renderer(plain, Recording((96, 64)), dream_size=(96, 64), output_size=(96, 64),
+                 guide_model=with_guide, resolve=lambda p: tmp_path / p)
+    r.set_recipe(_recipe(guide="g.png"))
+    await _run_for(r, 1.0)
+    assert len(with_guide.calls) >= 2 and not plain.calls
+    assert r.counters.snapshot() == {}
+
+
+async def test_snapshot_writes_the_frame_on_screen(squeezenet: DreamModel,
+                                                  tmp_path: Path) -> None:
+    from engine.errors import RenderError
+    from engine.render.images import load_image
+
+    r = Renderer(Wrapped(squeezenet), Recording((96, 64)), dream_size=(48, 32),
+                 output_size=(96, 64))
+    with pytest.raises(RenderError, match="no frame"):
+        r.snapshot(tmp_path / "x.png")
+    r.set_recipe(_recipe())
+    await _run_for(r, 0.5)
+    shown = r.latest_frame
+    assert shown is not None
+    p = r.snapshot(tmp_path / "snap.png")
+    got = (load_image(p) * 255 + 0.5).astype(np.uint8)
+    assert np.array_equal(got, shown)
