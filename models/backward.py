@@ -67,7 +67,6 @@ class Rule:
 NO_GRADIENT = frozenset({"Shape", "Size"})
 
 
-
 def _ints(v: Any, n: int, default: int) -> list[int]:
     return [int(x) for x in v] if v else [default] * n
 
@@ -127,13 +126,18 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     pads = _static_pads(n, k, s, d)
     attrs: dict[str, Any] = {"dilations": d, "group": group, "strides": s, "kernel_shape": k}
     eff = [di * (ki - 1) for ki, di in zip(k, d, strict=True)]
-    if ctx.lowering.conv_as_conv and pads is not None and all(si == 1 for si in s) and all(p <= e for p, e in zip(pads, eff + eff, strict=True)):
+    if (
+        ctx.lowering.conv_as_conv
+        and pads is not None
+        and all(si == 1 for si in s)
+        and all(p <= e for p, e in zip(pads, eff + eff, strict=True))
+    ):
         # Stride 1: the transposed conv is a plain Conv with flipped, channel-swapped weights and
         # pads eff - p. onnxruntime runs Conv in its fast blocked (NCHWc) path, unlike ConvTranspose.
         cout, cin_g = wv.shape[0], wv.shape[1]
         wt = wv.reshape(group, cout // group, cin_g, *wv.shape[2:]).swapaxes(1, 2)
         wt = wt.reshape(group * cin_g, cout // group, *wv.shape[2:])
-        wt = np.ascontiguousarray(wt[(..., *([slice(None, None, -1)] * sp))])
+        wt = np.ascontiguousarray(np.flip(wt, axis=tuple(range(2, 2 + sp))))
         back = [e - p for e, p in zip(eff + eff, pads, strict=True)]
         dx = em.op("Conv", [g[0], em.const(wt, hint="wflip")], hint="dconv", pads=back, **attrs)
     elif pads is not None and all(si == 1 for si in s):
@@ -196,7 +200,9 @@ def maxpool_argmax_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
             for i in range(kk):
                 pick[c * kk + i, 0, i // kw, i % kw] = 1.0
         cols = em.op("Conv", [x, em.const(pick, hint="im2col_k")], strides=st, group=channels, hint="mpcols")
-        stack = em.op("Reshape", [cols, em.op("Concat", [em.const([0, channels, kk], np.int64), em.tail_shape(y, 2)], axis=0)])
+        stack = em.op(
+            "Reshape", [cols, em.op("Concat", [em.const([0, channels, kk], np.int64), em.tail_shape(y, 2)], axis=0)]
+        )
     else:
         neg = em.const(np.float32(-np.inf))
         xp = em.op("Pad", [x, em.const([0, 0, pt, pl, 0, 0, pb + st[0], pr + st[1]], np.int64), neg], hint="mpx")
@@ -222,7 +228,17 @@ def maxpool_argmax_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
         "Slice",
         [placed, em.const([pt, pl], np.int64), em.op("Add", [em.const([pt, pl], np.int64), em.tail_shape(x, 2)]), axes],
     )
-    padded = em.op("Pad", [crop, em.op("Concat", [em.const([0] * 6, np.int64), em.op("Sub", [em.tail_shape(x, 2), em.tail_shape(crop, 2)])], axis=0)])
+    padded = em.op(
+        "Pad",
+        [
+            crop,
+            em.op(
+                "Concat",
+                [em.const([0] * 6, np.int64), em.op("Sub", [em.tail_shape(x, 2), em.tail_shape(crop, 2)])],
+                axis=0,
+            ),
+        ],
+    )
     return [em.op("Reshape", [padded, em.shape(x)], hint="dmaxpool")]
 
 

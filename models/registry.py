@@ -116,7 +116,9 @@ REGISTRY: dict[str, ModelSpec] = {
         filename="googlenet-torchvision.onnx",
         url=None,  # made locally from the weights below; the ONNX bytes depend on the torch version
         sha256=None,
-        preprocess=Preprocess(),
+        # torchvision's transform_input maps ImageNet-normalised input to (rgb - 0.5) / 0.5; the
+        # exporter leaves it out of the graph, so that is the preprocessing here
+        preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         layers=("inception4c", "inception4d", "inception3b"),
         notes="weights: https://download.pytorch.org/models/googlenet-1378be20.pth "
         "(torchvision's file name carries the first 8 hex digits of its SHA-256)",

@@ -68,7 +68,7 @@ class TorchDream:
         env: dict[str, Any] = {self.fg.image: x, **self.consts}
         for n in self.nodes:
             a = n.attrs
-            ins = [env[i] if i else None for i in n.inputs]
+            ins: list[Any] = [env[i] if i else None for i in n.inputs]
             op = n.op
             if op == "Conv":
                 sp = ins[1].dim() - 2

@@ -249,9 +249,7 @@ def check_gradient(
 
     fg = load_forward(model_bytes, label="tiny")
     guide = objective == "guide"
-    step, info = compile_step(
-        fg, layers, objective="layers" if guide else objective, guide=guide, lowering=lowering
-    )
+    step, info = compile_step(fg, layers, objective="layers" if guide else objective, guide=guide, lowering=lowering)
     rng = np.random.default_rng(seed)
     if x is None:
         assert shape is not None
