@@ -6,7 +6,8 @@ weights_only=True)``, so no pickled code runs. The network is defined here with 
 module names, so the state dict loads without torchvision installed. ``transform_input`` is
 folded into the preprocessing instead of the graph: torchvision's GoogLeNet maps
 ImageNet-normalised input back to ``(rgb - 0.5) / 0.5``, so the exported graph takes that
-directly (registry entry ``googlenet-torchvision``: mean 0.5, std 0.5 on RGB [0, 1]). Inception block outputs are renamed ``inception3a`` ... ``inception5b``
+directly (registry entry ``googlenet-torchvision``: mean 0.5, std 0.5 on RGB [0, 1]).
+Inception block outputs are renamed ``inception3a`` ... ``inception5b``
 so dream layers carry the names artists know.
 """
 

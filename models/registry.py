@@ -163,7 +163,7 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
     if not isinstance(pre, dict):
         raise ModelError(f"{where}: 'preprocessing' must be a table", hint="see models/starter/model.json")
     try:
-        vr = pre.get("value_range", [0.0, float(pre.get("scale", 1.0))])
+        vr = pre.get("value_range", pre.get("range", [0.0, float(pre.get("scale", 1.0))]))
         mean = tuple(float(v) for v in pre.get("mean", (0.0, 0.0, 0.0)))
         std = tuple(float(v) for v in pre.get("std", (1.0, 1.0, 1.0)))
         prep = Preprocess(
@@ -173,7 +173,9 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
             scale=float(vr[1]),
             channels=int(doc.get("channels", pre.get("channels", 3)) or 3),
         )
-        layers = tuple(str(v) for v in doc.get("layers", doc.get("recommended_layers", ())))
+        # "recommended_layers" (list) wins; "layers" may be a list or a {name: info} table
+        rec = doc.get("recommended_layers", doc.get("layers", ()))
+        layers = tuple(str(v) for v in (list(rec) if isinstance(rec, dict | list | tuple) else ()))
     except (TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"{where}: bad preprocessing fields: {exc}", hint="see models/starter/model.json") from exc
     file = str(doc.get("file", doc.get("onnx", f"{name}.onnx")))

@@ -258,3 +258,58 @@ def test_cli_layers_and_compile(shared_models: Path, tmp_path: Path, capsys: pyt
     assert [o.name for o in sess.get_outputs()] == ["grad", "loss"]
     assert cli_main(["models", "compile", str(shared_models / "mnist.onnx"), "--layers", "Nope"]) == 1
     assert cli_main(["models", "fetch", "nonexistent"]) == 1
+
+
+def _starter_like(folder: Path) -> None:
+    """A tiny model + model.json in the starter model's schema (models/starter/train.py)."""
+    import json
+
+    from tests.test_compiler_helpers import G
+
+    g = G((1, 3, 16, 16), seed=1)
+    h = g.op("Div", [g.op("Sub", ["x", g.c(np.full((1, 3, 1, 1), 0.4, np.float32))]), g.c(np.full((1, 3, 1, 1), 0.25))])
+    b1 = g.op("Relu", [g.conv(str(h), 3, 4, 3, pads=[1, 1, 1, 1])])
+    b2 = g.op(
+        "Relu", [g.conv(str(g.op("MaxPool", [b1], kernel_shape=[2, 2], strides=[2, 2])), 4, 6, 3, pads=[1, 1, 1, 1])]
+    )
+    data = g.model(str(b2))
+    (folder / "starter.onnx").write_bytes(data)
+    meta = {
+        "name": "starter",
+        "file": "starter.onnx",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "input": "x",
+        "preprocess": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "bgr": False, "range": [0, 1]},
+        "layers": {b1: {"channels": 4}, b2: {"channels": 6}},
+        "recommended_layers": [b2, b1],
+    }
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+def test_starter_schema_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _starter_like(tmp_path)
+    monkeypatch.setattr(registry, "STARTER_JSON", tmp_path / "model.json")
+    m = DreamModel.load("starter", device="cpu")
+    assert m.name == "starter" and len(m.layers) == 2 and m.value_range == (0.0, 1.0)
+    rgb = np.random.default_rng(0).uniform(0, 1, (20, 24, 3)).astype(np.float32)
+    x = m.to_model_space(rgb)
+    np.testing.assert_allclose(x[0].transpose(1, 2, 0), rgb, rtol=1e-6)  # fed as is: graph normalises
+    g, loss = m.step(x)
+    assert g.shape == x.shape and loss > 0
+
+
+def test_real_starter_model_dreams() -> None:
+    if not registry.STARTER_JSON.exists():
+        pytest.skip("models/starter/model.json is not built yet (helper H5 ships it)")
+    m = DreamModel.load("starter", device="cpu")
+    assert m.layers and set(m.layers) <= {"block1", "block2", "block3", "block4"}
+    from sklearn.datasets import load_sample_image
+
+    x = m.to_model_space(load_sample_image("flower.jpg")[::4, ::4].astype(np.float32) / 255)
+    losses = []
+    for _ in range(6):
+        g, loss = m.step(x)
+        losses.append(loss)
+        x += 0.01 / (np.abs(g).mean() + 1e-12) * g
+        m.clip(x)
+    assert losses[-1] > losses[0]
