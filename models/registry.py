@@ -163,7 +163,7 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
     if not isinstance(pre, dict):
         raise ModelError(f"{where}: 'preprocessing' must be a table", hint="see models/starter/model.json")
     try:
-        vr = pre.get("value_range", pre.get("range", [0.0, float(pre.get("scale", 1.0))]))
+        vr: Any = pre.get("value_range", pre.get("range", [0.0, float(pre.get("scale", 1.0))]))
         mean = tuple(float(v) for v in pre.get("mean", (0.0, 0.0, 0.0)))
         std = tuple(float(v) for v in pre.get("std", (1.0, 1.0, 1.0)))
         prep = Preprocess(
