@@ -40,14 +40,21 @@ class Lowering:
     - relu: "cast" = g * Cast(y > 0); "where" = Where(y > 0, g, 0); "sign" = g * Sign(y).
     - maxpool: "indices" = MaxPool Indices + ScatterElements(add); "argmax" = ArgMax over the
       stacked window offsets + one-hot ConvTranspose (no Indices, no scatter).
+    - subpixel: strided Conv backward as one stride-1 Conv + DepthToSpace instead of
+      ConvTranspose.
+    - blocks_pool: non-overlapping k x k / k MaxPool via SpaceToDepth + ArgMax + DepthToSpace
+      (onnxruntime's MaxPool-with-Indices kernel is single-threaded and ~20x slower than MaxPool).
     """
 
     conv_as_conv: bool = True
     relu: str = "cast"
     maxpool: str = "indices"
+    blocks_pool: bool = True
+    subpixel: bool = False  # measured: no faster than ConvTranspose on onnxruntime 1.32 CPU
 
     def key(self) -> str:
-        return f"c{int(self.conv_as_conv)}-{self.relu}-{self.maxpool}"
+        flags = f"c{int(self.conv_as_conv)}b{int(self.blocks_pool)}s{int(self.subpixel)}"
+        return f"{flags}-{self.relu}-{self.maxpool}"
 
 
 @dataclass
@@ -142,6 +149,8 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
         dx = em.op("Conv", [g[0], em.const(wt, hint="wflip")], hint="dconv", pads=back, **attrs)
     elif pads is not None and all(si == 1 for si in s):
         dx = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=pads, **attrs)
+    elif ctx.lowering.subpixel and pads is not None and sp == 2 and group == 1 and s[0] == s[1] and d == [1, 1]:
+        dx = _subpixel_conv_backward(ctx, g[0], wv, x, st=s[0], pads=pads)
     elif pads is not None:
         # Stride > 1: the transposed conv covers [pb, H + pe - r) of the padded input, where
         # r = (H + pb + pe - eff_k) mod s depends on H. Crop the begin padding statically, then
@@ -157,6 +166,32 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
         full = em.op("ConvTranspose", [g[0], w], hint="dconv", pads=[0] * (2 * sp), **attrs)
         dx = _same_dynamic_slice(ctx, n, full, x, sp)
     return [dx, None, None]
+
+
+def _subpixel_conv_backward(ctx: Context, g: Grad, wv: np.ndarray, x: str, *, st: int, pads: list[int]) -> str:
+    """Strided Conv backward as one stride-1 Conv + DepthToSpace ("sub-pixel" form).
+
+    Output phase (ph, pw) of the transposed conv only meets kernel taps ph + m*s; those taps form
+    a small stride-1 kernel per phase. All s*s phase kernels run as one Conv (s*s*Cin output
+    channels) and DepthToSpace interleaves them; then crop the begin pads and fit to x's size.
+    """
+    em = ctx.em
+    cout, cin, kh, kw = wv.shape
+    m = -(-max(kh, kw) // st)  # taps per phase (ceil)
+    sub_w = np.zeros((st * st * cin, cout, m, m), np.float32)
+    for ph in range(st):
+        for pw in range(st):
+            for j in range(m):
+                for i in range(m):
+                    th, tw = ph + (m - 1 - j) * st, pw + (m - 1 - i) * st
+                    if th < kh and tw < kw:
+                        rows = slice((ph * st + pw) * cin, (ph * st + pw + 1) * cin)
+                        sub_w[rows, :, j, i] = wv[:, :, th, tw].T
+    full = em.op("Conv", [g, em.const(sub_w, hint="wsub")], pads=[m - 1] * 4, hint="dconv_sub")
+    full = em.op("DepthToSpace", [full], blocksize=st, mode="DCR", hint="dconv_d2s")
+    begin = em.const(pads[:2], np.int64)
+    crop = em.op("Slice", [full, begin, em.op("Add", [begin, em.tail_shape(x, 2)]), em.const([2, 3], np.int64)])
+    return em.pad_end_to(crop, x)
 
 
 # ------------------------------------------------------------------------------------- pooling
@@ -242,9 +277,50 @@ def maxpool_argmax_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     return [em.op("Reshape", [padded, em.shape(x)], hint="dmaxpool")]
 
 
+def _blocks_pool_ok(ctx: Context, n: Node) -> bool:
+    """Non-overlapping square windows (kernel == stride, no pads/ceil/dilation)."""
+    k = [int(v) for v in n.attrs.get("kernel_shape", [])]
+    s = _ints(n.attrs.get("strides"), len(k), 1)
+    return (
+        ctx.lowering.blocks_pool
+        and len(k) == 2
+        and k[0] == k[1] == s[0] == s[1] > 1
+        and not any(_ints(n.attrs.get("pads"), 4, 0))
+        and str(n.attrs.get("auto_pad", "NOTSET") or "NOTSET") in ("NOTSET", "VALID")
+        and not int(n.attrs.get("ceil_mode", 0))
+        and all(v == 1 for v in _ints(n.attrs.get("dilations"), 2, 1))
+        and int(n.attrs.get("storage_order", 0)) == 0
+        and (len(n.outputs) < 2 or not n.outputs[1])
+    )
+
+
+def maxpool_blocks_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """Non-overlapping k x k / k MaxPool: SpaceToDepth makes each window's k*k values one axis,
+    ArgMax picks the first maximum (MaxPool's own tie-breaking), DepthToSpace puts it back."""
+    em = ctx.em
+    x, y = n.inputs[0], n.outputs[0]
+    gy = g[0]
+    assert gy is not None
+    k = int(n.attrs["kernel_shape"][0])
+    kk = k * k
+    out_hw = em.tail_shape(y, 2)
+    cover = em.op("Mul", [out_hw, em.const([k, k], np.int64)])
+    axes = em.const([2, 3], np.int64)
+    # floor mode: rows/columns beyond the last full window get no gradient
+    xc = em.op("Slice", [x, em.const([0, 0], np.int64), cover, axes], hint="mpcrop")
+    blocks = em.op("SpaceToDepth", [xc], blocksize=k, hint="mpblocks")  # (N, k*k*C, Ho, Wo)
+    shape5 = em.op("Concat", [em.const([0, kk, -1], np.int64), out_hw], axis=0)
+    best = em.op("ArgMax", [em.op("Reshape", [blocks, shape5])], axis=1, keepdims=1, hint="mpbest")
+    onehot = em.op("Equal", [best, em.const(np.arange(kk, dtype=np.int64).reshape(1, kk, 1, 1, 1), np.int64)])
+    contrib = em.op("Mul", [em.op("Cast", [onehot], to=1), em.op("Unsqueeze", [gy, em.const([1], np.int64)])])
+    flat = em.op("Reshape", [contrib, em.op("Concat", [em.const([0, -1], np.int64), out_hw], axis=0)])
+    dx = em.op("DepthToSpace", [flat], blocksize=k, mode="DCR", hint="dmaxpool")
+    return [em.pad_end_to(dx, x)]
+
+
 def maxpool_forward(ctx: Context, n: Node) -> None:
     em = ctx.em
-    if _argmax_pool_ok(ctx, n):
+    if _blocks_pool_ok(ctx, n) or _argmax_pool_ok(ctx, n):
         em.raw("MaxPool", n.inputs, n.outputs[:1], **n.attrs)
         return
     if int(n.attrs.get("storage_order", 0)) != 0:
@@ -256,6 +332,8 @@ def maxpool_forward(ctx: Context, n: Node) -> None:
 
 def maxpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     if n.outputs[0] not in ctx.pool_indices:
+        if _blocks_pool_ok(ctx, n):
+            return maxpool_blocks_backward(ctx, n, g)
         return maxpool_argmax_backward(ctx, n, g)
     em = ctx.em
     x = n.inputs[0]

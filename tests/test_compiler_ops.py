@@ -199,6 +199,7 @@ def test_gradient_matches_finite_differences(case: str) -> None:
 
 LOWERINGS = [
     Lowering(maxpool="argmax"),
+    Lowering(blocks_pool=False, subpixel=True),
     Lowering(relu="where", conv_as_conv=False),
     Lowering(relu="sign"),
 ]
@@ -224,16 +225,26 @@ def _maxpool_reference(x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, np.ndar
     return y, idx
 
 
-@pytest.mark.parametrize("mode", ["indices", "argmax"])
-def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str) -> None:
-    """Integer-valued input: many exact ties. Both lowerings must give the gradient exactly to
+TIE_CASES: dict[str, dict[str, Any]] = {
+    "3x3s2-pads-ceil": {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1},
+    "3x3s2": {"kernel_shape": [3, 3], "strides": [2, 2]},
+    "2x2s2": {"kernel_shape": [2, 2], "strides": [2, 2]},
+    "3x3s3": {"kernel_shape": [3, 3], "strides": [3, 3]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(TIE_CASES))
+@pytest.mark.parametrize("mode", ["indices", "argmax", "blocks-off"])
+def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str, case: str) -> None:
+    """Integer-valued input: many exact ties. Every lowering must give the gradient exactly to
     the pixel onnxruntime's MaxPool picks (its Indices output: first maximum, row-major)."""
     import onnxruntime as ort
 
-    attrs: dict[str, Any] = {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "ceil_mode": 1}
+    attrs: dict[str, Any] = TIE_CASES[case]
+    lowering = Lowering(blocks_pool=False) if mode == "blocks-off" else Lowering(maxpool=mode)
     g = G((1, 2, 9, 10))
     pooled = g.op("MaxPool", ["x"], **attrs)
-    step, _ = compile_step(forward_graph(g.model(str(pooled))), [str(pooled)], lowering=Lowering(maxpool=mode))
+    step, _ = compile_step(forward_graph(g.model(str(pooled))), [str(pooled)], lowering=lowering)
     x = np.random.default_rng(0).integers(0, 3, (1, 2, 9, 10)).astype(np.float32)
     sess = ort.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
     grad, _ = sess.run(["grad", "loss"], {"x": x, "layer_weights": np.ones(1, np.float32)})
