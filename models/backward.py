@@ -579,7 +579,8 @@ def clip_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     if not conds:
         return [g[0], None, None]
     mask = conds[0] if len(conds) == 1 else em.op("And", conds)
-    return [em.op("Where", [mask, g[0], em.const(0.0)], hint="dclip"), None, None]
+    # g * Cast(mask): exact (mask is 0/1) and much faster than Where in onnxruntime's CPU EP
+    return [em.op("Mul", [g[0], em.op("Cast", [mask], to=1)], hint="dclip"), None, None]
 
 
 def sigmoid_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
@@ -594,7 +595,7 @@ def hardsigmoid_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     alpha = float(n.attrs.get("alpha", 0.2))
     y = n.outputs[0]
     mask = em.op("And", [em.op("Greater", [y, em.const(0.0)]), em.op("Less", [y, em.const(1.0)])])
-    return [em.op("Where", [mask, em.op("Mul", [g[0], em.const(alpha)]), em.const(0.0)], hint="dhsig")]
+    return [em.op("Mul", [em.op("Mul", [g[0], em.const(alpha)]), em.op("Cast", [mask], to=1)], hint="dhsig")]
 
 
 def hardswish_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
