@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SQUEEZENET = REPO.parent / "shared" / "models" / "SqueezeNet_fp16.onnx"
 DEFAULT_SIZES = "224x224,448x448,640x360"
@@ -126,6 +124,8 @@ def run_model(
 ) -> list[Row]:
     import time
 
+    import numpy as np
+
     from models.dream import DreamModel
     from models.torch_ref import bench_input
 
@@ -159,6 +159,7 @@ def run_model(
 
 
 def main(args: argparse.Namespace) -> int:
+    import numpy as np
     import onnxruntime as ort
     from rich.console import Console
     from rich.table import Table
