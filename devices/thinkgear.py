@@ -327,6 +327,22 @@ class ThinkGearParser:
             j = q + 2
             if j < n and buf[j] == SYNC:
                 j = _AA_RUN.match(buf, j).end()  # type: ignore[union-attr]
+                r0 = j - 2  # the frame read here is the one read from r0, no extra SYNC
+                if nruns and r0 >= next_run and j < n and buf[j] == 4:
+                    rr = bisect.bisect_right(run_ends, r0, ri)
+                    if rr < nruns and (r0 - run_starts[rr]) % RAW_PACKET_LEN == 0 \
+                            and run_starts[rr] <= r0:
+                        first = run_first[rr] + (r0 - run_starts[rr]) // RAW_PACKET_LEN
+                        last = run_first[rr + 1] if rr + 1 < nruns else len(vals)
+                        out.append(RawRun(vals[first:last]))
+                        frames += last - first
+                        pos = run_ends[rr]
+                        if buf[pos - 1] == SYNC:
+                            pos -= 1
+                        accepted += pos - q
+                        ri = rr + 1
+                        next_run = run_starts[ri] if ri < nruns else n + 1
+                        continue
             if j >= n:
                 keep = n if final else q
                 break

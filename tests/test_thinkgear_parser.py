@@ -127,6 +127,16 @@ def test_extra_sync_bytes_before_plength() -> None:
     assert p.counters.get("frames") == 3
 
 
+def test_extra_sync_before_a_run_keeps_the_fast_path() -> None:
+    p = ThinkGearParser()
+    items = p.feed(b"\x01\xaa" + encode_raw_block(range(10)) + b"\xaa\xaa" + encode_raw_block(range(3)))
+    assert [type(i) for i in items] == [RawRun, RawRun]
+    assert isinstance(items[0], RawRun) and items[0].values.tolist() == list(range(10))
+    assert isinstance(items[1], RawRun) and items[1].values.tolist() == [0, 1, 2]
+    assert p.counters.get("frames") == 13
+    assert p.counters.get("skipped_bytes") == 1
+
+
 def test_plength_over_169_resyncs() -> None:
     p = ThinkGearParser()
     data = b"\xaa\xaa\xaa\xaa\xc8\x01\x02" + encode_raw(5) + b"\xaa\xaa\xab" + encode_raw(6)
