@@ -48,7 +48,6 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import as_strided
 
 from engine.metrics import Counters
 
@@ -399,9 +398,9 @@ def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], 
     n = len(buf)
     if n < RAW_PACKET_LEN:
         return np.zeros(0, dtype=np.int16), [], [], []
-    a = np.frombuffer(buf, dtype=np.uint8)
-    # every 8-byte window as one little-endian u64 (overlapping, no copy)
-    w = as_strided(a, (n - RAW_PACKET_LEN + 1, RAW_PACKET_LEN), (1, 1)).view("<u8")[:, 0]
+    # every 8-byte window as one little-endian u64 (overlapping, unaligned, no copy)
+    w: npt.NDArray[np.uint64] = np.ndarray((n - RAW_PACKET_LEN + 1,), dtype="<u8", buffer=buf,
+                                           strides=(1,))
     c = np.flatnonzero((w & 0xFF_FFFF_FFFF) == _RAW_HEAD_LE)
     wc = w[c]
     hi = (wc >> np.uint64(40)) & np.uint64(0xFF)
