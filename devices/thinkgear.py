@@ -34,7 +34,13 @@ its checksum, and the next packet is still found (a whole stream parses the same
 since ``AA AA AA`` is a SYNC pair plus one more SYNC). The one exception to the rejection rules
 is the MindWave Mobile 2 quirk: level-0 ``BA``/``BC`` rows whose VLEN runs past a
 checksum-valid payload; the rows before them are kept, ``row_overruns`` counts it, and parsing
-goes on after the frame. Nothing in here raises on any input bytes.
+goes on after the frame. Nothing in here raises on any input bytes. ``flush()`` ends a finite
+stream: a frame still waiting for bytes that will never come is rejected like the others.
+
+Speed: every checksum-valid raw packet in a fed buffer is found at once with numpy (each 8-byte
+window read as one u64); the Python loop only visits run boundaries, other frames and
+rejections. The byte-by-byte rules above are the reference
+(``tests/test_thinkgear_properties.py`` checks the two agree on damaged streams).
 """
 
 from __future__ import annotations
