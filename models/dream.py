@@ -97,13 +97,14 @@ class DreamModel:
         cache_dir: Path | None = None,
     ) -> DreamModel:
         from models import cache, compiler, registry
-        from models.graph import default_class_layer, load_forward
+        from models.graph import load_forward
         from models.session import make_session
 
         path, spec = registry.resolve(model)
         fg = load_forward(path, label=str(path))
         if layers is None or len(layers) == 0:
-            layers = [default_class_layer(fg)] if objective == "class" else list(spec.layers)
+            # "logits": the tensor named so, else the input of the final Softmax (graph alias)
+            layers = ["logits"] if objective == "class" else list(spec.layers)
         if not layers:
             raise ModelError(
                 f"no dream layers given for model {spec.name!r} and it has no recommended layers",

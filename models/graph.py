@@ -103,6 +103,8 @@ class ForwardGraph:
                     candidates.setdefault(stem, []).append(o)
                 if n.name and n.name not in tensor_names:
                     candidates.setdefault(n.name, []).append(o)
+        if "logits" not in tensor_names and self.outputs:
+            candidates.setdefault("logits", []).append(default_class_layer(self))
         order = {o: i for i, n in enumerate(self.nodes) for o in n.outputs}
         for alias, targets in candidates.items():
             # fire9/concat_1 and fire9/concat_2 (its Dropout) share a stem: the first one wins

@@ -112,15 +112,15 @@ def test_mnist_class_logit_gradient(shared_models: Path) -> None:
 
 def test_mnist_class_visualisation_raises_the_logit(shared_models: Path) -> None:
     model = DreamModel.load(shared_models / "mnist.onnx", objective="class", device="cpu")
-    assert model.layers == ("Plus214_Output_0",)
+    assert model.layers == ("logits",) and model.tensors == ("Plus214_Output_0",)
     x = np.full((1, 1, 28, 28), 100.0, np.float32)
     target = np.eye(10, dtype=np.float32)[3]
-    start = model.features(x)["Plus214_Output_0"][0, 3]
+    start = model.features(x)["logits"][0, 3]
     for _ in range(10):
-        g, _ = model.step(x, channel_weights={"Plus214_Output_0": target})
+        g, _ = model.step(x, channel_weights={"logits": target})
         x += 2.0 / (np.abs(g).mean() + 1e-8) * g
         model.clip(x)
-    logits = model.features(x)["Plus214_Output_0"][0]
+    logits = model.features(x)["logits"][0]
     assert logits[3] > start + 5.0 and int(np.argmax(logits)) == 3
 
 
