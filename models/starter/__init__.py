@@ -1,0 +1,1 @@
+"""The bundled starter dream model: data generator, training script and the ONNX file."""
