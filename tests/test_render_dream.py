@@ -233,3 +233,18 @@ def test_cli_dream_bad_inputs_return_1_with_message(shared_models: Path, tmp_pat
     assert cli_main(["dream", str(src), "--model", model, "--layers", "fire99/concat",
                      "--device", "cpu", "--out", str(tmp_path / "o.png")]) == 1
     assert "fire99/concat" in capsys.readouterr().err
+
+
+def test_starter_model_dreams_too() -> None:
+    """The bundled starter model: steps raise its objective and the still changes."""
+    starter = DreamModel.load("starter", ["block3"], device="cpu", threads=2)
+    img = _cat(128, 96)
+    x = starter.to_model_space(img)
+    _, before = starter.step(x)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x, _loss = ascent_step(starter, x, DreamParams(jitter=8), rng=rng)
+    _, after = starter.step(x)
+    assert after > before * 1.1, (before, after)
+    out = dream_image(starter, img, DreamParams(octaves=2, steps_per_octave=3, jitter=8))
+    assert np.abs(out - img).mean() > 0.003
