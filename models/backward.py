@@ -36,7 +36,8 @@ class Lowering:
     """How some backward ops are lowered; the defaults were the fastest in `bench dream`.
 
     - conv_as_conv: stride-1 Conv backward as a Conv with flipped weights (onnxruntime's fast
-      NCHWc path) instead of ConvTranspose.
+      NCHWc path) instead of ConvTranspose, when the forward conv has at least
+      conv_min_channels input channels (the backward conv's output channels).
     - relu: "cast" = g * Cast(y > 0); "where" = Where(y > 0, g, 0); "sign" = g * Sign(y).
     - maxpool: "indices" = MaxPool Indices + ScatterElements(add); "argmax" = ArgMax over the
       stacked window offsets + one-hot ConvTranspose (no Indices, no scatter).
@@ -47,13 +48,14 @@ class Lowering:
     """
 
     conv_as_conv: bool = True
+    conv_min_channels: int = 1
     relu: str = "cast"
     maxpool: str = "indices"
     blocks_pool: bool = True
     subpixel: bool = False  # measured: no faster than ConvTranspose on onnxruntime 1.32 CPU
 
     def key(self) -> str:
-        flags = f"c{int(self.conv_as_conv)}b{int(self.blocks_pool)}s{int(self.subpixel)}"
+        flags = f"c{int(self.conv_as_conv)}.{self.conv_min_channels}b{int(self.blocks_pool)}s{int(self.subpixel)}"
         return f"{flags}-{self.relu}-{self.maxpool}"
 
 
@@ -135,6 +137,7 @@ def conv_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     eff = [di * (ki - 1) for ki, di in zip(k, d, strict=True)]
     if (
         ctx.lowering.conv_as_conv
+        and wv.shape[1] * group >= ctx.lowering.conv_min_channels
         and pads is not None
         and all(si == 1 for si in s)
         and all(p <= e for p, e in zip(pads, eff + eff, strict=True))
