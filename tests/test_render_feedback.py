@@ -135,3 +135,12 @@ def test_unknown_flow_method_and_bad_video(tmp_path: Path, squeezenet: DreamMode
     with pytest.raises(RenderError, match=r"bad\.mp4"):
         render_feedback_video(squeezenet, bad, tmp_path / "o.mp4", seconds=1, fps=2,
                               size=(64, 64), params=DreamParams(), motion=Motion())
+
+
+def test_restart_octaves_goes_back_to_the_coarsest(squeezenet: DreamModel) -> None:
+    d = FeedbackDreamer(squeezenet, (160, 120), noise_source((160, 120)), seed=1)
+    params = DreamParams(octaves=3, steps_per_octave=1, jitter=4)
+    d.dream_realtime(params, 1)
+    assert d.current_octave(params) == 1
+    d.restart_octaves()
+    assert d.current_octave(params) == 2

@@ -163,6 +163,10 @@ class FeedbackDreamer:
         self.steps_done += params.octaves * params.steps_per_octave
         return self.canvas
 
+    def restart_octaves(self) -> None:
+        """The next real-time step starts the octave cycle again at the coarsest octave."""
+        self._octave_counter = 0
+
     def current_octave(self, params: DreamParams) -> int:
         """The octave (0 = full size) the next real-time step works on: coarse to fine."""
         n = len(octave_sizes(self.size[0], self.size[1], params.octaves, params.octave_scale))

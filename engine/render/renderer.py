@@ -9,7 +9,8 @@
   Before every dream step it takes the newest recipe (latest wins; it never works on a stale
   one), moves its canvas by the motion that elapsed since its last step (zoom, rotation and
   translation per tick, ``motion_hz`` ticks a second), makes one step at the current octave
-  (octaves cycle coarse -> fine, ``steps_per_octave`` steps each) and publishes the frame,
+  (octaves cycle coarse -> fine, ``steps_per_octave`` steps each; a new scene generation
+  restarts the cycle at the coarsest, fastest octave) and publishes the frame,
   stamped with the time its geometry belongs to and the recipe version it used.
 * The **display loop** runs in its own thread, because SDL's present/vsync wait blocks: the
   asyncio loop is never blocked. Each refresh it warps the newest dreamed frame (uint8, at
@@ -185,6 +186,9 @@ class DreamWorker(threading.Thread):
                     log.error("%s; dreaming without a guide", exc, extra={"guide": recipe.guide})
         self.dreamer.model = self.guide_model if (self.dreamer.guide is not None
                                                   and self.guide_model is not None) else self.model
+        if self._recipe is not None and recipe.generation != self._recipe.generation:
+            # a new scene: start at the coarsest (fastest) octave so it shows at once
+            self.dreamer.restart_octaves()
         self._recipe = recipe
 
     # --- the loop ---------------------------------------------------------------------------
