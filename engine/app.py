@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -249,12 +250,14 @@ class ShowRuntime:
         model_ref: str | Path = show.show.model
         if show.show.model.endswith(".onnx"):
             model_ref = self.loaded.path(show.show.model, what="show.model")
-        model = DreamModel.load(model_ref, layers, device=out_cfg.device)
+        # Leave a core to the display thread and the event loop.
+        threads = max(1, (os.cpu_count() or 2) - 1)
+        model = DreamModel.load(model_ref, layers, device=out_cfg.device, threads=threads)
         log.info("dream model ready", extra={"model": model.name, "layers": list(model.layers),
                                              "provider": model.provider})
         guide_model = None
         if any(s.guide for s in show.scenes.values()):
-            guide_model = DreamModel.load(model_ref, layers, guide=True, device=out_cfg.device)
+            guide_model = DreamModel.load(model_ref, layers, guide=True, device=out_cfg.device, threads=threads)
         source = None
         src_path = self.loaded.path(show.show.images[0], what="show.images[0]") if show.show.images \
             else default_source_path()

@@ -263,9 +263,11 @@ def _path_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
                   (f"scenes.{name}.image", scene.image)]
     problems: list[tuple[str, str]] = []
     must_exist = {"device.file"} | {k for k, _ in items if k.startswith(("show.images", "scenes."))}
-    for key, value in items:
-        if value is None or (key.startswith("scenes.") and value in BUILTIN_MASKS):
+    for key, raw in items:
+        if raw is None or (key.startswith("scenes.") and raw in BUILTIN_MASKS):
             continue
+        # image masks may say how to read the image: "edges:img.png", "luminance:img.png"
+        value = raw.removeprefix("edges:").removeprefix("luminance:") if key.endswith(".mask") else raw
         try:
             p = loaded.path(value, what=key)
         except PathEscapeError as exc:

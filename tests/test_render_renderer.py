@@ -251,3 +251,36 @@ async def test_snapshot_writes_the_frame_on_screen(squeezenet: DreamModel,
     p = r.snapshot(tmp_path / "snap.png")
     got = (load_image(p) * 255 + 0.5).astype(np.uint8)
     assert np.array_equal(got, shown)
+
+
+async def test_pause_freezes_and_blackout_blanks_the_picture(squeezenet: DreamModel) -> None:
+    model = Wrapped(squeezenet)
+    out = Recording((160, 90))
+    r = Renderer(model, out, dream_size=(160, 90), output_size=(160, 90), fps=60)
+    r.set_recipe(_recipe())
+    task = asyncio.create_task(r.run())
+    t0 = time.monotonic()
+    while len(model.calls) < 2 and time.monotonic() - t0 < 20:
+        await asyncio.sleep(0.02)
+    r.set_paused(True)
+    await asyncio.sleep(0.4)  # a step in flight may still land
+    steps_paused = len(model.calls)
+    n0 = len(out.prints)
+    await asyncio.sleep(0.5)
+    assert len(model.calls) == steps_paused, "no dream steps while paused"
+    frozen = out.prints[n0:]
+    assert len(frozen) >= 10, "the display keeps presenting while paused"
+    assert max(frozen) - min(frozen) < 1e-6, "the picture holds still while paused"
+    r.set_blackout(True)
+    await asyncio.sleep(0.2)
+    assert r.latest_frame is not None and not r.latest_frame.any()
+    r.set_blackout(False)
+    r.set_paused(False)
+    t1 = time.monotonic()
+    while len(model.calls) <= steps_paused and time.monotonic() - t1 < 10:
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert len(model.calls) > steps_paused, "play resumes dreaming"
+    assert r.latest_frame is not None and r.latest_frame.any()
+    r.stop()
+    await asyncio.wait_for(task, 10)

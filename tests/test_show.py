@@ -109,3 +109,17 @@ def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "fine" in r.stdout
+
+
+def test_image_masks_with_a_reading_mode_are_path_checked(tmp_path: Path) -> None:
+    p = write(tmp_path, """
+[scenes.calm]
+mask = "edges:missing.png"
+[scenes.attract]
+mask = "luminance:../outside.png"
+""")
+    with pytest.raises(ShowError) as info:
+        load_show(p, deep=False)
+    problems = dict(info.value.problems)
+    assert "not found" in problems["scenes.calm.mask"]
+    assert "outside the show folder" in problems["scenes.attract.mask"]

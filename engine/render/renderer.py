@@ -102,9 +102,11 @@ class DreamWorker(threading.Thread):
                  counters: Counters, motion_hz: float, seed: int,
                  resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, start_version: int = 0,
-                 nice: int = 0, source_spec: str | None = None) -> None:
+                 nice: int = 0, source_spec: str | None = None,
+                 paused: threading.Event | None = None) -> None:
         super().__init__(name="dream-worker", daemon=True)
         self.nice = nice
+        self.paused = paused or threading.Event()
         self.model = model
         self.guide_model = guide_model
         self.size = size
@@ -211,6 +213,10 @@ class DreamWorker(threading.Thread):
         t_last = time.monotonic()
         step = 0
         while not self.stop_event.is_set():
+            if self.paused.is_set():  # /dreamstate/pause: no steps, no motion, until play
+                self.stop_event.wait(0.05)
+                t_last = time.monotonic()
+                continue
             if self._recipe is None:
                 r, v = self.recipes.wait_newer(self._version, timeout=0.1)
             else:
@@ -294,6 +300,9 @@ class Renderer:
         self._last_frame: U8 | None = None
         self._last_dreamed: DreamedFrame | None = None
         self._opened = threading.Event()
+        self._paused = threading.Event()
+        self._blackout = threading.Event()
+        self._paused_at: float | None = None
 
     # --- control ---------------------------------------------------------------------------
     def set_recipe(self, recipe: DreamRecipe) -> None:
@@ -306,6 +315,30 @@ class Renderer:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def set_paused(self, paused: bool) -> None:
+        """Freeze the picture (no dream steps, no motion) or carry on from where it stood."""
+        if paused and not self._paused.is_set():
+            self._paused_at = time.monotonic()
+            self._paused.set()
+        elif not paused and self._paused.is_set():
+            self._paused.clear()
+            self._paused_at = None
+
+    def set_blackout(self, on: bool) -> None:
+        """Present black frames (the dream keeps running underneath) until switched off."""
+        if on:
+            self._blackout.set()
+        else:
+            self._blackout.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    @property
+    def blackout(self) -> bool:
+        return self._blackout.is_set()
 
     @property
     def stats(self) -> FrameStats:
@@ -335,7 +368,8 @@ class Renderer:
             stop=self._worker_stop, stats=self.tracker, counters=self.counters,
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
-            nice=self.worker_nice, source_spec=old.source_spec if old is not None else None)
+            nice=self.worker_nice, source_spec=old.source_spec if old is not None else None,
+            paused=self._paused)
         self._worker.start()
 
     # --- display ---------------------------------------------------------------------------
@@ -403,6 +437,7 @@ class Renderer:
         last_arrival: float | None = None
         version = 0
         last_present: float | None = None
+        black: U8 | None = None
         deadline = start
         while not self._stop.is_set():
             now = time.monotonic()
@@ -418,7 +453,13 @@ class Renderer:
                         self.tracker.latency(now - self._pending[1])
                         self._pending = None
             alpha = min(1.0, (now - fade_t0) / fade_s)
-            frame = self._compose(now, cur, alpha)
+            paused_at = self._paused_at
+            if self._blackout.is_set():
+                if black is None:
+                    black = np.zeros((self.output_size[1], self.output_size[0], 3), np.uint8)
+                frame = black
+            else:
+                frame = self._compose(now if paused_at is None else max(paused_at, cur.time), cur, alpha)
             self.output.present(frame)
             self._last_frame = frame
             if not self.output.poll():
