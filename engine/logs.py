@@ -47,15 +47,17 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(verbosity: int = 0, json_lines: bool = False) -> None:
-    """Configure the root logger once for a CLI run (tests use pytest's caplog instead)."""
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    level = min(level, logging.INFO)  # installations want INFO by default; -v adds debug
-    if verbosity >= 2:
-        level = logging.DEBUG
+    """Configure the root logger once for a CLI run (tests use pytest's caplog instead).
+
+    Installations log at INFO by default; ``-v`` adds dreamstate's debug lines and ``-vv``
+    everyone's.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else KeyValueFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("matplotlib", "PIL", "numba", "mne"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+    logging.getLogger("dreamstate").setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+    for noisy in ("matplotlib", "PIL", "numba", "mne", "asyncio"):
+        if verbosity < 2:
+            logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,28 @@
+"""Structured log lines: key=value by default, one JSON object per line with --log-json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _run(*args: str) -> str:
+    code = ("import logging; from engine.logs import setup_logging; import sys; "
+            f"setup_logging(json_lines={'--log-json' in args}); "
+            "logging.getLogger('dreamstate.test').warning('port lost', extra={'port': '/dev/rfcomm0', 'n': 3})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stderr.strip()
+
+
+def test_key_value_lines_carry_the_context() -> None:
+    line = _run()
+    assert "WARNING" in line and "dreamstate.test: port lost" in line
+    assert "port='/dev/rfcomm0'" in line and "n=3" in line
+
+
+def test_json_lines_are_machine_readable() -> None:
+    doc = json.loads(_run("--log-json"))
+    assert doc["level"] == "warning" and doc["msg"] == "port lost"
+    assert doc["port"] == "/dev/rfcomm0" and doc["n"] == 3
