@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="EEG-steered DeepDream for installations. Run `dreamstate run` for the demo show.",
     )
     parser.add_argument("--version", action="version", version=f"dreamstate {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="-v: dreamstate debug lines; -vv: every library's too")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: dreamstate debug lines; -vv: every library's too")
     parser.add_argument("--log-json", action="store_true", help="structured JSON log lines on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
