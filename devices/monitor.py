@@ -380,13 +380,13 @@ def make_pipeline_panel(show: Any = None) -> PipelinePanel | None:
     except ImportError as exc:
         log.info("state panel unavailable: %s", exc)
         return None
-    from engine.show import MapConfig, SignalConfig, StatesConfig
+    from engine.show import MapConfig, load_show
 
     if show is not None:
         pipeline = SignalPipeline(show.signal, show.map, show.states)
-    else:
-        pipeline = SignalPipeline(SignalConfig(), MapConfig(method="pca", reference_size=60),
-                                  StatesConfig())
+    else:  # the demo show's rules, so the state moves; a small reference so the map appears in ~15 s
+        demo = load_show(None, deep=False).show
+        pipeline = SignalPipeline(demo.signal, MapConfig(reference_size=60), demo.states)
     start = getattr(pipeline, "start", None)
     if callable(start):
         start()
