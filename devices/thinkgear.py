@@ -48,6 +48,7 @@ from __future__ import annotations
 import bisect
 import re
 import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -95,8 +96,13 @@ KNOWN_CODES: Final = _SHORT_CODES | _DONGLE_CODES | {CODE_RAW, CODE_EEG_POWER, C
 _SYNC2: Final = b"\xaa\xaa"
 _AA_RUN: Final = re.compile(rb"\xaa*")
 _EEG_POWER: Final = struct.Struct(">8f")
-_RAW_HEAD_LE: Final = 0x02_80_04_AA_AA
-"""``AA AA 04 80 02`` read as the low five bytes of a little-endian u64."""
+_adler32: Final = zlib.adler32
+_RAW_HEAD4_LE: Final = 0x80_04_AA_AA
+"""``AA AA 04 80`` read as a little-endian u32."""
+_RAW_SUM3: Final = (0xFF - CODE_RAW - 0x02) & 0xFF
+"""``hi + lo + chk`` (mod 256) of a raw packet with a valid checksum."""
+_NO_VALUES: Final = np.zeros(0, dtype=np.int16)
+_NO_VALUES.flags.writeable = False
 
 
 # --------------------------------------------------------------------------- value types
@@ -364,15 +370,16 @@ class ThinkGearParser:
                     continue
                 keep = q
                 break
-            payload = buf[j + 1:end]
-            if (~sum(payload)) & 0xFF != buf[end]:
+            # A frame is valid when sum(payload) + chksum ends in 0xFF. Adler-32's low half is
+            # 1 + the byte sum (no modulo reduction for <= 170 bytes), so this is that test.
+            if _adler32(buf[j + 1:end + 1]) & 0xFF:
                 checksum_errors += 1
-                if plen == 4 and payload[0] == CODE_RAW and payload[1] == 0x02:
+                if plen == 4 and buf[j + 1] == CODE_RAW and buf[j + 2] == 0x02:
                     out.append(LOST_RAW)
                     lost += 1
                 pos = j
                 continue
-            rows = _decode_payload(payload, stats)
+            rows = _decode_payload(buf[j + 1:end], stats)
             if rows is None:
                 malformed += 1
                 pos = j
@@ -403,26 +410,34 @@ def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], 
     start position, end position (exclusive) and the index of its first value."""
     n = len(buf)
     if n < RAW_PACKET_LEN:
-        return np.zeros(0, dtype=np.int16), [], [], []
-    # every 8-byte window as one little-endian u64 (overlapping, unaligned, no copy)
+        return _NO_VALUES, [], [], []
+    # every 4-byte window as one little-endian u32 (overlapping, unaligned, no copy): the
+    # candidates start with AA AA 04 80; their 8 bytes are then gathered as u64 rows
+    w4: npt.NDArray[np.uint32] = np.ndarray((n - RAW_PACKET_LEN + 1,), dtype="<u4",
+                                            buffer=buf, strides=(1,))
+    c = (w4 == _RAW_HEAD4_LE).nonzero()[0]
+    if c.shape[0] == 0:
+        return _NO_VALUES, [], [], []
     w: npt.NDArray[np.uint64] = np.ndarray((n - RAW_PACKET_LEN + 1,), dtype="<u8", buffer=buf,
                                            strides=(1,))
-    c = np.flatnonzero((w & 0xFF_FFFF_FFFF) == _RAW_HEAD_LE)
     wc = w[c]
-    hi = (wc >> np.uint64(40)) & np.uint64(0xFF)
-    lo = (wc >> np.uint64(48)) & np.uint64(0xFF)
-    ok = ((hi + lo + (wc >> np.uint64(56)) + np.uint64(CODE_RAW + 0x02)) & np.uint64(0xFF)) == 0xFF
+    b8 = wc.view(np.uint8).reshape(-1, RAW_PACKET_LEN)
+    # byte 4 is VLEN 2; hi + lo + chk wraps (uint8) to 0xFF - 0x80 - 0x02
+    ok = ((b8[:, 5] + b8[:, 6] + b8[:, 7]) == _RAW_SUM3) & (b8[:, 4] == 2)
     c = c[ok]
-    vals = ((hi[ok] << np.uint64(8)) | lo[ok]).astype(np.uint16).view(np.int16)
-    vals.flags.writeable = False
     if c.shape[0] == 0:
-        return vals, [], [], []
-    brk = np.flatnonzero(np.diff(c) != RAW_PACKET_LEN) + 1
-    firsts = np.concatenate(([0], brk))
-    lasts = np.append(brk, c.shape[0]) - 1
-    starts = c[firsts]
-    ends = c[lasts] + RAW_PACKET_LEN
-    return vals, starts.tolist(), ends.tolist(), firsts.tolist()
+        return _NO_VALUES, [], [], []
+    vals = (wc[ok] >> np.uint64(40)).astype(np.uint16).byteswap().view(np.int16)
+    vals.flags.writeable = False
+    brk: list[int] = ((c[1:] - c[:-1]) != RAW_PACKET_LEN).nonzero()[0].tolist()
+    if not brk:
+        first = int(c[0])
+        return vals, [first], [int(c[-1]) + RAW_PACKET_LEN], [0]
+    firsts = [0, *[k + 1 for k in brk]]
+    brk.append(c.shape[0] - 1)
+    starts: list[int] = c[firsts].tolist()
+    ends: list[int] = (c[brk] + RAW_PACKET_LEN).tolist()
+    return vals, starts, ends, firsts
 
 
 def _decode_payload(p: bytes, stats: dict[str, int]) -> tuple[Row, ...] | None:
