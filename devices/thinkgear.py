@@ -97,6 +97,8 @@ _SYNC2: Final = b"\xaa\xaa"
 _AA_RUN: Final = re.compile(rb"\xaa*")
 _EEG_POWER: Final = struct.Struct(">8f")
 _adler32: Final = zlib.adler32
+_object_new: Final = object.__new__
+_object_setattr: Final = object.__setattr__
 _RAW_HEAD4_LE: Final = 0x80_04_AA_AA
 """``AA AA 04 80`` read as a little-endian u32."""
 _RAW_SUM3: Final = (0xFF - CODE_RAW - 0x02) & 0xFF
@@ -245,6 +247,13 @@ ParseItem = Packet | RawRun | LostRaw
 LOST_RAW: Final = LostRaw()
 
 
+def _new_run(values: npt.NDArray[np.int16]) -> RawRun:
+    """``RawRun(values)`` without the frozen dataclass ``__init__`` (the parser's hot path)."""
+    run = _object_new(RawRun)
+    _object_setattr(run, "values", values)
+    return run
+
+
 def expand(items: Iterable[ParseItem]) -> list[Packet | LostRaw]:
     """One ``Packet`` per frame (``RawRun`` expanded), ``LostRaw`` kept, stream order."""
     out: list[Packet | LostRaw] = []
@@ -304,7 +313,10 @@ class ThinkGearParser:
         buf = self._buf + bytes(data) if self._buf else bytes(data)
         n = len(buf)
         out: list[ParseItem] = []
-        stats = dict.fromkeys(_COUNTER_NAMES, 0)
+        emit = out.append
+        find = buf.find
+        new_run = _new_run
+        stats = {"row_overruns": 0, "unknown_codes": 0}
         frames = checksum_errors = length_errors = malformed = lost = truncated = 0
         vals, run_starts, run_ends, run_first = _raw_runs(buf)
         nruns = len(run_starts)
@@ -314,11 +326,28 @@ class ThinkGearParser:
         keep = -1
         accepted = 0
         while True:
-            q = buf.find(_SYNC2, pos)
+            q = find(b"\xaa\xaa", pos)
             if q < 0:
                 keep = n - 1 if n and buf[n - 1] == SYNC and pos < n and not final else n
                 break
-            if q >= next_run:
+            if q == next_run:  # the common case: a run of raw packets starts here
+                first = run_first[ri]
+                ri += 1
+                if ri < nruns:
+                    last = run_first[ri]
+                    pos = run_ends[ri - 1]
+                    next_run = run_starts[ri]
+                else:
+                    last = len(vals)
+                    pos = run_ends[ri - 1]
+                    next_run = n + 1
+                emit(new_run(vals[first:last]))
+                frames += last - first
+                if buf[pos - 1] == 0xAA:  # the checksum byte may be the next frame's SYNC
+                    pos -= 1
+                accepted += pos - q
+                continue
+            if q > next_run:
                 # q may start a run of raw packets, or land inside one on its 8-byte grid
                 if q >= run_ends[ri]:
                     ri = bisect.bisect_right(run_ends, q, ri)
@@ -326,7 +355,7 @@ class ThinkGearParser:
                 if q >= next_run and (q - next_run) % RAW_PACKET_LEN == 0:
                     first = run_first[ri] + (q - next_run) // RAW_PACKET_LEN
                     last = run_first[ri] + (run_ends[ri] - next_run) // RAW_PACKET_LEN
-                    out.append(RawRun(vals[first:last]))
+                    emit(new_run(vals[first:last]))
                     frames += last - first
                     pos = run_ends[ri]
                     if buf[pos - 1] == SYNC:  # the checksum byte may be the next frame's SYNC
@@ -337,7 +366,9 @@ class ThinkGearParser:
                     continue
             j = q + 2
             if j < n and buf[j] == SYNC:
-                j = _AA_RUN.match(buf, j).end()  # type: ignore[union-attr]
+                j += 1
+                if j < n and buf[j] == SYNC:
+                    j = _AA_RUN.match(buf, j).end()  # type: ignore[union-attr]
                 r0 = j - 2  # the frame read here is the one read from r0, no extra SYNC
                 if nruns and r0 >= next_run and j < n and buf[j] == 4:
                     rr = bisect.bisect_right(run_ends, r0, ri)
@@ -345,7 +376,7 @@ class ThinkGearParser:
                             and run_starts[rr] <= r0:
                         first = run_first[rr] + (r0 - run_starts[rr]) // RAW_PACKET_LEN
                         last = run_first[rr + 1] if rr + 1 < nruns else len(vals)
-                        out.append(RawRun(vals[first:last]))
+                        emit(new_run(vals[first:last]))
                         frames += last - first
                         pos = run_ends[rr]
                         if buf[pos - 1] == SYNC:
@@ -375,7 +406,7 @@ class ThinkGearParser:
             if _adler32(buf[j + 1:end + 1]) & 0xFF:
                 checksum_errors += 1
                 if plen == 4 and buf[j + 1] == CODE_RAW and buf[j + 2] == 0x02:
-                    out.append(LOST_RAW)
+                    emit(LOST_RAW)
                     lost += 1
                 pos = j
                 continue
@@ -384,23 +415,30 @@ class ThinkGearParser:
                 malformed += 1
                 pos = j
                 continue
-            out.append(Packet(rows))
+            emit(Packet(rows))
             frames += 1
             pos = end if buf[end] == SYNC else end + 1
             accepted += pos - q
-        stats["bytes"] = len(data)
-        stats["frames"] = frames
-        stats["checksum_errors"] = checksum_errors
-        stats["length_errors"] = length_errors
-        stats["malformed_frames"] = malformed
-        stats["truncated_frames"] = truncated
-        stats["resyncs"] = checksum_errors + length_errors + malformed + truncated
-        stats["lost_raw_frames"] = lost
-        stats["skipped_bytes"] = keep - accepted
         self._buf = buf[keep:]
+        inc = self.counters.inc
+        if data:
+            inc("bytes", len(data))
+        if frames:
+            inc("frames", frames)
+        if keep != accepted:
+            inc("skipped_bytes", keep - accepted)
+        resyncs = checksum_errors + length_errors + malformed + truncated
+        if resyncs:
+            inc("resyncs", resyncs)
+            for name, value in (("checksum_errors", checksum_errors),
+                                ("length_errors", length_errors),
+                                ("malformed_frames", malformed), ("truncated_frames", truncated),
+                                ("lost_raw_frames", lost)):
+                if value:
+                    inc(name, value)
         for name, value in stats.items():
             if value:
-                self.counters.inc(name, value)
+                inc(name, value)
         return out
 
 
@@ -427,7 +465,10 @@ def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], 
     c = c[ok]
     if c.shape[0] == 0:
         return _NO_VALUES, [], [], []
-    vals = (wc[ok] >> np.uint64(40)).astype(np.uint16).byteswap().view(np.int16)
+    wc = wc[ok]
+    # hi lo of each packet, read in place as one big-endian int16, then made native
+    vals = np.ndarray((c.shape[0],), dtype=">i2", buffer=wc, offset=5,
+                      strides=(RAW_PACKET_LEN,)).astype(np.int16)
     vals.flags.writeable = False
     brk: list[int] = ((c[1:] - c[:-1]) != RAW_PACKET_LEN).nonzero()[0].tolist()
     if not brk:
@@ -442,6 +483,15 @@ def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], 
 
 def _decode_payload(p: bytes, stats: dict[str, int]) -> tuple[Row, ...] | None:
     """Rows of a checksum-valid payload, or None when the frame must be rejected."""
+    if (len(p) == 32 and p[0] == CODE_POOR_SIGNAL and p[2] == CODE_ASIC_POWER and p[3] == 24
+            and p[28] == CODE_ATTENTION and p[30] == CODE_MEDITATION):
+        # the 1 Hz packet in its datasheet layout: the same rows the loop below decodes
+        v = int.from_bytes(p[4:28], "big")
+        return (PoorSignal(p[1]),
+                AsicPower((v >> 168, (v >> 144) & 0xFFFFFF, (v >> 120) & 0xFFFFFF,
+                           (v >> 96) & 0xFFFFFF, (v >> 72) & 0xFFFFFF, (v >> 48) & 0xFFFFFF,
+                           (v >> 24) & 0xFFFFFF, v & 0xFFFFFF)),
+                Attention(p[29]), Meditation(p[31]))
     rows: list[Row] = []
     n = len(p)
     i = 0
