@@ -40,11 +40,16 @@ class Lowering:
       conv_min_channels input channels (the backward conv's output channels).
     - relu: "cast" = g * Cast(y > 0); "where" = Where(y > 0, g, 0); "sign" = g * Sign(y).
     - maxpool: "indices" = MaxPool Indices + ScatterElements(add); "argmax" = ArgMax over the
-      stacked window offsets + one-hot ConvTranspose (no Indices, no scatter).
+      stacked window offsets + one-hot ConvTranspose (no Indices, no scatter); "separable" =
+      for 3x3 / 2 windows (SqueezeNet), a row pass then a column pass of 3-way masks and
+      interleaves, all multithreaded float ops (falls back to "indices" for other windows).
     - subpixel: strided Conv backward as one stride-1 Conv + DepthToSpace instead of
       ConvTranspose.
     - blocks_pool: non-overlapping k x k / k MaxPool via SpaceToDepth + ArgMax + DepthToSpace
       (onnxruntime's MaxPool-with-Indices kernel is single-threaded and ~20x slower than MaxPool).
+    - relu_pool: a Relu whose only consumer is a MaxPool gets its mask on the pool's (smaller)
+      output instead: the pool gradient only reaches pixels equal to their window's maximum y,
+      where [x > 0] == [y > 0], so Pool^T(g) * [x > 0] == Pool^T(g * [y > 0]) exactly.
     """
 
     conv_as_conv: bool = True
@@ -53,9 +58,11 @@ class Lowering:
     maxpool: str = "indices"
     blocks_pool: bool = True
     subpixel: bool = False  # measured: no faster than ConvTranspose on onnxruntime 1.32 CPU
+    relu_pool: bool = True
 
     def key(self) -> str:
         flags = f"c{int(self.conv_as_conv)}.{self.conv_min_channels}b{int(self.blocks_pool)}s{int(self.subpixel)}"
+        flags += f"r{int(self.relu_pool)}"
         return f"{flags}-{self.relu}-{self.maxpool}"
 
 
@@ -65,6 +72,13 @@ class Context:
     lowering: Lowering = field(default_factory=Lowering)
     diff: set[str] = field(default_factory=set)
     pool_indices: dict[str, str] = field(default_factory=dict)
+    # tensor -> op of the forward node that makes it; tensor -> how many forward nodes read it;
+    # tensors that carry a gradient seed of their own (dream layers)
+    producers: dict[str, str] = field(default_factory=dict)
+    readers: dict[str, int] = field(default_factory=dict)
+    seeded: set[str] = field(default_factory=set)
+    # Relu outputs whose mask a downstream MaxPool backward already applied
+    premasked: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -321,9 +335,96 @@ def maxpool_blocks_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     return [em.pad_end_to(dx, x)]
 
 
+def _separable_pool_ok(ctx: Context, n: Node) -> bool:
+    """3x3 windows, stride 2, no pads/ceil/dilation, known channel count."""
+    xshape = ctx.em.static_shape(n.inputs[0])
+    return (
+        ctx.lowering.maxpool == "separable"
+        and [int(v) for v in n.attrs.get("kernel_shape", [])] == [3, 3]
+        and _ints(n.attrs.get("strides"), 2, 1) == [2, 2]
+        and not any(_ints(n.attrs.get("pads"), 4, 0))
+        and str(n.attrs.get("auto_pad", "NOTSET") or "NOTSET") in ("NOTSET", "VALID")
+        and not int(n.attrs.get("ceil_mode", 0))
+        and all(v == 1 for v in _ints(n.attrs.get("dilations"), 2, 1))
+        and int(n.attrs.get("storage_order", 0)) == 0
+        and (len(n.outputs) < 2 or not n.outputs[1])
+        and xshape is not None
+        and len(xshape) == 4
+        and isinstance(xshape[1], int)
+    )
+
+
+def _split3(ctx: Context, g: str, v0: str, v1: str, best: str) -> tuple[str, str, str]:
+    """Split g over three window offsets: to offset 0 where v0 == best, else to offset 1 where
+    v1 == best, else to offset 2 (the first maximum wins). Exact: each part is g or 0."""
+    em = ctx.em
+    g0 = em.op("Mul", [g, em.op("Cast", [em.op("Equal", [v0, best])], to=1)], hint="mpg0")
+    rest = em.op("Sub", [g, g0])
+    g1 = em.op("Mul", [rest, em.op("Cast", [em.op("Equal", [v1, best])], to=1)], hint="mpg1")
+    return g0, g1, em.op("Sub", [rest, g1], hint="mpg2")
+
+
+def _interleave3(ctx: Context, parts: tuple[str, str, str], axis: int, like: str) -> str:
+    """Stride-2 placement of three offsets along ``axis``: out[2i] = p0[i] + p2[i-1],
+    out[2i+1] = p1[i], cropped to ``like``'s size on that axis (which is 2n+1 or 2n+2)."""
+    em = ctx.em
+    p0, p1, p2 = parts
+    end = [0] * 8
+    end[4 + axis] = 1
+    begin = [0] * 8
+    begin[axis] = 1
+    pad_end = em.const(end, np.int64)
+    even = em.op("Add", [em.op("Pad", [p0, pad_end]), em.op("Pad", [p2, em.const(begin, np.int64)])])
+    odd = em.op("Pad", [p1, pad_end])
+    ax = em.const([axis + 1], np.int64)
+    pair = em.op("Concat", [em.op("Unsqueeze", [even, ax]), em.op("Unsqueeze", [odd, ax])], axis=axis + 1)
+    if axis == 2:
+        shape = em.op("Concat", [em.const([0, 0, -1], np.int64), em.tail_shape(p0, 3)], axis=0)
+    else:
+        shape = em.const([0, 0, 0, -1], np.int64)
+    full = em.op("Reshape", [pair, shape], hint="mpinterleave")
+    size = em.op("Slice", [em.shape(like), em.const([axis], np.int64), em.const([axis + 1], np.int64)])
+    return str(em.op("Slice", [full, em.const([0], np.int64), size, em.const([axis], np.int64)]))
+
+
+def maxpool_separable_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """3x3 / 2 MaxPool gradient as a row pass then a column pass (no Indices, no scatter).
+
+    Row-major first maximum of a 3x3 window = the first of its three rows whose row maximum
+    equals the window maximum, then the first column in that row where x equals the row
+    maximum. So: h = MaxPool 1x3/(1,2) of x (the row maxima); g goes to the winning row of h
+    (3-way masks on h's row views against y), is placed back at stride 2 over rows, then goes
+    to the winning column (masks on x's column views against h) and is placed back over
+    columns. Column views come from one-hot depthwise Convs (x * 1 + 0 is exact).
+    """
+    em = ctx.em
+    x, y = n.inputs[0], n.outputs[0]
+    gy = g[0]
+    assert gy is not None
+    xshape = em.static_shape(x)
+    assert xshape is not None and isinstance(xshape[1], int)
+    channels = xshape[1]
+    h = em.op("MaxPool", [x], kernel_shape=[1, 3], strides=[1, 2], hint="mprowmax")  # (N, C, H, Wo)
+    cols = []
+    for b in range(2):
+        pick = np.zeros((channels, 1, 1, 3), np.float32)
+        pick[:, 0, 0, b] = 1.0
+        cols.append(em.op("Conv", [x, em.const(pick, hint="mpcol_k")], strides=[1, 2], group=channels, hint="mpcol"))
+    ho = em.op("Slice", [em.shape(y), em.const([2], np.int64), em.const([3], np.int64)])
+    span = em.op("Sub", [em.op("Mul", [ho, em.const([2], np.int64)]), em.const([1], np.int64)])
+    rows = []
+    for a in range(2):
+        start = em.const([a], np.int64)
+        end = em.op("Add", [span, start])
+        rows.append(em.op("Slice", [h, start, end, em.const([2], np.int64), em.const([2], np.int64)], hint="mprow"))
+    gh = _interleave3(ctx, _split3(ctx, gy, rows[0], rows[1], y), 2, x)
+    dx = _interleave3(ctx, _split3(ctx, gh, cols[0], cols[1], h), 3, x)
+    return [em.op("Identity", [dx], hint="dmaxpool")]
+
+
 def maxpool_forward(ctx: Context, n: Node) -> None:
     em = ctx.em
-    if _blocks_pool_ok(ctx, n) or _argmax_pool_ok(ctx, n):
+    if _blocks_pool_ok(ctx, n) or _argmax_pool_ok(ctx, n) or _separable_pool_ok(ctx, n):
         em.raw("MaxPool", n.inputs, n.outputs[:1], **n.attrs)
         return
     if int(n.attrs.get("storage_order", 0)) != 0:
@@ -333,10 +434,30 @@ def maxpool_forward(ctx: Context, n: Node) -> None:
     ctx.pool_indices[n.outputs[0]] = idx
 
 
+def _relu_into_pool(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """Apply the mask of a Relu feeding only this MaxPool on the pool output (see Lowering)."""
+    x, gy = n.inputs[0], g[0]
+    if (
+        not ctx.lowering.relu_pool
+        or gy is None
+        or ctx.producers.get(x) != "Relu"
+        or ctx.readers.get(x, 0) != 1
+        or x in ctx.seeded
+    ):
+        return g
+    em = ctx.em
+    mask = em.op("Cast", [em.op("Greater", [n.outputs[0], em.const(0.0)])], to=1, hint="relumask_pooled")
+    ctx.premasked.add(x)
+    return [em.op("Mul", [gy, mask], hint="drelu_pooled"), *g[1:]]
+
+
 def maxpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    g = _relu_into_pool(ctx, n, g)
     if n.outputs[0] not in ctx.pool_indices:
         if _blocks_pool_ok(ctx, n):
             return maxpool_blocks_backward(ctx, n, g)
+        if _separable_pool_ok(ctx, n):
+            return maxpool_separable_backward(ctx, n, g)
         return maxpool_argmax_backward(ctx, n, g)
     em = ctx.em
     x = n.inputs[0]
@@ -549,6 +670,8 @@ def binary_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
 # -------------------------------------------------------------------------------- activations
 def relu_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     em = ctx.em
+    if n.outputs[0] in ctx.premasked:
+        return [g[0]]  # masked downstream by the MaxPool that alone reads it
     # y = relu(x) >= 0, so Sign(y) is exactly the 0/1 mask; Mul is much cheaper than Where here.
     mode = ctx.lowering.relu
     if mode == "where":

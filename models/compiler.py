@@ -38,7 +38,7 @@ log = logging.getLogger("dreamstate.models")
 
 Objective = Literal["layers", "channels", "class"]
 OBJECTIVES: tuple[str, ...] = ("layers", "channels", "class")
-COMPILER_VERSION = "1"
+COMPILER_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,13 @@ def compile_step(
             )
 
     em = Emitter(fg)
-    ctx = backward.Context(em, lowering=lowering or Lowering(), diff=diff)
+    ctx = backward.Context(em, lowering=lowering or Lowering(), diff=diff, seeded=set(tensors) | {fg.image})
+    for n in fwd:
+        for o in n.outputs:
+            ctx.producers[o] = n.op
+        for i in n.inputs:
+            if i:
+                ctx.readers[i] = ctx.readers.get(i, 0) + 1
     # Forward pass (with small rewrites that let the backward reuse forward results).
     for n in fwd:
         for i in n.inputs:

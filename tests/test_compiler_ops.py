@@ -202,6 +202,8 @@ LOWERINGS = [
     Lowering(blocks_pool=False, subpixel=True),
     Lowering(relu="where", conv_as_conv=False),
     Lowering(relu="sign"),
+    Lowering(maxpool="separable"),
+    Lowering(relu_pool=False),
 ]
 
 
@@ -234,7 +236,7 @@ TIE_CASES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("case", sorted(TIE_CASES))
-@pytest.mark.parametrize("mode", ["indices", "argmax", "blocks-off"])
+@pytest.mark.parametrize("mode", ["indices", "argmax", "separable", "blocks-off"])
 def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str, case: str) -> None:
     """Integer-valued input: many exact ties. Every lowering must give the gradient exactly to
     the pixel onnxruntime's MaxPool picks (its Indices output: first maximum, row-major)."""
@@ -253,6 +255,54 @@ def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str, case: str) -> Non
     expected = np.zeros(x.size, np.float64)
     np.add.at(expected, idx.ravel(), (y / y.size).ravel())  # d(mean(y^2)/2)/dy = y / numel
     np.testing.assert_allclose(grad.ravel(), expected, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", sorted(TIE_CASES))
+@pytest.mark.parametrize("mode", ["indices", "argmax", "separable"])
+def test_relu_mask_moved_onto_the_pool_output_is_exact(mode: str, case: str) -> None:
+    """Relu -> MaxPool with many ties (zeros from the Relu, equal integers): applying the Relu
+    mask on the pool output (relu_pool) gives bit-identical gradients to masking the input."""
+    import onnxruntime as ort
+
+    g = G((1, 2, 9, 10))
+    pooled = g.op("MaxPool", [g.op("Relu", ["x"])], **TIE_CASES[case])
+    fg = forward_graph(g.model(str(pooled)))
+    x = np.random.default_rng(1).integers(-1, 3, (1, 2, 9, 10)).astype(np.float32)
+    grads = []
+    for relu_pool in (True, False):
+        step, _ = compile_step(fg, [str(pooled)], lowering=Lowering(maxpool=mode, relu_pool=relu_pool))
+        ops = {n.op_type for n in step.graph.node}
+        assert any(n.name.startswith("drelu_pooled") or "drelu_pooled" in n.output[0] for n in step.graph.node) == (
+            relu_pool
+        ), ops
+        sess = ort.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
+        grads.append(sess.run(["grad"], {"x": x, "layer_weights": np.ones(1, np.float32)})[0])
+    assert np.abs(grads[1]).max() > 0
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_relu_read_elsewhere_keeps_its_own_mask(second_reader: bool) -> None:
+    """The Relu mask moves onto the pool output only when the pool alone reads the Relu: here
+    the Relu output is also a dream layer with a guide objective (its seed is not zero where
+    the Relu is), or it also feeds a conv; gradients stay exact."""
+
+    def build(g: G) -> str:
+        r = g.op("Relu", [g.conv("x", 2, 3, 3, pads=[1, 1, 1, 1])])
+        g.extra = r  # type: ignore[attr-defined]
+        p = g.op("MaxPool", [r], kernel_shape=[3, 3], strides=[2, 2])
+        if second_reader:
+            return str(g.op("Add", [p, g.conv(r, 3, 3, 3, strides=[2, 2])]))
+        return str(p)
+
+    g = G((1, 2, 11, 11), seed=5)
+    out = build(g)
+    if second_reader:
+        check_gradient(g.model(out), [out], shape=(1, 2, 11, 11))
+        return
+    guides = [np.random.default_rng(k).standard_normal((1, 3, 4, 5)) for k in range(2)]
+    layers = [g.extra, out]  # type: ignore[attr-defined]
+    check_gradient(g.model(out), layers, objective="guide", extra=guides, shape=(1, 2, 11, 11))
 
 
 def test_two_layers_weighted_and_shared_path() -> None:
