@@ -99,6 +99,7 @@ _EEG_POWER: Final = struct.Struct(">8f")
 _adler32: Final = zlib.adler32
 _object_new: Final = object.__new__
 _object_setattr: Final = object.__setattr__
+_RAW_HEAD: Final = b"\xaa\xaa\x04\x80\x02"
 _RAW_HEAD4_LE: Final = 0x80_04_AA_AA
 """``AA AA 04 80`` read as a little-endian u32."""
 _RAW_SUM3: Final = (0xFF - CODE_RAW - 0x02) & 0xFF
@@ -447,37 +448,37 @@ def _raw_runs(buf: bytes) -> tuple[npt.NDArray[np.int16], list[int], list[int], 
     (consecutive ones 8 bytes apart). Returns their int16 values (read-only) and, per run, its
     start position, end position (exclusive) and the index of its first value."""
     n = len(buf)
-    if n < RAW_PACKET_LEN:
+    if n < RAW_PACKET_LEN or _RAW_HEAD not in buf:
         return _NO_VALUES, [], [], []
-    # every 4-byte window as one little-endian u32 (overlapping, unaligned, no copy): the
-    # candidates start with AA AA 04 80; their 8 bytes are then gathered as u64 rows
-    w4: npt.NDArray[np.uint32] = np.ndarray((n - RAW_PACKET_LEN + 1,), dtype="<u4",
-                                            buffer=buf, strides=(1,))
-    c = (w4 == _RAW_HEAD4_LE).nonzero()[0]
+    m = n - RAW_PACKET_LEN + 1  # the positions where a whole packet fits
+    a = np.frombuffer(buf, dtype=np.uint8)
+    # every 4-byte window as one little-endian u32 (overlapping, unaligned, no copy)
+    w4: npt.NDArray[np.uint32] = np.ndarray((m,), dtype="<u4", buffer=buf, strides=(1,))
+    ok = w4 == _RAW_HEAD4_LE  # AA AA 04 80
+    ok &= a[4:n - 3] == 2  # VLEN 2
+    s = a[5:n - 2] + a[6:n - 1]  # hi + lo + chk, wrapping like the checksum (uint8)
+    s += a[7:]
+    ok &= s == _RAW_SUM3
+    c = ok.nonzero()[0]
     if c.shape[0] == 0:
         return _NO_VALUES, [], [], []
-    w: npt.NDArray[np.uint64] = np.ndarray((n - RAW_PACKET_LEN + 1,), dtype="<u8", buffer=buf,
+    # hi lo of each packet read in place as a big-endian int16, gathered and made native
+    be: npt.NDArray[np.int16] = np.ndarray((m,), dtype=">i2", buffer=buf, offset=5,
                                            strides=(1,))
-    wc = w[c]
-    b8 = wc.view(np.uint8).reshape(-1, RAW_PACKET_LEN)
-    # byte 4 is VLEN 2; hi + lo + chk wraps (uint8) to 0xFF - 0x80 - 0x02
-    ok = ((b8[:, 5] + b8[:, 6] + b8[:, 7]) == _RAW_SUM3) & (b8[:, 4] == 2)
-    c = c[ok]
-    if c.shape[0] == 0:
-        return _NO_VALUES, [], [], []
-    wc = wc[ok]
-    # hi lo of each packet, read in place as one big-endian int16, then made native
-    vals = np.ndarray((c.shape[0],), dtype=">i2", buffer=wc, offset=5,
-                      strides=(RAW_PACKET_LEN,)).astype(np.int16)
+    vals = be[c].astype(np.int16)
     vals.flags.writeable = False
-    brk: list[int] = ((c[1:] - c[:-1]) != RAW_PACKET_LEN).nonzero()[0].tolist()
-    if not brk:
-        first = int(c[0])
-        return vals, [first], [int(c[-1]) + RAW_PACKET_LEN], [0]
-    firsts = [0, *[k + 1 for k in brk]]
-    brk.append(c.shape[0] - 1)
-    starts: list[int] = c[firsts].tolist()
+    brk = ((c[1:] - c[:-1]) != RAW_PACKET_LEN).nonzero()[0]  # the last packet of each run but
+    first = int(c[0])                                          # the last run
+    end = int(c[-1]) + RAW_PACKET_LEN
+    if brk.shape[0] == 0:
+        return vals, [first], [end], [0]
+    nxt = brk + 1
+    firsts: list[int] = nxt.tolist()
+    firsts.insert(0, 0)
+    starts: list[int] = c[nxt].tolist()
+    starts.insert(0, first)
     ends: list[int] = (c[brk] + RAW_PACKET_LEN).tolist()
+    ends.append(end)
     return vals, starts, ends, firsts
 
 
