@@ -317,6 +317,8 @@ class ThinkGearParser:
         emit = out.append
         find = buf.find
         new_run = _new_run
+        new_obj = _object_new
+        set_attr = _object_setattr
         stats = {"row_overruns": 0, "unknown_codes": 0}
         frames = checksum_errors = length_errors = malformed = lost = truncated = 0
         vals, run_starts, run_ends, run_first = _raw_runs(buf)
@@ -342,7 +344,9 @@ class ThinkGearParser:
                     last = len(vals)
                     pos = run_ends[ri - 1]
                     next_run = n + 1
-                emit(new_run(vals[first:last]))
+                run = new_obj(RawRun)  # RawRun(values) without the dataclass __init__
+                set_attr(run, "values", vals[first:last])
+                emit(run)
                 frames += last - first
                 if buf[pos - 1] == 0xAA:  # the checksum byte may be the next frame's SYNC
                     pos -= 1
@@ -371,6 +375,23 @@ class ThinkGearParser:
                 if j < n and buf[j] == SYNC:
                     j = _AA_RUN.match(buf, j).end()  # type: ignore[union-attr]
                 r0 = j - 2  # the frame read here is the one read from r0, no extra SYNC
+                if r0 == next_run:  # a run of raw packets starts at r0
+                    first = run_first[ri]
+                    ri += 1
+                    if ri < nruns:
+                        last = run_first[ri]
+                        pos = run_ends[ri - 1]
+                        next_run = run_starts[ri]
+                    else:
+                        last = len(vals)
+                        pos = run_ends[ri - 1]
+                        next_run = n + 1
+                    emit(new_run(vals[first:last]))
+                    frames += last - first
+                    if buf[pos - 1] == 0xAA:
+                        pos -= 1
+                    accepted += pos - q
+                    continue
                 if nruns and r0 >= next_run and j < n and buf[j] == 4:
                     rr = bisect.bisect_right(run_ends, r0, ri)
                     if rr < nruns and (r0 - run_starts[rr]) % RAW_PACKET_LEN == 0 \
