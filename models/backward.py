@@ -47,9 +47,11 @@ class Lowering:
       ConvTranspose.
     - blocks_pool: non-overlapping k x k / k MaxPool via SpaceToDepth + ArgMax + DepthToSpace
       (onnxruntime's MaxPool-with-Indices kernel is single-threaded and ~20x slower than MaxPool).
-    - relu_pool: a Relu whose only consumer is a MaxPool gets its mask on the pool's (smaller)
-      output instead: the pool gradient only reaches pixels equal to their window's maximum y,
-      where [x > 0] == [y > 0], so Pool^T(g) * [x > 0] == Pool^T(g * [y > 0]) exactly.
+    - relu_pool: a Relu (or a Concat of Relus) whose only consumer is a MaxPool gets its mask
+      on the pool's (smaller) output instead: the pool gradient only reaches pixels equal to
+      their window's maximum y, where [x > 0] == [y > 0], so Pool^T(g) * [x > 0] ==
+      Pool^T(g * [y > 0]) exactly. A dream-layer seed on x is fine when it is zero wherever x
+      is ("layers"/"channels" objectives: seed = x * const), not with a guide or class seed.
     """
 
     conv_as_conv: bool = True
@@ -72,9 +74,9 @@ class Context:
     lowering: Lowering = field(default_factory=Lowering)
     diff: set[str] = field(default_factory=set)
     pool_indices: dict[str, str] = field(default_factory=dict)
-    # tensor -> op of the forward node that makes it; tensor -> how many forward nodes read it;
-    # tensors that carry a gradient seed of their own (dream layers)
-    producers: dict[str, str] = field(default_factory=dict)
+    # tensor -> the forward node that makes it; tensor -> how many forward nodes read it;
+    # tensors with a gradient seed that may be nonzero where the tensor is zero
+    producers: dict[str, Node] = field(default_factory=dict)
     readers: dict[str, int] = field(default_factory=dict)
     seeded: set[str] = field(default_factory=set)
     # Relu outputs whose mask a downstream MaxPool backward already applied
@@ -434,20 +436,34 @@ def maxpool_forward(ctx: Context, n: Node) -> None:
     ctx.pool_indices[n.outputs[0]] = idx
 
 
-def _relu_into_pool(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
-    """Apply the mask of a Relu feeding only this MaxPool on the pool output (see Lowering)."""
-    x, gy = n.inputs[0], g[0]
-    if (
-        not ctx.lowering.relu_pool
-        or gy is None
-        or ctx.producers.get(x) != "Relu"
-        or ctx.readers.get(x, 0) != 1
-        or x in ctx.seeded
+def _relu_sources(ctx: Context, x: str) -> list[str] | None:
+    """The Relu outputs whose masks make up the mask of ``x`` (a Relu output, or a Concat of
+    Relu outputs), when nothing but this path reads them; else None."""
+
+    def alone(t: str) -> bool:
+        return ctx.readers.get(t, 0) == 1 and t not in ctx.seeded
+
+    node = ctx.producers.get(x)
+    if node is None or not alone(x):
+        return None
+    if node.op == "Relu":
+        return [x]
+    if node.op == "Concat" and all(
+        i and alone(i) and getattr(ctx.producers.get(i), "op", None) == "Relu" for i in node.inputs
     ):
+        return list(node.inputs)
+    return None
+
+
+def _relu_into_pool(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """Apply the mask of the Relu(s) feeding only this MaxPool on the pool output (see Lowering)."""
+    gy = g[0]
+    sources = _relu_sources(ctx, n.inputs[0]) if ctx.lowering.relu_pool and gy is not None else None
+    if not sources:
         return g
     em = ctx.em
     mask = em.op("Cast", [em.op("Greater", [n.outputs[0], em.const(0.0)])], to=1, hint="relumask_pooled")
-    ctx.premasked.add(x)
+    ctx.premasked.update(sources)
     return [em.op("Mul", [gy, mask], hint="drelu_pooled"), *g[1:]]
 
 

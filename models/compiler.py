@@ -183,10 +183,14 @@ def compile_step(
             )
 
     em = Emitter(fg)
-    ctx = backward.Context(em, lowering=lowering or Lowering(), diff=diff, seeded=set(tensors) | {fg.image})
+    # Seeds of the "layers"/"channels" objectives are layer * constant, zero wherever the layer
+    # is; guide and class seeds are not (see Lowering.relu_pool).
+    zero_seeds = objective in ("layers", "channels") and not guide
+    seeded = {fg.image} | (set() if zero_seeds else set(tensors))
+    ctx = backward.Context(em, lowering=lowering or Lowering(), diff=diff, seeded=seeded)
     for n in fwd:
         for o in n.outputs:
-            ctx.producers[o] = n.op
+            ctx.producers[o] = n
         for i in n.inputs:
             if i:
                 ctx.readers[i] = ctx.readers.get(i, 0) + 1

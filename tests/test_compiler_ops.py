@@ -257,28 +257,45 @@ def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str, case: str) -> Non
     np.testing.assert_allclose(grad.ravel(), expected, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("source", ["relu", "concat", "concat-layer"])
 @pytest.mark.parametrize("case", sorted(TIE_CASES))
 @pytest.mark.parametrize("mode", ["indices", "argmax", "separable"])
-def test_relu_mask_moved_onto_the_pool_output_is_exact(mode: str, case: str) -> None:
-    """Relu -> MaxPool with many ties (zeros from the Relu, equal integers): applying the Relu
-    mask on the pool output (relu_pool) gives bit-identical gradients to masking the input."""
+def test_relu_mask_moved_onto_the_pool_output_is_exact(mode: str, case: str, source: str) -> None:
+    """Relu (or Concat of Relus) -> MaxPool with many ties (zeros from the Relu, equal
+    integers): applying the Relu mask on the pool output (relu_pool) gives bit-identical
+    gradients to masking the input; also when the pool input is itself a dream layer."""
     import onnxruntime as ort
 
     g = G((1, 2, 9, 10))
-    pooled = g.op("MaxPool", [g.op("Relu", ["x"])], **TIE_CASES[case])
+    if source == "relu":
+        h = g.op("Relu", ["x"])
+    else:
+        h = g.op("Concat", [g.op("Relu", ["x"]), g.op("Relu", [g.conv("x", 2, 2, 1)])], axis=1)
+    pooled = g.op("MaxPool", [h], **TIE_CASES[case])
+    layers = [str(h), str(pooled)] if source == "concat-layer" else [str(pooled)]
     fg = forward_graph(g.model(str(pooled)))
     x = np.random.default_rng(1).integers(-1, 3, (1, 2, 9, 10)).astype(np.float32)
     grads = []
     for relu_pool in (True, False):
-        step, _ = compile_step(fg, [str(pooled)], lowering=Lowering(maxpool=mode, relu_pool=relu_pool))
-        ops = {n.op_type for n in step.graph.node}
-        assert any(n.name.startswith("drelu_pooled") or "drelu_pooled" in n.output[0] for n in step.graph.node) == (
-            relu_pool
-        ), ops
+        step, _ = compile_step(fg, layers, lowering=Lowering(maxpool=mode, relu_pool=relu_pool))
+        moved = any("drelu_pooled" in n.output[0] for n in step.graph.node)
+        assert moved == relu_pool
         sess = ort.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
-        grads.append(sess.run(["grad"], {"x": x, "layer_weights": np.ones(1, np.float32)})[0])
+        feeds = {"x": x, "layer_weights": np.asarray([0.7, -1.3][: len(layers)], np.float32)}
+        grads.append(sess.run(["grad"], feeds)[0])
     assert np.abs(grads[1]).max() > 0
     np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_relu_mask_moved_for_concat_layer_matches_finite_differences() -> None:
+    g = G((1, 2, 11, 11), seed=9)
+    h = g.op(
+        "Concat",
+        [g.op("Relu", [g.conv("x", 2, 3, 3, pads=[1, 1, 1, 1])]), g.op("Relu", [g.conv("x", 2, 2, 1)])],
+        axis=1,
+    )
+    pooled = g.op("MaxPool", [h], kernel_shape=[3, 3], strides=[2, 2])
+    check_gradient(g.model(str(pooled)), [str(h), str(pooled)], weights=[0.5, 2.0], shape=(1, 2, 11, 11))
 
 
 @pytest.mark.parametrize("second_reader", [False, True])
@@ -303,6 +320,15 @@ def test_relu_read_elsewhere_keeps_its_own_mask(second_reader: bool) -> None:
     guides = [np.random.default_rng(k).standard_normal((1, 3, 4, 5)) for k in range(2)]
     layers = [g.extra, out]  # type: ignore[attr-defined]
     check_gradient(g.model(out), layers, objective="guide", extra=guides, shape=(1, 2, 11, 11))
+
+
+def test_concat_of_relus_read_elsewhere_keeps_their_masks() -> None:
+    g = G((1, 2, 11, 11), seed=6)
+    r = g.op("Relu", [g.conv("x", 2, 3, 3, pads=[1, 1, 1, 1])])
+    h = g.op("Concat", [r, g.op("Relu", [g.conv("x", 2, 2, 1)])], axis=1)
+    pooled = g.op("MaxPool", [h], kernel_shape=[3, 3], strides=[2, 2])
+    out = g.op("Add", [pooled, g.conv(r, 3, 5, 3, strides=[2, 2])])
+    check_gradient(g.model(str(out)), [str(out)], shape=(1, 2, 11, 11))
 
 
 def test_two_layers_weighted_and_shared_path() -> None:
