@@ -37,10 +37,12 @@ checksum-valid payload; the rows before them are kept, ``row_overruns`` counts i
 goes on after the frame. Nothing in here raises on any input bytes. ``flush()`` ends a finite
 stream: a frame still waiting for bytes that will never come is rejected like the others.
 
-Speed: every checksum-valid raw packet in a fed buffer is found at once with numpy (each 8-byte
-window read as one u64); the Python loop only visits run boundaries, other frames and
-rejections. The byte-by-byte rules above are the reference
-(``tests/test_thinkgear_properties.py`` checks the two agree on damaged streams).
+Speed: every checksum-valid raw packet in a fed buffer is found at once with numpy (masks over
+the whole buffer for the ``AA AA 04 80`` header read as an unaligned u32, the VLEN byte and
+the uint8-wrapped checksum, after a ``bytes`` pre-check); the Python loop only visits run
+boundaries, other frames and rejections, and tests a checksum with ``zlib.adler32``. The
+byte-by-byte rules above are the reference (``tests/test_thinkgear_properties.py`` checks the
+two agree on damaged streams).
 """
 
 from __future__ import annotations
