@@ -28,6 +28,7 @@ from devices.thinkgear import (
     ThinkGearParser,
     UnknownRow,
     _decode_payload,
+    _raw_runs,
     encode_packet,
     encode_raw,
     encode_row,
@@ -198,6 +199,56 @@ piece_st = st.one_of(
 def test_matches_the_byte_by_byte_reference(pieces: list[bytes], cuts: list[int]) -> None:
     data = b"".join(pieces)
     assert expand(_feed_split(data, cuts)) == reference_parse(data)
+
+
+def _raw_runs_brute(buf: bytes) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Values, run starts, run ends, first indexes: one position at a time."""
+    vals: list[int] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    firsts: list[int] = []
+    for i in range(len(buf) - 7):
+        if buf[i:i + 5] == b"\xaa\xaa\x04\x80\x02" and (0x82 + sum(buf[i + 5:i + 8])) & 0xFF == 0xFF:
+            if ends and ends[-1] == i:
+                ends[-1] = i + 8
+            else:
+                starts.append(i)
+                ends.append(i + 8)
+                firsts.append(len(vals))
+            vals.append(int.from_bytes(buf[i + 5:i + 7], "big", signed=True))
+    return vals, starts, ends, firsts
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(-32768, 32767).map(encode_raw), piece_st), max_size=30),
+       st.integers(0, 7), st.integers(0, 7))
+def test_raw_finder_matches_a_brute_force_scan(pieces: list[bytes], head: int, tail: int) -> None:
+    data = b"".join(pieces)
+    data = data[head:len(data) - tail]  # packets cut at either end of the buffer
+    vals, starts, ends, firsts = _raw_runs(data)
+    assert (vals.tolist(), starts, ends, firsts) == _raw_runs_brute(data)
+    assert not vals.flags.writeable
+
+
+@SETTINGS
+@given(st.tuples(u8, u8, u8), st.tuples(*[st.integers(0, 0xFFFFFF)] * 8), st.integers(0, 31), u8)
+def test_the_1hz_packet_decodes_like_the_row_loop(values: tuple[int, int, int],
+                                                  bands: tuple[int, int, int, int, int, int, int,
+                                                               int],
+                                                  at: int, byte: int) -> None:
+    """The 1 Hz packet has a fast path; a leading RawMarker row forces the general row loop on
+    the same bytes, and both must agree (also with one byte changed anywhere)."""
+    poor, att, med = values
+    rows = (PoorSignal(poor), AsicPower(bands), Attention(att), Meditation(med))
+    payload = b"".join(encode_row(r) for r in rows)
+    assert _decode_payload(payload, dict.fromkeys(("row_overruns", "unknown_codes"), 0)) == rows
+    changed = payload[:at] + bytes([byte]) + payload[at + 1:]
+    fast_stats = dict.fromkeys(("row_overruns", "unknown_codes"), 0)
+    loop_stats = dict.fromkeys(("row_overruns", "unknown_codes"), 0)
+    fast = _decode_payload(changed, fast_stats)
+    loop = _decode_payload(encode_row(RawMarker(0)) + changed, loop_stats)
+    assert loop == (None if fast is None else (RawMarker(0), *fast))
+    assert fast_stats == loop_stats
 
 
 def test_eeg_power_floats_are_big_endian() -> None:
