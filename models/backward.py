@@ -12,6 +12,12 @@ Facts the rules rely on (checked with onnxruntime 1.31/1.32):
   tensor is exact for overlapping windows (MaxUnpool overwrites and has no CUDA kernel).
 - Elementwise masks use the op's *output* where that is equivalent (Relu: y > 0), so onnxruntime
   can still fuse Conv+Relu in the forward pass.
+- A Relu (or Concat of Relus) read only by a MaxPool is masked on the pool's output instead
+  (Lowering.relu_pool): 4x fewer elements, bit-identical gradients, ~10% of a SqueezeNet step.
+- Measured on onnxruntime 1.32 CPU (2 threads): MaxPool with Indices is single-threaded (~16 ms
+  on SqueezeNet's pool1 at 640x360 vs ~1 ms without); every Indices-free 3x3/2 backward tried
+  (per-offset masks + one-hot ConvTranspose, ArgMax, separable row/column masks) costs as much
+  or more, because Slice/Pad/Concat/Where/ConvTranspose-col2im are single-threaded too.
 """
 
 from __future__ import annotations
