@@ -95,3 +95,45 @@ async def test_show_runs_end_to_end_and_obeys_osc(show_dir: Path) -> None:
     cap.release()
     assert ok and frame.shape == (180, 320, 3)
     assert frames >= 20
+
+
+CALIBRATED = SHOW.replace('mode = "rules"', 'mode = "calibrated"').replace(
+    'script = [{ state = "relaxed", seconds = 30 }]',
+    'script = [{ state = "relaxed", seconds = 5 }, { state = "focused", seconds = 30 }]',
+).replace('{ state = "focused", when = "beta_rel > 0.30" }]',
+          '{ state = "focused", when = "beta_rel > 0.30" }]\n'
+          '[states.calibration]\nmin_windows_per_label = 8\nsave = "calib.json"',
+          ).replace('kind = "video"', 'kind = "none"')
+
+
+async def test_calibration_labels_over_osc_fit_and_save(tmp_path: Path, shared_models: Path) -> None:
+    import json
+
+    shutil.copy(shared_models / "SqueezeNet_fp16.onnx", tmp_path / "SqueezeNet_fp16.onnx")
+    (tmp_path / "show.toml").write_text(CALIBRATED)
+    rt = ShowRuntime(load_show(tmp_path / "show.toml"), seconds=30.0)
+    task = asyncio.create_task(rt.run())
+    for _ in range(400):
+        if rt.osc_server is not None:
+            break
+        await asyncio.sleep(0.05)
+    client = SimpleUDPClient("127.0.0.1", rt.osc_server.address[1])
+    client.send_message("/dreamstate/calibrate/start", "calm")
+    await asyncio.sleep(4.0)
+    client.send_message("/dreamstate/calibrate/stop", [])
+    await asyncio.sleep(2.0)  # the simulator is "focused" from 5 s on
+    client.send_message("/dreamstate/calibrate/start", "focused")
+    await asyncio.sleep(4.0)
+    client.send_message("/dreamstate/calibrate/stop", [])
+    saved = tmp_path / "calib.json"
+    for _ in range(100):
+        if saved.exists():
+            break
+        await asyncio.sleep(0.05)
+    client.close()
+    rt.supervisor.request_stop("test done")
+    await asyncio.wait_for(task, 10)
+    assert saved.exists(), "the fitted calibration was saved where the show says"
+    doc = json.loads(saved.read_text())
+    assert "calm" in json.dumps(doc) and "focused" in json.dumps(doc)
+    assert rt.signal_stage.pipeline.calibrator.model is not None
