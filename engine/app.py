@@ -35,7 +35,7 @@ from engine.channels import BoundedQueue, Broadcast
 from engine.control.commands import Command
 from engine.errors import CalibrationError, DreamstateError
 from engine.metrics import Counters
-from engine.records import Blink, DreamRecipe, EegState, Reading
+from engine.records import Blink, DeviceEvent, DeviceEventKind, DreamRecipe, EegState, Reading
 from engine.runtime import FunctionStage, Stage, Supervisor
 from engine.scenes import SceneDirector
 from engine.show import LoadedShow, Show, load_show
@@ -91,9 +91,13 @@ class DeviceStage(Stage):
             self.rt.readings.publish(reading)
 
     async def stop(self) -> None:
+        """Close the device and tell the rest of the show it is gone (so the state becomes
+        ``absent`` and the attract scene takes over while the supervisor retries)."""
         if self.device is not None:
             await self.device.close()
             self.device = None
+        self.rt.readings.publish(DeviceEvent(DeviceEventKind.DISCONNECTED, time.monotonic(),
+                                             detail="device stage stopped"))
 
 
 class SignalStage(Stage):
@@ -135,6 +139,9 @@ class SignalStage(Stage):
                 rt.on_state(result.state)
                 if result.point is not None and rt.osc_telemetry is not None:
                     rt.osc_telemetry.map_point(result.point)
+            state = self.pipeline.latest_state
+            if state is not None and state is not rt.latest_state:  # e.g. absent on a device event
+                rt.on_state(state)
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.pipeline.close, 1.0)

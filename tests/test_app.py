@@ -137,3 +137,21 @@ async def test_calibration_labels_over_osc_fit_and_save(tmp_path: Path, shared_m
     doc = json.loads(saved.read_text())
     assert "calm" in json.dumps(doc) and "focused" in json.dumps(doc)
     assert rt.signal_stage.pipeline.calibrator.model is not None
+
+
+async def test_missing_headset_never_stops_the_show(tmp_path: Path, shared_models: Path) -> None:
+    """A headset port that does not exist: the device stage retries with backoff, the state is
+    'absent', the attract scene plays, and the renderer keeps going."""
+    shutil.copy(shared_models / "SqueezeNet_fp16.onnx", tmp_path / "SqueezeNet_fp16.onnx")
+    text = SHOW.replace('kind = "simulated"', 'kind = "thinkgear"\nport = "/dev/dreamstate-no-such-port"').replace(
+        'kind = "video"', 'kind = "none"') + "\n[attract]\nscene = \"attract\"\nafter_s = 0.5\n"
+    (tmp_path / "show.toml").write_text(text)
+    rt = ShowRuntime(load_show(tmp_path / "show.toml"), seconds=4.0)
+    await asyncio.wait_for(rt.run(), 30)
+    counters = rt.supervisor.counters.snapshot()
+    assert counters.get("device.crashes", 0) >= 2, counters
+    assert "no-such-port" in rt.supervisor.last_error["device"]
+    assert counters.get("render.crashes", 0) == 0
+    assert rt.latest_state is not None and rt.latest_state.label == "absent"
+    assert rt.director.scene_name == "attract"
+    assert rt.renderer.stats.displayed_frames > 10
