@@ -35,7 +35,18 @@ from engine.channels import BoundedQueue, Broadcast
 from engine.control.commands import Command
 from engine.errors import CalibrationError, DreamstateError
 from engine.metrics import Counters
-from engine.records import Blink, DeviceEvent, DeviceEventKind, DreamRecipe, EegState, Reading
+from engine.records import (
+    BandPowers,
+    Blink,
+    DeviceEvent,
+    DeviceEventKind,
+    DreamRecipe,
+    EegState,
+    ESense,
+    MapPoint,
+    Reading,
+    SignalQuality,
+)
 from engine.runtime import FunctionStage, Stage, Supervisor
 from engine.scenes import SceneDirector
 from engine.show import LoadedShow, Show, load_show
@@ -137,8 +148,8 @@ class SignalStage(Stage):
             rt.on_reading(reading)
             for result in self.pipeline.feed(reading):
                 rt.on_state(result.state)
-                if result.point is not None and rt.osc_telemetry is not None:
-                    rt.osc_telemetry.map_point(result.point)
+                if result.point is not None:
+                    rt.eeg["point"] = result.point
             state = self.pipeline.latest_state
             if state is not None and state is not rt.latest_state:  # e.g. absent on a device event
                 rt.on_state(state)
@@ -214,6 +225,7 @@ class ShowRuntime:
         self.osc_telemetry: Any = None
         self.mqtt: Any = None
         self.osc_server: Any = None
+        self.eeg: dict[str, ESense | SignalQuality | BandPowers | MapPoint] = {}
         self._last_recipe: DreamRecipe | None = None
         self.signal_stage = SignalStage(self)
         self.supervisor = Supervisor(self._stages())
@@ -277,24 +289,18 @@ class ShowRuntime:
 
     # --- events ---------------------------------------------------------------------------------
     def on_reading(self, reading: Reading) -> None:
-        tele = self.osc_telemetry
-        if tele is None:
-            return
-        from engine.records import BandPowers, ESense, SignalQuality
-
+        """Keep the latest device values; telemetry sends them at its own steady rate."""
         if isinstance(reading, ESense):
-            tele.esense(reading)
+            self.eeg["esense"] = reading
         elif isinstance(reading, SignalQuality):
-            tele.signal(reading)
+            self.eeg["quality"] = reading
         elif isinstance(reading, BandPowers):
-            tele.bands(reading)
+            self.eeg["bands"] = reading
 
     def on_state(self, state: EegState) -> None:
         changed = self.latest_state is None or state.label != self.latest_state.label
         self.latest_state = state
         self.director.on_state(state)
-        if self.osc_telemetry is not None:
-            self.osc_telemetry.state(state)
         if self.mqtt is not None and changed:
             self.mqtt.publish_state(state)
 
@@ -378,8 +384,6 @@ class ShowRuntime:
                 extra.update(display_fps=round(s.display_fps, 1), dream_steps_s=round(s.dream_steps_per_s, 2))
             extra.update({k: v for k, v in self.readings.dropped.items() if v})
             log.info("status", extra=extra)
-            if self.mqtt is not None:
-                self.mqtt.publish_telemetry({k: v for k, v in extra.items() if v is not None})
 
     async def _osc_loop(self) -> None:
         from engine.control.osc import OscControlServer, OscTelemetry
@@ -391,21 +395,40 @@ class ShowRuntime:
         tele = OscTelemetry([(t.host, t.port) for t in cfg.targets], labels=self.show.states.labels)
         self.osc_telemetry = tele if cfg.targets else None
         try:
-            last_beat = 0.0
-            while True:
-                with contextlib.suppress(TimeoutError):
-                    cmd = await asyncio.wait_for(server.commands.get(), timeout=0.25)
-                    self.apply_command(cmd)
-                now = time.monotonic()
-                if self.osc_telemetry is not None and now - last_beat >= 1.0:
-                    last_beat = now
-                    tele.heartbeat()
-                    if self.renderer is not None:
-                        tele.fps(self.renderer.stats.display_fps)
+            async with asyncio.TaskGroup() as tg:
+                if cfg.targets:
+                    tg.create_task(self._osc_telemetry_loop(tele, cfg.rate_hz), name="osc.telemetry")
+                while True:
+                    self.apply_command(await server.commands.get())
         finally:
             self.osc_telemetry = None
             server.close()
             tele.close()
+
+    async def _osc_telemetry_loop(self, tele: Any, rate_hz: float) -> None:
+        """The fixed address set at a steady rate (what TouchDesigner's OSC In CHOP wants);
+        blinks go out as pulses when they happen; heartbeat and fps once a second."""
+        period = 1.0 / rate_hz
+        last_beat = 0.0
+        while True:
+            e, q, b, p = (self.eeg.get(k) for k in ("esense", "quality", "bands", "point"))
+            if isinstance(e, ESense):
+                tele.esense(e)
+            if isinstance(q, SignalQuality):
+                tele.signal(q)
+            if isinstance(b, BandPowers):
+                tele.bands(b)
+            if isinstance(p, MapPoint):
+                tele.map_point(p)
+            if self.latest_state is not None:
+                tele.state(self.latest_state)
+            now = time.monotonic()
+            if now - last_beat >= 1.0:
+                last_beat = now
+                tele.heartbeat()
+                if self.renderer is not None:
+                    tele.fps(self.renderer.stats.display_fps)
+            await asyncio.sleep(period)
 
     async def _mqtt_loop(self) -> None:
         from engine.control.mqtt import MqttLink
@@ -415,10 +438,33 @@ class ShowRuntime:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(link.run(), name="mqtt.link")
+                tg.create_task(self._mqtt_telemetry_loop(link), name="mqtt.telemetry")
                 while True:
                     self.apply_command(await link.commands.get())
         finally:
             self.mqtt = None
+
+    def telemetry_doc(self) -> dict[str, Any]:
+        """One JSON-able snapshot: eSense and signal 0..1, map x y, state, fps."""
+        doc: dict[str, Any] = {"scene": self.director.scene_name}
+        e, q, p = (self.eeg.get(k) for k in ("esense", "quality", "point"))
+        if isinstance(e, ESense):
+            doc.update(attention=e.attention / 100.0, meditation=e.meditation / 100.0)
+        if isinstance(q, SignalQuality):
+            doc["signal"] = round(1.0 - min(q.poor_signal, 200) / 200.0, 3)
+        if isinstance(p, MapPoint):
+            doc["map"] = [round(p.x, 4), round(p.y, 4)]
+        if self.latest_state is not None:
+            doc.update(state=self.latest_state.label, confidence=round(self.latest_state.confidence, 3))
+        if self.renderer is not None:
+            doc["fps"] = round(self.renderer.stats.display_fps, 1)
+        return doc
+
+    async def _mqtt_telemetry_loop(self, link: Any) -> None:
+        period = 1.0 / self.show.mqtt.telemetry_hz
+        while True:
+            await asyncio.sleep(period)
+            link.publish_telemetry(self.telemetry_doc())
 
     async def _record_loop(self) -> None:
         from devices.recording import Recorder

@@ -155,3 +155,66 @@ async def test_missing_headset_never_stops_the_show(tmp_path: Path, shared_model
     assert rt.latest_state is not None and rt.latest_state.label == "absent"
     assert rt.director.scene_name == "attract"
     assert rt.renderer.stats.displayed_frames > 10
+
+
+async def test_telemetry_out_over_osc_and_mqtt(tmp_path: Path, shared_models: Path) -> None:
+    """TouchDesigner/Max get the fixed OSC address set at a steady rate; an MQTT render node
+    gets retained state and telemetry, and can switch the scene over MQTT."""
+    import json
+    import socket
+
+    import aiomqtt
+
+    from tests.test_mqtt import Broker
+
+    broker = Broker(tmp_path)
+    broker.start()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    try:
+        shutil.copy(shared_models / "SqueezeNet_fp16.onnx", tmp_path / "SqueezeNet_fp16.onnx")
+        osc = f'listen_port = 0\nrate_hz = 20\ntargets = [{{ host = "127.0.0.1", port = {rx.getsockname()[1]} }}]'
+        mqtt = (f'\n[mqtt]\nenabled = true\nport = {broker.port}\n'
+                'installation = "room"\nnode = "eeg"\ntelemetry_hz = 5\n')
+        text = SHOW.replace('kind = "video"', 'kind = "none"').replace("listen_port = 0", osc) + mqtt
+        (tmp_path / "show.toml").write_text(text)
+        rt = ShowRuntime(load_show(tmp_path / "show.toml"), seconds=20.0)
+        task = asyncio.create_task(rt.run())
+        got: dict[str, bytes] = {}
+        async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+            await c.subscribe("dreamstate/room/eeg/#")
+            async with asyncio.timeout(15):
+                async for m in c.messages:
+                    got[str(m.topic)] = m.payload  # type: ignore[assignment]
+                    tele_doc = json.loads(got.get("dreamstate/room/eeg/telemetry", b"{}"))
+                    if "dreamstate/room/eeg/state" in got and {"signal", "state"} <= set(tele_doc):
+                        break
+            await c.publish("dreamstate/room/control/scene", b"focused")
+            for _ in range(100):
+                if rt.director.scene_name == "focused":
+                    break
+                await asyncio.sleep(0.05)
+        assert rt.director.scene_name == "focused", "scene switched over MQTT"
+        tele = json.loads(got["dreamstate/room/eeg/telemetry"])
+        assert 0.0 <= tele["signal"] <= 1.0 and "state" in tele
+        assert json.loads(got["dreamstate/room/eeg/state"])["label"] in {"calm", "focused", "neutral"}
+        addresses: dict[str, int] = {}
+        from pythonosc.osc_message import OscMessage
+
+        while True:
+            try:
+                m = OscMessage(rx.recv(4096))
+            except BlockingIOError:
+                break
+            addresses[m.address] = addresses.get(m.address, 0) + 1
+        rt.supervisor.request_stop("test done")
+        await asyncio.wait_for(task, 10)
+        for address in ("/dreamstate/heartbeat", "/dreamstate/state", "/dreamstate/eeg/signal",
+                        "/dreamstate/eeg/attention", "/dreamstate/state/calm", "/dreamstate/render/fps"):
+            assert addresses.get(address, 0) >= 1, (address, addresses)
+        assert addresses["/dreamstate/state"] >= 10, "sent at a steady rate, not only on change"
+        assert all(a.startswith("/dreamstate/") for a in addresses)
+    finally:
+        rx.close()
+        broker.stop()
