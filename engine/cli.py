@@ -12,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from engine import __version__
 from engine.errors import DreamstateError
@@ -35,9 +35,6 @@ BENCH_MODULES: dict[str, str] = {
     "dream": "models.bench",
     "render": "engine.render.bench",
 }
-
-Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -73,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _bench_runner(module_name: str):  # type: ignore[no-untyped-def]
+def _bench_runner(module_name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         module = importlib.import_module(module_name)
         result: int = module.main(args)

@@ -25,7 +25,7 @@ from engine.channels import BoundedQueue
 from engine.control.commands import Command, ControlError, parse_command
 from engine.errors import NetworkError
 from engine.metrics import Counters
-from engine.records import BAND_NAMES, BandPowers, EegState, ESense, MapPoint, SignalQuality
+from engine.records import BandPowers, EegState, ESense, MapPoint, SignalQuality
 
 log = logging.getLogger("dreamstate.osc")
 
@@ -158,4 +158,4 @@ class OscTelemetry:
         self._sock.close()
 
 
-__all__ = ["BAND_NAMES", "OscControlServer", "OscTelemetry"]
+__all__ = ["OscControlServer", "OscTelemetry"]
