@@ -58,6 +58,8 @@ class Lowering:
       their window's maximum y, where [x > 0] == [y > 0], so Pool^T(g) * [x > 0] ==
       Pool^T(g * [y > 0]) exactly. A dream-layer seed on x is fine when it is zero wherever x
       is ("layers"/"channels" objectives: seed = x * const), not with a guide or class seed.
+    - fold_pads: zero constant Pads read only by Convs become the Convs' own padding
+      (:func:`models.graph.fold_pads`, exact) instead of a Pad forward and a Pad backward.
     """
 
     conv_as_conv: bool = True
@@ -67,10 +69,11 @@ class Lowering:
     blocks_pool: bool = True
     subpixel: bool = False  # measured: no faster than ConvTranspose on onnxruntime 1.32 CPU
     relu_pool: bool = True
+    fold_pads: bool = True
 
     def key(self) -> str:
         flags = f"c{int(self.conv_as_conv)}.{self.conv_min_channels}b{int(self.blocks_pool)}s{int(self.subpixel)}"
-        flags += f"r{int(self.relu_pool)}"
+        flags += f"r{int(self.relu_pool)}p{int(self.fold_pads)}"
         return f"{flags}-{self.relu}-{self.maxpool}"
 
 
@@ -640,6 +643,143 @@ def split_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     return [dx] + [None] * (len(n.inputs) - 1)
 
 
+# ----------------------------------------------------------------------------------------- Pad
+_BIG = 1 << 62
+
+
+def _pad_adjoint_axis(ctx: Context, g: str, *, axis: int, b: int, e: int, mode: str) -> str:
+    """Adjoint of padding one axis by (b, e) >= 0 in ``reflect`` or ``edge`` mode: the centre of
+    g, plus the border gradients added back onto the input cells they were copied from.
+
+    reflect: y = [x_b .. x_1, x_0 .. x_{L-1}, x_{L-2} .. x_{L-1-e}], so the reversed begin
+    border adds onto x[1 : b+1] and the reversed end border onto x[L-1-e : L-1];
+    edge: every begin border cell is x_0 and every end border cell is x_{L-1}.
+    All slices count from the begin or the end of the axis, so L may be dynamic.
+    """
+    em = ctx.em
+    ax = em.const([axis], np.int64)
+
+    def sl(t: str, start: int, end: int, step: int = 1) -> str:
+        ins = [t, em.const([start], np.int64), em.const([end], np.int64), ax]
+        if step != 1:
+            ins.append(em.const([step], np.int64))
+        return str(em.op("Slice", ins, hint="dpad_slice"))
+
+    centre = sl(g, b, -e if e else _BIG)
+    if b:
+        gb = sl(g, 0, b)
+        if mode == "reflect":
+            part = sl(gb, -1, -_BIG, -1)
+            centre = em.op(
+                "Concat",
+                [sl(centre, 0, 1), em.op("Add", [sl(centre, 1, b + 1), part]), sl(centre, b + 1, _BIG)],
+                axis=axis,
+            )
+        else:
+            part = em.op("ReduceSum", [gb, ax], keepdims=1)
+            centre = em.op("Concat", [em.op("Add", [sl(centre, 0, 1), part]), sl(centre, 1, _BIG)], axis=axis)
+    if e:
+        ge = sl(g, -e, _BIG)
+        if mode == "reflect":
+            part = sl(ge, -1, -_BIG, -1)
+            centre = em.op(
+                "Concat",
+                [sl(centre, 0, -(e + 1)), em.op("Add", [sl(centre, -(e + 1), -1), part]), sl(centre, -1, _BIG)],
+                axis=axis,
+            )
+        else:
+            part = em.op("ReduceSum", [ge, ax], keepdims=1)
+            centre = em.op("Concat", [sl(centre, 0, -1), em.op("Add", [sl(centre, -1, _BIG), part])], axis=axis)
+    return str(centre)
+
+
+def _pad_constant_adjoint(ctx: Context, n: Node, gy: str, pads: list[int] | None, r: int) -> str:
+    """Constant mode: slice the padded border off g, then zero-pad the cropped cells back.
+    Only non-negative pads are emitted (onnxruntime's CUDA Pad and onnx's reference evaluator
+    do not all take negative ones); runtime pads are split with Max(+-pads, 0)."""
+    em = ctx.em
+    if pads is not None:
+        if len(pads) != 2 * r:
+            raise ModelError(f"Pad node {n.name!r} has {len(pads)} pads for rank {r}", hint="re-export the model")
+        axes = [a for a in range(r) if pads[a] > 0 or pads[r + a] > 0]
+        dx = gy
+        if axes:
+            starts = [max(pads[a], 0) for a in axes]
+            ends = [-pads[r + a] if pads[r + a] > 0 else _BIG for a in axes]
+            dx = em.op("Slice", [gy, em.const(starts, np.int64), em.const(ends, np.int64), em.const(axes, np.int64)])
+        crops = [max(-p, 0) for p in pads]
+        if any(crops):
+            dx = em.op("Pad", [dx, em.const(crops, np.int64)], hint="dpad_uncrop")
+        return str(em.op("Identity", [dx], hint="dpad"))
+    if len(n.inputs) < 2 or not n.inputs[1]:
+        raise ModelError(f"Pad node {n.name!r} has no pads", hint="re-export the model")
+    if len(n.inputs) > 3 and n.inputs[3]:
+        if n.inputs[3] not in em.fg.consts:
+            raise ModelError(f"Pad node {n.name!r}: axes computed at run time", hint="re-export with constant axes")
+        axes = [int(a) % r for a in np.asarray(em.fg.consts[n.inputs[3]]).reshape(-1)]
+    else:
+        axes = list(range(r))
+    k = len(axes)
+    p = n.inputs[1]
+    zero = em.const([0] * k, np.int64)
+    pb = em.op("Slice", [p, em.const([0], np.int64), em.const([k], np.int64)])
+    pe = em.op("Slice", [p, em.const([k], np.int64), em.const([2 * k], np.int64)])
+    ax = em.const(axes, np.int64)
+    dims = em.op("Gather", [em.shape(gy), ax], axis=0)
+    ends = em.op("Sub", [dims, em.op("Max", [pe, zero])])
+    dx = em.op("Slice", [gy, em.op("Max", [pb, zero]), ends, ax], hint="dpad_crop")
+    crops = em.op("Max", [em.op("Neg", [p]), em.const([0] * (2 * k), np.int64)])
+    return str(em.op("Pad", [dx, crops, em.const(0.0), ax], hint="dpad"))
+
+
+def pad_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """Pad in ``constant``, ``reflect`` and ``edge`` modes, any pads (negative = crop), given
+    as the ``pads`` input (with the optional ``axes`` input) or the old ``pads`` attribute.
+
+    onnxruntime's semantics per axis (checked): crop the negative pads first, then pad the
+    positive ones from the cropped tensor. So the adjoint per axis undoes the padding
+    (:func:`_pad_adjoint_axis`, or a plain crop in constant mode, which also works for pads
+    computed at run time), then zero-pads the cropped cells back.
+    """
+    from models.graph import constant_pads
+
+    em = ctx.em
+    x = n.inputs[0]
+    gy = g[0]
+    assert gy is not None
+    mode = str(n.attrs.get("mode", "constant") or "constant")
+    nin = len(n.inputs)
+    if len(n.inputs) > 2 and n.inputs[2] and _diff(ctx, n.inputs[2]):
+        raise ModelError(
+            f"Pad node {n.name or n.outputs[0]!r}: the fill value depends on the image",
+            hint="the dream compiler needs a constant fill value",
+        )
+    r = em.rank(x, "Pad input")
+    pads = constant_pads(n, em.fg.consts, r)
+    if mode == "constant":
+        return [_pad_constant_adjoint(ctx, n, gy, pads, r)] + [None] * (nin - 1)
+    if mode not in ("reflect", "edge"):
+        raise ModelError(
+            f"Pad node {n.name or n.outputs[0]!r} uses mode {mode!r}; the dream compiler supports "
+            "constant, reflect and edge",
+            hint="re-export the model with one of those padding modes",
+        )
+    if pads is None:
+        raise ModelError(
+            f"Pad node {n.name or n.outputs[0]!r} ({mode}) has pads computed at run time",
+            hint="re-export the model with constant pads (onnx constant folding)",
+        )
+    if len(pads) != 2 * r:
+        raise ModelError(f"Pad node {n.name!r} has {len(pads)} pads for rank {r}", hint="re-export the model")
+    dx = gy
+    for a in range(r):
+        dx = _pad_adjoint_axis(ctx, dx, axis=a, b=max(pads[a], 0), e=max(pads[r + a], 0), mode=mode)
+    crops = [max(-p, 0) for p in pads]
+    if any(crops):
+        dx = em.op("Pad", [dx, em.const(crops, np.int64)], hint="dpad_uncrop")
+    return [em.op("Identity", [dx], hint="dpad")] + [None] * (nin - 1)
+
+
 # ------------------------------------------------------------------------------ elementwise
 def _unbroadcast(ctx: Context, grad: str, inp: str, out: str) -> str:
     em = ctx.em
@@ -874,6 +1014,7 @@ RULES: dict[str, Rule] = {
     "Dropout": Rule(passthrough_backward, dropout_forward),
     "Identity": Rule(passthrough_backward),
     "Softmax": Rule(softmax_backward),
+    "Pad": Rule(pad_backward),
 }
 
 SUPPORTED_OPS: frozenset[str] = frozenset(RULES) | NO_GRADIENT

@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.errors import ModelError
 from models.backward import Lowering
-from models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, needed_nodes
+from models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, fold_pads, needed_nodes
 
 log = logging.getLogger("dreamstate.models")
 
@@ -168,7 +168,10 @@ def compile_step(
     tensors = [fg.resolve_layer(name) for name in layers]
     if len(set(tensors)) != len(tensors):
         raise ModelError(f"layer list {list(layers)} names the same tensor twice", hint="list each layer once")
+    lowering = lowering or Lowering()
     fwd = needed_nodes(fg, tensors)
+    if lowering.fold_pads:
+        fwd = fold_pads(fwd, fg.consts, keep={*tensors, *fg.outputs})
     diff = fg.differentiable()
     # Check op coverage on the differentiable path before emitting anything.
     for n in fwd:
@@ -187,7 +190,7 @@ def compile_step(
     # is; guide and class seeds are not (see Lowering.relu_pool).
     zero_seeds = objective in ("layers", "channels") and not guide
     seeded = {fg.image} | (set() if zero_seeds else set(tensors))
-    ctx = backward.Context(em, lowering=lowering or Lowering(), diff=diff, seeded=seeded)
+    ctx = backward.Context(em, lowering=lowering, diff=diff, seeded=seeded)
     for n in fwd:
         for o in n.outputs:
             ctx.producers[o] = n

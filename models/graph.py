@@ -115,7 +115,7 @@ class ForwardGraph:
         """Tensor name -> the shortest friendly alias (or itself)."""
         best: dict[str, str] = {}
         for alias, tensor in self.aliases().items():
-            if tensor not in best or len(alias) < len(best[tensor]):
+            if len(alias) < len(best.get(tensor, tensor)):
                 best[tensor] = alias
         return best
 
@@ -333,6 +333,92 @@ def _fold(node: Node, consts: dict[str, np.ndarray]) -> list[np.ndarray] | None:
     return [np.asarray(r).astype(np.float32) if np.asarray(r).dtype == np.float64 else np.asarray(r) for r in res]
 
 
+def constant_pads(node: Node, consts: dict[str, np.ndarray], rank: int | None) -> list[int] | None:
+    """A Pad node's pads as ``[b_0..b_{r-1}, e_0..e_{r-1}]`` over all axes, or None when they
+    are not constant. Reads the ``pads`` input (opset >= 11, with the optional ``axes`` input of
+    opset 18) or the ``pads`` attribute (opset < 11)."""
+    if len(node.inputs) > 1 and node.inputs[1]:
+        if node.inputs[1] not in consts:
+            return None
+        pads = [int(v) for v in np.asarray(consts[node.inputs[1]]).reshape(-1)]
+    elif "pads" in node.attrs:
+        pads = [int(v) for v in node.attrs["pads"]]
+    else:
+        return None
+    if len(node.inputs) > 3 and node.inputs[3]:
+        if node.inputs[3] not in consts or rank is None:
+            return None
+        axes = [int(a) % rank for a in np.asarray(consts[node.inputs[3]]).reshape(-1)]
+        full = [0] * (2 * rank)
+        for j, a in enumerate(axes):
+            full[a], full[rank + a] = pads[j], pads[len(axes) + j]
+        return full
+    return pads
+
+
+def pad_constant_value(node: Node, consts: dict[str, np.ndarray]) -> float | None:
+    """The fill value of a constant-mode Pad (0 when absent), or None when not constant."""
+    if len(node.inputs) > 2 and node.inputs[2]:
+        if node.inputs[2] not in consts:
+            return None
+        return float(np.asarray(consts[node.inputs[2]]).reshape(-1)[0]) if consts[node.inputs[2]].size else 0.0
+    return float(node.attrs.get("value", 0.0))
+
+
+def fold_pads(nodes: Sequence[Node], consts: dict[str, np.ndarray], *, keep: Iterable[str] = ()) -> list[Node]:
+    """Fold zero ``Pad`` nodes into the ``Conv`` nodes that read them (exact).
+
+    A Pad is folded when its mode is ``constant`` with fill 0, its pads are constant and
+    non-negative and touch only the spatial axes, its output is not in ``keep`` (graph outputs),
+    and every reader is a ``Conv`` with explicit padding (``auto_pad`` NOTSET or VALID) reading
+    it as the data input. Each reader's ``pads`` grows by the Pad's spatial pads and reads the
+    Pad's input instead; the Pad node disappears. TensorFlow-style "same" padding exports this
+    way (EfficientNet-Lite0 has 17 such Pads). Everything else is left as it is.
+    """
+    keep = set(keep)
+    readers: dict[str, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            if i:
+                readers.setdefault(i, []).append(n)
+    replace: dict[str, Node] = {}  # conv output -> rewritten conv
+    drop: set[str] = set()
+    for n in nodes:
+        if n.op != "Pad" or str(n.attrs.get("mode", "constant")) != "constant" or n.outputs[0] in keep:
+            continue
+        users = readers.get(n.outputs[0], [])
+        if not users or any(
+            u.op != "Conv"
+            or u.inputs[0] != n.outputs[0]
+            or n.outputs[0] in u.inputs[1:]
+            or str(u.attrs.get("auto_pad", "NOTSET") or "NOTSET") not in ("NOTSET", "VALID")
+            for u in users
+        ):
+            continue
+        rank = None
+        w = users[0].inputs[1] if len(users[0].inputs) > 1 else ""
+        if w in consts:
+            rank = consts[w].ndim
+        pads = constant_pads(n, consts, rank)
+        if pads is None or rank is None or len(pads) != 2 * rank or pad_constant_value(n, consts) != 0.0:
+            continue
+        sp = rank - 2
+        if any(p < 0 for p in pads) or pads[0] or pads[1] or pads[rank] or pads[rank + 1]:
+            continue
+        extra = pads[2:rank] + pads[rank + 2 :]
+        for u in users:
+            cur = replace.get(u.outputs[0], u)
+            if str(cur.attrs.get("auto_pad", "NOTSET") or "NOTSET") == "VALID":
+                old = [0] * (2 * sp)
+            else:
+                old = [int(v) for v in cur.attrs.get("pads", [0] * (2 * sp))]
+            attrs = {k: v for k, v in cur.attrs.items() if k != "auto_pad"}
+            attrs["pads"] = [a + b for a, b in zip(old, extra, strict=True)]
+            replace[u.outputs[0]] = Node(cur.op, cur.name, (n.inputs[0], *cur.inputs[1:]), cur.outputs, attrs)
+        drop.add(n.outputs[0])
+    return [replace.get(n.outputs[0], n) for n in nodes if n.outputs[0] not in drop]
+
+
 def compute_layers(g: ForwardGraph) -> list[LayerInfo]:
     """Every differentiable node output, with channels, stride and receptive field."""
     diff = g.differentiable()
@@ -385,6 +471,42 @@ def compute_layers(g: ForwardGraph) -> list[LayerInfo]:
                 )
             )
     return infos
+
+
+def layer_depths(g: ForwardGraph) -> dict[str, float]:
+    """Each dreamable tensor's depth: its position among the layers (topological order) as a
+    fraction, 0.0 = the first layer after the image, 1.0 = the last. Keys are tensor names."""
+    infos = g.layers()
+    n = max(1, len(infos) - 1)
+    return {li.name: i / n for i, li in enumerate(infos)}
+
+
+def depth_warning(g: ForwardGraph, layer: str, recommended: Sequence[str], *, model: str,
+                  tolerance: float = 0.2) -> str | None:
+    """A warning when ``layer`` is far (more than ``tolerance`` in :func:`layer_depths`) from
+    every recommended layer of the model, or None. Both model families may name layers alike
+    (``block2``): after a model swap, old names can silently dream at a shallow layer."""
+    depths = layer_depths(g)
+    tensor = g.resolve_layer(layer)
+    rec = []
+    for name in recommended:
+        try:
+            rec.append((name, depths[g.resolve_layer(name)]))
+        except (ModelError, KeyError):
+            continue
+    if not rec or tensor not in depths:
+        return None
+    d = depths[tensor]
+    nearest = min(rec, key=lambda r: abs(r[1] - d))
+    if abs(nearest[1] - d) <= tolerance:
+        return None
+    where = "shallower" if d < nearest[1] else "deeper"
+    listed = ", ".join(f"{n} ({v:.2f})" for n, v in rec)
+    return (
+        f"layer {layer!r} sits at depth {d:.2f} of {model}, {where} than its recommended layers {listed}: "
+        f"it will dream {'fine strokes and textures' if where == 'shallower' else 'whole objects or noise'} "
+        f"rather than the motifs the model is known for; use a recommended layer, or ignore this if intended"
+    )
 
 
 def needed_nodes(g: ForwardGraph, targets: Iterable[str]) -> list[Node]:

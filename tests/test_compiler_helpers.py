@@ -176,8 +176,32 @@ class ConvTranspose(OpRun):
         return (y,)
 
 
+class Pad(OpRun):
+    """Pad as onnxruntime computes it (checked in the compiler tests through the fp32 run):
+    per axis, negative pads crop first, then positive pads pad the cropped tensor.
+    onnx 1.23's reference rejects negative pads."""
+
+    op_domain = ""
+
+    def _run(self, x, pads, constant_value=None, axes=None, *, mode=None):  # type: ignore[no-untyped-def]
+        r = x.ndim
+        ax = list(range(r)) if axes is None else [int(a) % r for a in axes]
+        k = len(ax)
+        begin, end = [0] * r, [0] * r
+        for j, a in enumerate(ax):
+            begin[a], end[a] = int(pads[j]), int(pads[k + j])
+        pairs = list(zip(begin, end, strict=True))
+        crop = tuple(slice(max(-b, 0), x.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(pairs))
+        width = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end, strict=True)]
+        mode = (mode.decode() if isinstance(mode, bytes) else mode) or "constant"
+        if mode == "constant":
+            fill = 0.0 if constant_value is None or np.size(constant_value) == 0 else np.ravel(constant_value)[0]
+            return (np.pad(x[crop], width, mode="constant", constant_values=fill),)
+        return (np.pad(x[crop], width, mode=mode),)
+
+
 def reference(model: Any) -> ReferenceEvaluator:
-    return ReferenceEvaluator(model, new_ops=[LRN, MaxPool, ConvTranspose])
+    return ReferenceEvaluator(model, new_ops=[LRN, MaxPool, ConvTranspose, Pad])
 
 
 def to_double(model: Any) -> Any:

@@ -190,6 +190,49 @@ CASES: dict[str, Case] = {
 }
 
 
+def _pad(mode: str, pads: list[int], value: float | None = None, axes: list[int] | None = None) -> Callable[[G], str]:
+    """Pad after a conv, then a Relu, so the Pad's own backward is exercised (not folded)."""
+
+    def build(g: G) -> str:
+        ins = [g.conv("x", 2, 3, 3), g.c(pads, np.int64)]
+        if value is not None or axes is not None:
+            ins.append(g.c(0.0 if value is None else value))
+        if axes is not None:
+            ins.append(g.c(axes, np.int64))
+        return str(g.op("Relu", [g.op("Pad", ins, mode=mode)]))
+
+    return build
+
+
+def _pad_runtime_pads(g: G) -> str:
+    """Constant-mode Pad whose pads come from the image shape (W end pad = H // 4)."""
+    h = g.op("Slice", [g.op("Shape", ["x"]), g.c([2], np.int64), g.c([3], np.int64)])
+    pads = g.op("Concat", [g.c([0, 0, 1, 0, 0, 0, 0], np.int64), g.op("Div", [h, g.c([4], np.int64)])], axis=0)
+    return str(g.op("Relu", [g.op("Pad", [g.conv("x", 2, 3, 3), pads, g.c(0.25)])]))
+
+
+CASES.update(
+    {
+        "pad-constant": (_pad("constant", [0, 0, 1, 2, 0, 0, 2, 1]), (1, 2, 7, 8)),
+        "pad-constant-value-negative": (_pad("constant", [0, 0, -1, 2, 0, 0, 1, -2], value=0.5), (1, 2, 8, 8)),
+        "pad-constant-channels": (_pad("constant", [0, 1, 0, 0, 0, 2, 1, 0]), (1, 2, 6, 6)),
+        "pad-constant-runtime-pads": (_pad_runtime_pads, (1, 2, 9, 7)),
+        "pad-reflect": (_pad("reflect", [0, 0, 2, 1, 0, 0, 1, 2]), (1, 2, 8, 7)),
+        "pad-reflect-negative": (_pad("reflect", [0, 0, -1, 2, 0, 0, 2, -1]), (1, 2, 8, 8)),
+        "pad-reflect-axes": (_pad("reflect", [1, 3, 2, 1], axes=[2, -1]), (1, 2, 8, 9)),
+        "pad-edge": (_pad("edge", [0, 0, 3, 1, 0, 0, 0, 2]), (1, 2, 7, 7)),
+        "pad-edge-negative": (_pad("edge", [0, 0, 2, -2, 0, 0, -1, 3]), (1, 2, 8, 8)),
+        "pad-then-conv": (
+            lambda g: g.conv(
+                g.op("Pad", [g.op("Relu", [g.conv("x", 2, 3, 3)]), g.c([0, 0, 0, 1, 0, 0, 1, 2], np.int64)]),
+                3, 4, 3, strides=[2, 2],
+            ),
+            (1, 2, 10, 9),
+        ),
+    }
+)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_gradient_matches_finite_differences(case: str) -> None:
     build, shape = CASES[case]
@@ -371,3 +414,58 @@ def test_old_opset_model_is_converted() -> None:
 
     model, out = tiny(build, (1, 2, 7, 7), opset=9)
     check_gradient(model, [out], shape=(1, 2, 7, 7))
+
+
+def test_pad_attribute_form_of_old_opsets() -> None:
+    """Opset 2-10 Pad takes pads and value as attributes; the model is converted and compiles."""
+
+    def build(g: G) -> str:
+        h = g.op("Pad", [g.conv("x", 2, 3, 3)], mode="reflect", pads=[0, 0, 1, 2, 0, 0, 2, 1])
+        return str(g.op("Relu", [h]))
+
+    model, out = tiny(build, (1, 2, 7, 8), opset=9)
+    check_gradient(model, [out], shape=(1, 2, 7, 8))
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_zero_pads_fold_into_the_conv_exactly(fold: bool) -> None:
+    build, shape = CASES["pad-then-conv"]
+    model, out = tiny(build, shape, seed=7)
+    lowering = Lowering(fold_pads=fold)
+    check_gradient(model, [out], shape=shape, seed=8, lowering=lowering)
+    fg = forward_graph(model)
+    (pad_out,) = [n.outputs[0] for n in fg.nodes if n.op == "Pad"]
+    step, _ = compile_step(fg, [out], lowering=lowering)
+    assert (pad_out not in {o for n in step.graph.node for o in n.output}) == fold
+
+
+def test_pad_folding_leaves_what_it_cannot_fold() -> None:
+    """A nonzero fill, a Pad read by a non-Conv too, and a reflect Pad all stay Pads."""
+    from models.graph import fold_pads
+
+    def build(g: G) -> str:
+        a = g.op("Pad", ["x", g.c([0, 0, 1, 1, 0, 0, 1, 1], np.int64), g.c(0.5)])
+        b = g.op("Pad", ["x", g.c([0, 0, 1, 1, 0, 0, 1, 1], np.int64)], mode="reflect")
+        c = g.op("Pad", ["x", g.c([0, 0, 1, 1, 0, 0, 1, 1], np.int64)])
+        return str(g.op("Add", [g.op("Add", [g.conv(a, 2, 2, 3), g.conv(b, 2, 2, 3)]), g.op("Relu", [c])]))
+
+    model, _ = tiny(build, (1, 2, 6, 6))
+    fg = forward_graph(model)
+    assert sum(n.op == "Pad" for n in fold_pads(fg.nodes, fg.consts)) == 3
+
+
+@pytest.mark.parametrize("what", ["wrap", "reflect-runtime-pads"])
+def test_unsupported_pads_are_clear_errors(what: str) -> None:
+    from engine.errors import ModelError
+
+    def build(g: G) -> str:
+        if what == "wrap":
+            return str(g.op("Pad", [g.conv("x", 2, 3, 3), g.c([0, 0, 1, 1, 0, 0, 1, 1], np.int64)], mode="wrap"))
+        h = g.op("Slice", [g.op("Shape", ["x"]), g.c([2], np.int64), g.c([3], np.int64)])
+        pads = g.op("Concat", [g.c([0, 0, 1, 0, 0, 0, 0], np.int64), g.op("Div", [h, g.c([4], np.int64)])], axis=0)
+        return str(g.op("Pad", [g.conv("x", 2, 3, 3), pads], mode="reflect"))
+
+    model, out = tiny(build, (1, 2, 8, 8), opset=19 if what == "wrap" else 18)
+    with pytest.raises(ModelError, match="Pad node") as err:
+        compile_step(forward_graph(model), [out])
+    assert ("wrap" in str(err.value)) == (what == "wrap")
