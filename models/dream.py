@@ -12,6 +12,9 @@ Pixel spaces: the renderer works in RGB [0, 1] (H, W, 3). ``to_model_space`` map
 model's input (1, C, H, W): scale to ``value_range`` (e.g. 0..255), subtract the mean, divide by
 std, reorder to BGR where the model wants it. ``value_range`` is that pixel range *before*
 mean/std; ``clip`` clips a model-space image to it (per channel, after the mean/std mapping).
+``pixel_scale`` is the model-space change of one display level (1/255 of the shown range) per
+input channel, ``scale / (255 * std_c)``: the renderer uses it to make ``step`` mean the same
+change on screen for every model, whatever its range, mean, std or channel order.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class DreamModel:
         std = np.asarray(pre.std, np.float32)[order][:c] if c == 3 else np.asarray(pre.std[:1], np.float32)
         self._mean = mean.reshape(1, -1, 1, 1)
         self._std = std.reshape(1, -1, 1, 1)
+        self.pixel_scale: np.ndarray = (np.float32(pre.scale) / (np.float32(255.0) * self._std)).astype(np.float32)
         self._lo = ((0.0 - self._mean) / self._std).astype(np.float32)
         self._hi = ((pre.scale - self._mean) / self._std).astype(np.float32)
         index: dict[str, int] = {}

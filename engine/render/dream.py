@@ -5,9 +5,13 @@ The algorithm follows google/deepdream's notebook:
 * Octaves: the image is shrunk ``octaves - 1`` times by ``octave_scale``; dreaming starts at
   the smallest, and only the *detail* added at one octave (dreamed minus its base) is carried
   up (resized) and added to the next octave's base.
-* Steps: ``x += (step * span / 255) / mean|g| * g`` in the model's value space, where ``span``
-  is the width of the model's value range, so ``step = 1.5`` means what it means in Google's
-  0..255 Caffe space for every model; then ``x`` is clipped to the valid range.
+* Steps: ``step`` is in display levels (0..255 of the shown image), for every model. With
+  ``s_c = dx_c / dp`` the model-space change of one display level in input channel c
+  (``StepModel.pixel_scale``: ``range / (255 * std_c)``), the gradient in display units is
+  ``g_p = g * s`` and the step is ``x += (step / mean|g_p|) * g_p * s``: a normalised ascent
+  step in display space (Google's notebook: ``step / mean|g| * g`` with step 1.5 in 0..255
+  Caffe space), so the mean change on screen is ``step`` levels before clipping, whatever the
+  model's range, mean, std or channel order; then ``x`` is clipped to the valid range.
 * Jitter: a random roll of up to ``jitter`` pixels before each gradient, rolled back after.
 * Tiling: frames larger than ``tile`` pixels are split into near-equal tiles whose gradients are
   computed one at a time (bounded memory on 1080p and larger); the roll moves the seams every
@@ -47,7 +51,7 @@ class StepModel(Protocol):
     @property
     def layers(self) -> tuple[str, ...]: ...
     @property
-    def value_range(self) -> tuple[float, float]: ...
+    def pixel_scale(self) -> npt.NDArray[np.float32]: ...
     def to_model_space(self, rgb: npt.NDArray[np.float32]) -> Any: ...
     def from_model_space(self, x: Any) -> Any: ...
     def clip(self, x: Any) -> Any: ...
@@ -136,16 +140,20 @@ def ascent_step(model: StepModel, x: Tensor, params: DreamParams, *,
     g, loss = tiled_gradient(model, xr, params, guide)
     if oy or ox:
         g = np.roll(g, (-oy, -ox), axis=(2, 3))
+    ps = np.asarray(model.pixel_scale, dtype=np.float32)
+    uniform = bool(np.all(ps == ps.flat[0]))
+    if not uniform:
+        g = g * ps  # the gradient in display units (per channel)
     if mask is not None:
         g = g * mask[None, None]
         active = mask > 0
         denom = float(np.abs(g[:, :, active]).mean()) if active.any() else 0.0
     else:
         denom = float(np.abs(g).mean())
-    lo, hi = model.value_range
-    scale = params.step * (hi - lo) / 255.0
     if denom > 0 and np.isfinite(denom):
-        x = x + (scale / denom) * g
+        # dx = step * g_p * s / mean|g_p|; with one s for all channels, g_p = s * g cancels in
+        # the ratio, so g stays unscaled (and denom is mean|g|): dx = step * s * g / mean|g|
+        x = x + (params.step / denom) * (g * (float(ps.flat[0]) if uniform else ps))
     out: Tensor = np.asarray(model.clip(x), dtype=np.float32)
     return out, loss
 
