@@ -504,6 +504,8 @@ def run_show(args: argparse.Namespace) -> int:
     if updates:
         loaded = LoadedShow(show.model_copy(update={"output": out.model_copy(update=updates)}),
                             loaded.folder, loaded.source)
+    for key, message in loaded.warnings:
+        log.warning("show: %s: %s", key, message)
     runtime = ShowRuntime(loaded, seconds=args.seconds)
     log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source})
     asyncio.run(runtime.run())

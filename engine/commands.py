@@ -25,15 +25,19 @@ def register(sub: Any) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from engine.show import load_show
 
     loaded = load_show(args.show, deep=not args.shallow)
     show = loaded.show
-    Console().print(
+    console = Console()
+    for key, message in loaded.warnings:
+        console.print(f"[yellow]warning[/yellow] {escape(key)}: {escape(message)}", highlight=False)
+    console.print(
         f"[green]ok[/green] show [bold]{show.show.name}[/bold] ({loaded.source}): "
         f"device={show.device.kind}, states={show.states.mode}, scenes={sorted(show.scenes)}, "
-        f"output={show.output.kind}"
+        f"output={show.output.kind}" + (f", {len(loaded.warnings)} warning(s)" if loaded.warnings else "")
     )
     return 0
 

@@ -4,7 +4,7 @@
 every problem with its key path, the bad value and a hint. Unknown keys are errors. Relative
 paths resolve against the show file's folder and must stay inside it.
 
-``DEMO_SHOW`` is the embedded default (simulated headset, bundled starter model).
+``DEMO_SHOW`` is the embedded default (simulated headset, bundled EfficientNet-Lite0 model).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Section(BaseModel):
 
 class ShowMeta(Section):
     name: str = "untitled"
-    model: str = "starter"
+    model: str = "efficientnet-lite0"
     images: list[str] = Field(default_factory=list)
     default_scene: str = "calm"
 
@@ -211,6 +211,7 @@ class LoadedShow:
         self.show = show
         self.folder = folder
         self.source = source
+        self.warnings: list[tuple[str, str]] = []  # (key path, message): valid, but probably not meant
 
     def path(self, value: str, *, what: str = "path") -> Path:
         """Resolve a show-relative path, refusing anything outside the show folder."""
@@ -333,7 +334,7 @@ def load_show(path: str | Path | None, *, deep: bool = True) -> LoadedShow:
 DEMO_SHOW = """
 [show]
 name = "demo"
-model = "starter"
+model = "efficientnet-lite0"
 default_scene = "calm"
 
 [device]
@@ -354,23 +355,23 @@ rules = [
 ]
 
 [scenes.calm]
-layers = { block3 = 1.0 }
+layers = { block8 = 1.0 }
 zoom = 1.004
 rotate = 0.2
 step = 1.2
 
 [scenes.focused]
-layers = { block4 = 1.0 }
+layers = { block10 = 1.0 }
 zoom = 1.012
 rotate = -0.4
 step = 1.8
 
 [scenes.neutral]
-layers = { block2 = 1.0 }
+layers = { block7 = 1.0 }
 zoom = 1.006
 
 [scenes.attract]
-layers = { block2 = 0.5, block3 = 0.5 }
+layers = { block9 = 0.5, block10 = 0.5 }
 zoom = 1.002
 rotate = 0.1
 step = 1.0

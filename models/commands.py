@@ -57,7 +57,10 @@ def _list(args: argparse.Namespace) -> int:
             table.add_row(name, "no", "-", "-", str(exc))
             continue
         path = registry.model_path(spec)
-        table.add_row(name, "yes" if path.exists() else "no", ", ".join(spec.layers), str(path), spec.url or spec.notes)
+        present = ("bundled" if name in registry.bundled() else "yes") if path.exists() else "no"
+        if name == registry.DEFAULT_MODEL:
+            present += " (default)"
+        table.add_row(name, present, ", ".join(spec.layers), str(path), spec.url or spec.notes)
     Console(width=200).print(table)
     return 0
 

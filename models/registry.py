@@ -24,6 +24,10 @@ log = logging.getLogger("dreamstate.models")
 
 STARTER_DIR = Path(__file__).resolve().parent / "starter"
 STARTER_JSON = STARTER_DIR / "model.json"
+LITE0_DIR = Path(__file__).resolve().parent / "efficientnet_lite0"
+LITE0_JSON = LITE0_DIR / "model.json"
+DEFAULT_MODEL = "efficientnet-lite0"
+"""The model shows and ``dreamstate dream`` use when none is named: ships with the package."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +55,8 @@ class ModelSpec:
     size: int | None = None  # bytes, when known
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
+    labels: tuple[str, ...] = field(default=(), compare=False)  # class names, by output index
+    step: float | None = None  # recommended step in display levels (0..255), when the model says
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -144,17 +150,23 @@ def models_dir() -> Path:
     return cache_root() / "models"
 
 
-def _starter_spec() -> ModelSpec:
-    if not STARTER_JSON.exists():
+def bundled() -> dict[str, Path]:
+    """Models that ship inside the package: name -> its model.json (read at call time)."""
+    return {DEFAULT_MODEL: LITE0_JSON, "starter": STARTER_JSON}
+
+
+def _bundled_spec(name: str) -> ModelSpec:
+    where = bundled()[name]
+    if not where.exists():
         raise ModelError(
-            f"the starter model is not built yet: {STARTER_JSON} is missing",
-            hint="train it with `python -m models.starter.train`, or use another model (`dreamstate models list`)",
+            f"the bundled model {name!r} is missing its description {where}",
+            hint="reinstall dreamstate, or use another model (`dreamstate models list`)",
         )
     try:
-        doc = json.loads(STARTER_JSON.read_text())
+        doc = json.loads(where.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{STARTER_JSON} cannot be read: {exc}", hint="rebuild the starter model") from exc
-    return spec_from_json("starter", doc, STARTER_JSON)
+        raise ModelError(f"{where} cannot be read: {exc}", hint="reinstall dreamstate") from exc
+    return spec_from_json(name, doc, where)
 
 
 def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
@@ -179,6 +191,12 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
     except (TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"{where}: bad preprocessing fields: {exc}", hint="see models/starter/model.json") from exc
     file = str(doc.get("file", doc.get("onnx", f"{name}.onnx")))
+    labels = doc.get("labels", ())
+    step = doc.get("recommended_step")
+    if not isinstance(labels, list | tuple) or not all(isinstance(v, str) for v in labels):
+        raise ModelError(f"{where}: 'labels' must be a list of class names", hint="see models/efficientnet_lite0")
+    if step is not None and (not isinstance(step, int | float) or not 0 < float(step) <= 20):
+        raise ModelError(f"{where}: 'recommended_step' must be a number in (0, 20]", hint="e.g. 1.5")
     return ModelSpec(
         name=name,
         title=str(doc.get("title", name)),
@@ -189,16 +207,18 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
         layers=layers,
         notes=str(doc.get("notes", "")),
         extra={"dir": str(where.parent)},
+        labels=tuple(labels),
+        step=None if step is None else float(step),
     )
 
 
 def names() -> list[str]:
-    return [*REGISTRY, "starter"]
+    return [*bundled(), *REGISTRY]
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name == "starter":
-        return _starter_spec()
+    if name in bundled():
+        return _bundled_spec(name)
     try:
         return REGISTRY[name]
     except KeyError:
@@ -209,8 +229,8 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def model_path(spec: ModelSpec) -> Path:
-    """Where the model file of ``spec`` lives (the starter model ships inside the package)."""
-    if spec.name == "starter":
+    """Where the model file of ``spec`` lives (bundled models ship inside the package)."""
+    if spec.name in bundled():
         return Path(spec.extra["dir"]) / spec.filename
     return models_dir() / spec.filename
 
@@ -238,6 +258,11 @@ def resolve(model: str | Path) -> tuple[Path, ModelSpec]:
             raise ModelError(
                 f"the starter model file {path} is missing", hint="rebuild it with `python -m models.starter.train`"
             )
+        if spec.name in bundled():
+            raise ModelError(
+                f"the bundled model file {path} is missing",
+                hint="reinstall dreamstate (or rebuild it: see models/efficientnet_lite0/export.py)",
+            )
         how = (
             f"run `dreamstate models fetch {spec.name}`"
             if spec.url
@@ -257,8 +282,7 @@ def spec_for_file(path: Path) -> ModelSpec:
         return spec_from_json(path.stem, doc, sidecar)
     digest = sha256_file(path)
     specs = [*REGISTRY.values()]
-    if STARTER_JSON.exists():
-        specs.append(_starter_spec())
+    specs += [_bundled_spec(name) for name, where in bundled().items() if where.exists()]
     for spec in specs:
         if spec.sha256 and spec.sha256 == digest:
             return spec

@@ -51,6 +51,26 @@ def _sym_pads(n: Node, sp: int) -> tuple[list[int], list[int] | None]:
     return [0] * sp, flat
 
 
+def _pad(F: Any, n: Node, ins: list[Any], consts: dict[str, np.ndarray]) -> Any:
+    """ONNX Pad (constant, reflect, edge; non-negative constant pads) as torch's F.pad."""
+    from models.graph import constant_pads, pad_constant_value
+
+    x = ins[0]
+    r = x.dim()
+    pads = constant_pads(n, consts, r)
+    if pads is None or any(p < 0 for p in pads):
+        raise ModelError(f"torch reference: Pad {n.name!r} with runtime or negative pads", hint="another model")
+    flat: list[int] = []
+    for a in reversed(range(r)):
+        flat += [pads[a], pads[r + a]]
+    while len(flat) > 2 and flat[-2:] == [0, 0]:
+        flat = flat[:-2]  # torch pads the last axes first; leading untouched axes may go
+    mode = str(n.attrs.get("mode", "constant"))
+    if mode == "constant":
+        return F.pad(x, flat, value=pad_constant_value(n, consts) or 0.0)
+    return F.pad(x, flat, mode={"reflect": "reflect", "edge": "replicate"}[mode])
+
+
 class TorchDream:
     """Forward to the dream layers and autograd back to the image, in torch eager."""
 
@@ -155,6 +175,8 @@ class TorchDream:
                 out = ins[0]
             elif op == "Softmax":
                 out = torch.softmax(ins[0], dim=int(a.get("axis", -1)))
+            elif op == "Pad":
+                out = _pad(F, n, ins, self.fg.consts)
             else:
                 raise ModelError(
                     f"torch reference: op {op} (node {n.name!r}) not implemented", hint="benchmark another model"
@@ -186,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Child process of the benchmark.
 
     Reads commands from stdin, one per line, and answers each with one JSON line:
-    ``warm W H`` (build the input, run two steps, save the gradient), ``step W H`` (one timed
+    ``warm W H`` (read ``input_WxH.npy`` from the grad directory when the parent wrote one, else
+    make :func:`bench_input`; run two steps, save the gradient), ``step W H`` (one timed
     step: ``{"s": seconds}``), ``quit``. The parent alternates its own onnxruntime steps with
     these, so both runtimes are timed under the same machine load.
     """
@@ -216,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
         w, h = int(parts[1]), int(parts[2])
         if parts[0] == "warm":
-            x = bench_input(fg.image_channels or 3, w, h)
+            given = Path(args.grad_out) / f"input_{w}x{h}.npy"
+            x = np.load(given) if given.exists() else bench_input(fg.image_channels or 3, w, h)
             inputs[(w, h)] = x
             dream.step(x, weights)
             grad, loss = dream.step(x, weights)
@@ -227,6 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             dream.step(inputs[(w, h)], weights)
             reply({"s": time.perf_counter() - t0})
     return 0
+
+
+def bench_image(w: int, h: int) -> np.ndarray:
+    """The benchmark's picture: seeded uniform RGB noise in [0, 1], (H, W, 3) float32."""
+    return np.random.default_rng(0).uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
 
 
 def bench_input(channels: int, w: int, h: int) -> np.ndarray:

@@ -148,7 +148,7 @@ def test_registry_names_and_unknown_model() -> None:
 
 def test_starter_entry_missing_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registry, "STARTER_JSON", tmp_path / "nope" / "model.json")
-    with pytest.raises(ModelError, match="starter model is not built yet"):
+    with pytest.raises(ModelError, match=r"bundled model 'starter' is missing its description"):
         DreamModel.load("starter")
 
 

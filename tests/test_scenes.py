@@ -7,7 +7,22 @@ import pytest
 from engine.errors import DreamstateError
 from engine.records import ABSENT, EegState
 from engine.scenes import SceneDirector
-from engine.show import load_show
+from engine.show import validate_show_data
+
+SHOW = """
+[show]
+default_scene = "calm"
+[scenes.calm]
+layers = { block3 = 1.0 }
+zoom = 1.004
+[scenes.focused]
+layers = { block4 = 1.0 }
+zoom = 1.012
+[scenes.neutral]
+layers = { block2 = 1.0 }
+[scenes.attract]
+layers = { block2 = 0.5 }
+"""
 
 
 class Clock:
@@ -25,7 +40,10 @@ def state(label: str) -> EegState:
 @pytest.fixture
 def director() -> tuple[SceneDirector, Clock]:
     clock = Clock()
-    return SceneDirector(load_show(None, deep=False).show, clock=clock), clock
+    import tomllib
+    from pathlib import Path
+
+    return SceneDirector(validate_show_data(tomllib.loads(SHOW), Path.cwd(), "t", deep=False).show, clock=clock), clock
 
 
 def test_state_picks_its_scene_and_crossfades(director: tuple[SceneDirector, Clock]) -> None:

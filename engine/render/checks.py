@@ -10,6 +10,10 @@
 * ``scenes.<s>.layers.<name>`` and ``scenes.<s>.channels.<name>``: the layer must exist in the
   show's model. Layers are listed from the ONNX graph without compiling anything.
 
+Warnings (``loaded.warnings``, printed by ``check`` and logged by ``run``): a scene layer far
+from the depth of the model's recommended layers (``models.graph.depth_warning``), the usual
+sign of a model swap that kept the old model's layer names.
+
 ``register()`` adds the check to ``EXTRA_CHECKS`` once (importing ``engine.render`` does it).
 """
 
@@ -22,6 +26,7 @@ from typing import Any
 from engine.errors import DreamstateError
 from engine.render.masks import BUILTIN, parse_spec
 from engine.show import EXTRA_CHECKS, LoadedShow
+from models.graph import depth_warning
 
 log = logging.getLogger("dreamstate.render")
 
@@ -36,8 +41,8 @@ def _image_problem(loaded: LoadedShow, key: str, value: str) -> str | None:
     return None
 
 
-def _model_graph(loaded: LoadedShow) -> tuple[Any | None, str | None]:
-    """The show model's forward graph (cheap: parsed, not compiled), or an error message."""
+def _model_graph(loaded: LoadedShow) -> tuple[Any | None, Any | None, str | None]:
+    """The show model's forward graph (cheap: parsed, not compiled) and spec, or an error."""
     from models import registry
     from models.graph import load_forward
 
@@ -46,10 +51,10 @@ def _model_graph(loaded: LoadedShow) -> tuple[Any | None, str | None]:
         target: str | Path = name
         if name.endswith(".onnx"):
             target = loaded.path(name, what="show.model")
-        path, _spec = registry.resolve(target)
-        return load_forward(path, label=str(path)), None
+        path, spec = registry.resolve(target)
+        return load_forward(path, label=str(path)), spec, None
     except DreamstateError as exc:
-        return None, str(exc)
+        return None, None, str(exc)
 
 
 def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
@@ -60,9 +65,9 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
         msg = _image_problem(loaded, f"show.images[{i}]", img)
         if msg:
             problems.append((f"show.images[{i}]", msg))
-    graph = None
+    graph = spec = None
     if show.scenes:
-        graph, err = _model_graph(loaded)
+        graph, spec, err = _model_graph(loaded)
         if err:
             problems.append(("show.model", err))
     for name, scene in show.scenes.items():
@@ -86,6 +91,10 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
                         graph.resolve_layer(layer)
                     except DreamstateError as exc:
                         problems.append((f"{base}.{section}.{layer}", str(exc)))
+                        continue
+                    warning = depth_warning(graph, layer, spec.layers, model=spec.name) if spec else None
+                    if warning:
+                        loaded.warnings.append((f"{base}.{section}.{layer}", warning))
     return problems
 
 

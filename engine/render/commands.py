@@ -2,7 +2,8 @@
 
 ``dreamstate dream IMAGE --model M [--layers L ...] --out OUT.png``: one still.
 ``dreamstate feedback IMAGE --seconds S --out video.mp4``: a zoom-feedback video, offline.
-``M`` is a registry name (``starter``, ``squeezenet1.0``, ...) or an .onnx path; without
+``M`` is a registry name (``efficientnet-lite0``, the default, ``starter``, ``squeezenet1.0``, ...)
+or an .onnx path; without
 ``--layers`` the model's recommended layers are used. Long runs show a progress bar.
 """
 
@@ -40,11 +41,13 @@ def _layer_weight(text: str) -> tuple[str, float]:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", help="source image (PNG/JPEG)")
-    p.add_argument("--model", default="starter",
-                   help="registry name (starter, squeezenet1.0, googlenet, ...) or an .onnx path")
+    p.add_argument("--model", default="efficientnet-lite0",
+                   help="registry name (efficientnet-lite0, the bundled default; starter; squeezenet1.0; "
+                        "googlenet; ...) or an .onnx path")
     p.add_argument("--layers", nargs="+", type=_layer_weight, metavar="NAME[=WEIGHT]",
                    help="layers to dream on (default: the model's recommended layers)")
-    p.add_argument("--step", type=float, default=1.5, help="step size in 0..255 units (1.5)")
+    p.add_argument("--step", type=float, default=1.5,
+                   help="step size: mean change of the shown picture per step, in 0..255 levels, any model (1.5)")
     p.add_argument("--octaves", type=int, default=4, help="number of octaves (4)")
     p.add_argument("--octave-scale", type=float, default=1.4, help="scale between octaves (1.4)")
     p.add_argument("--steps", type=int, default=10, help="steps per octave (10)")
