@@ -259,6 +259,7 @@ class ShowRuntime:
     def build_renderer(self) -> Any:
         """Load the model (compiling or reusing its cached dream step) and make the renderer."""
         from engine.output.factory import open_output
+        from engine.render.health import HealthSettings
         from engine.render.images import load_image
         from engine.render.renderer import Renderer
         from models.dream import DreamModel
@@ -277,15 +278,17 @@ class ShowRuntime:
         guide_model = None
         if any(s.guide for s in show.scenes.values()):
             guide_model = DreamModel.load(model_ref, layers, guide=True, device=out_cfg.device, threads=threads)
-        source = None
-        src_path = self.loaded.path(show.show.images[0], what="show.images[0]") if show.show.images \
-            else default_source_path()
-        if src_path is not None:
-            source = load_image(src_path, what="source image")
+        paths = [self.loaded.path(img, what=f"show.images[{i}]") for i, img in enumerate(show.show.images)]
+        if not paths and default_source_path() is not None:
+            paths = [p for p in [default_source_path()] if p is not None]
+        sources = [load_image(p, what="source image") for p in paths]
+        hc = show.health
+        health = HealthSettings(enabled=hc.enabled, watchdog_s=hc.watchdog_s, limits=hc.limits())
         output = open_output(out_cfg, self.loaded)
         return Renderer(model, output, dream_size=out_cfg.dream_size, output_size=out_cfg.size, fps=out_cfg.fps,
-                        source=source, resolve=lambda p: self.loaded.path(p, what="recipe path"),
-                        guide_model=guide_model)
+                        source=sources[0] if sources else None, sources=sources,
+                        resolve=lambda p: self.loaded.path(p, what="recipe path"),
+                        guide_model=guide_model, health=health)
 
     # --- events ---------------------------------------------------------------------------------
     def on_reading(self, reading: Reading) -> None:
@@ -382,6 +385,9 @@ class ShowRuntime:
             if self.renderer is not None:
                 s = self.renderer.stats
                 extra.update(display_fps=round(s.display_fps, 1), dream_steps_s=round(s.dream_steps_per_s, 2))
+                if s.health is not None:
+                    extra.update(picture="ok" if s.health.in_bounds else "out: " + ", ".join(s.health.out_of_bounds),
+                                 reseeds=s.reseeds)
             extra.update({k: v for k, v in self.readings.dropped.items() if v})
             log.info("status", extra=extra)
 
@@ -427,7 +433,11 @@ class ShowRuntime:
                 last_beat = now
                 tele.heartbeat()
                 if self.renderer is not None:
-                    tele.fps(self.renderer.stats.display_fps)
+                    stats = self.renderer.stats
+                    tele.fps(stats.display_fps)
+                    if stats.health is not None:
+                        h = stats.health
+                        tele.health(h.in_bounds, stats.reseeds, list(h.measures.as_dict().values()))
             await asyncio.sleep(period)
 
     async def _mqtt_loop(self) -> None:
@@ -457,7 +467,10 @@ class ShowRuntime:
         if self.latest_state is not None:
             doc.update(state=self.latest_state.label, confidence=round(self.latest_state.confidence, 3))
         if self.renderer is not None:
-            doc["fps"] = round(self.renderer.stats.display_fps, 1)
+            stats = self.renderer.stats
+            doc["fps"] = round(stats.display_fps, 1)
+            if stats.health is not None:
+                doc["picture"] = {**stats.health.as_dict(), "reseeds": stats.reseeds}
         return doc
 
     async def _mqtt_telemetry_loop(self, link: Any) -> None:

@@ -34,6 +34,7 @@ BENCH_MODULES: dict[str, str] = {
     "signal": "engine.signal.bench",
     "dream": "models.bench",
     "render": "engine.render.bench",
+    "longrun": "engine.longrun",
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # area not built yet
             raise
         module.register(sub)
-    bench = sub.add_parser("bench", help="benchmarks that print their figures (parser, signal, dream, render)")
+    bench = sub.add_parser("bench", help="benchmarks that print their figures (parser, signal, dream, render, longrun)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for bench_name, module_name in BENCH_MODULES.items():
         bp = bench_sub.add_parser(bench_name, help=f"benchmark: {bench_name}")

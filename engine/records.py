@@ -215,6 +215,11 @@ class DreamRecipe:
     source_image: str | None = None
     blend: float = 0.5
     generation: int = 0
+    # stabilisers (engine.render.stabilise) and the displayed crossfade of discrete changes
+    color_nudge: float = 0.02
+    contrast: float = 0.85
+    warp_px: float = 16.0
+    crossfade_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,10 @@
 * ``override(label)`` / ``set_scene(name)``: manual control (OSC/MQTT); an override wins over
   the EEG state until cleared with ``override(None)``.
 * ``recipe(now)``: the recipe to render now. Numbers (layer weights, zoom, rotation, step,
-  blend) move linearly from where they were to the target scene over the target's
-  ``crossfade_s``; discrete fields (octaves, steps, mask, guide, image) switch at once.
+  blend, stabilisers) move linearly from where they were to the target scene over the target's
+  ``crossfade_s``; discrete fields (octaves, steps, mask, guide, image) switch at once in the
+  recipe, and the renderer crossfades the displayed picture over ``crossfade_s`` when they
+  change what is shown (image, mask).
   ``generation`` grows whenever the target scene changes, so the renderer can tell.
 """
 
@@ -44,6 +46,10 @@ def scene_recipe(scene: SceneConfig, generation: int = 0) -> DreamRecipe:
         source_image=scene.image,
         blend=scene.blend,
         generation=generation,
+        color_nudge=scene.color_nudge,
+        contrast=scene.contrast,
+        warp_px=scene.warp_px,
+        crossfade_s=scene.crossfade_s,
     )
 
 
@@ -65,6 +71,9 @@ def blend_recipes(a: DreamRecipe, b: DreamRecipe, t: float) -> DreamRecipe:
         rotate_deg=_lerp(a.rotate_deg, b.rotate_deg, t),
         translate=(_lerp(a.translate[0], b.translate[0], t), _lerp(a.translate[1], b.translate[1], t)),
         blend=_lerp(a.blend, b.blend, t),
+        color_nudge=_lerp(a.color_nudge, b.color_nudge, t),
+        contrast=_lerp(a.contrast, b.contrast, t),
+        warp_px=_lerp(a.warp_px, b.warp_px, t),
     )
 
 

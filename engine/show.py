@@ -121,6 +121,8 @@ class StatesConfig(Section):
     labels: list[str] = Field(default_factory=lambda: ["calm", "focused", "neutral"])
     dwell_s: Annotated[float, Field(ge=0)] = 3.0
     hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.15
+    smooth_s: Annotated[float, Field(ge=0, le=60, description="average per-window state votes over about "
+                                     "this long (0 = no smoothing)")] = 1.0
     rules: list[Rule] = Field(default_factory=list)
     clusters: Annotated[int, Field(ge=2, le=12)] = 3
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
@@ -141,6 +143,13 @@ class SceneConfig(Section):
     guide: str | None = None
     image: str | None = None
     crossfade_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # stabilisers that keep the zoom-feedback loop alive (engine/render/stabilise.py)
+    color_nudge: Annotated[float, Field(ge=0, le=0.5, description="per step, pull the colour statistics this "
+                                        "share of the way to the source palette (0 = off)")] = 0.02
+    contrast: Annotated[float, Field(gt=0, le=2.0, description="luminance contrast the colour nudge aims "
+                                     "for, as a share of the source's")] = 0.85
+    warp_px: Annotated[float, Field(ge=0, le=256, description="resample the dream only after the motion "
+                                    "moved some pixel this far (fewer resamples, less blur; 0 = every step)")] = 16.0
 
 
 class AttractConfig(Section):
@@ -185,6 +194,41 @@ class MqttConfig(Section):
     telemetry_hz: Annotated[float, Field(gt=0, le=50)] = 4.0
 
 
+HealthLimit = tuple[float, float]
+
+
+class HealthConfig(Section):
+    """Is the picture alive? Measures, bounds and the reseed watchdog (engine/render/health.py).
+
+    Bounds come from each source image's own measures with tolerances; a limit given here
+    replaces the derived one for that measure (in 0..1 units, see docs/SHOWS.md).
+    """
+
+    enabled: Annotated[bool, Field(description="measure the picture and reseed it when it dies")] = True
+    watchdog_s: Annotated[float, Field(ge=1, le=3600, description="seconds out of bounds before a reseed")] = 20.0
+    luminance: HealthLimit | None = None
+    contrast: HealthLimit | None = None
+    red: HealthLimit | None = None
+    green: HealthLimit | None = None
+    blue: HealthLimit | None = None
+    colourfulness: HealthLimit | None = None
+    detail: HealthLimit | None = None
+    clipped: HealthLimit | None = None
+    hue_entropy: HealthLimit | None = None
+    motion: HealthLimit | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthConfig:
+        for name, value in self.limits().items():
+            if not value[0] <= value[1]:
+                raise ValueError(f"{name} = [{value[0]}, {value[1]}]: the low limit must not exceed the high one")
+        return self
+
+    def limits(self) -> dict[str, HealthLimit]:
+        skip = {"enabled", "watchdog_s"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
+
+
 class RecordConfig(Section):
     enabled: bool = False
     path: str = "recordings/session.fif"
@@ -202,6 +246,7 @@ class Show(Section):
     osc: OscConfig = Field(default_factory=OscConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
 
 class LoadedShow:
@@ -349,32 +394,39 @@ script = [
 [states]
 mode = "rules"
 labels = ["calm", "focused", "neutral"]
+dwell_s = 1.0          # the smoothed state must lead this long before it takes over
+smooth_s = 1.5         # per-window votes are noisy: average them over about this long
 rules = [
-  { state = "calm", when = "alpha_rel > 0.30" },
+  { state = "calm", when = "alpha_rel > 0.50" },
   { state = "focused", when = "beta_rel > 0.30" },
 ]
 
-[scenes.calm]
-layers = { block8 = 1.0 }
-zoom = 1.004
-rotate = 0.2
-step = 1.2
-
-[scenes.focused]
-layers = { block10 = 1.0 }
-zoom = 1.012
-rotate = -0.4
-step = 1.8
-
-[scenes.neutral]
+[scenes.calm]              # slow, soft: eyes and ornament
 layers = { block7 = 1.0 }
-zoom = 1.006
+zoom = 1.003
+rotate = 0.15
+step = 1.2
+blend = 0.6
+contrast = 0.75
 
-[scenes.attract]
-layers = { block9 = 0.5, block10 = 0.5 }
+[scenes.focused]           # fast and sharp: faces and fur
+layers = { block10 = 1.0 }
+zoom = 1.010
+rotate = -0.3
+step = 1.8
+contrast = 0.95
+
+[scenes.neutral]           # plants, flowers and buildings
+layers = { block12 = 1.0 }
+zoom = 1.005
+
+[scenes.attract]           # nobody wears the headset: a slow porthole into the dream
+layers = { block9 = 1.0 }
 zoom = 1.002
 rotate = 0.1
-step = 1.0
+step = 1.2
+mask = "circle"
+crossfade_s = 3
 
 [output]
 kind = "auto"

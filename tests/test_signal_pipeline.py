@@ -377,3 +377,49 @@ def test_feed_survives_garbage_and_wrong_rates() -> None:
     x[::7] = np.nan
     res = pipe.feed(RawChunk(0, x, 1.0))
     assert res and all(r.features is None for r in res)
+
+
+def test_demo_show_states_appear_in_proportion_to_the_simulator_script() -> None:
+    """Three cycles of the demo's simulator script through the demo show's own signal and state
+    settings: every scripted stretch is mostly its state, and each state's share of the time
+    is near the script's (relaxed 20 s, focused 20 s, neutral 10 s, off the head 8 s)."""
+    from engine.show import load_show
+
+    show = load_show(None, deep=False).show
+    script = [(s.state, s.seconds) for s in show.device.script]
+    pipe = SignalPipeline(show.signal, show.map, show.states)
+    expected = {"relaxed": "calm", "focused": "focused", "neutral": "neutral", "off_head": ABSENT}
+    results = simulate(pipe, script * 3, seed=0)
+    by_section: dict[str, Counter[str]] = {}
+    for scripted, res in results:
+        by_section.setdefault(scripted, Counter())[res.state.label] += 1
+    for scripted, counts in by_section.items():
+        share = counts[expected[scripted]] / sum(counts.values())
+        assert share >= 0.5, f"{scripted}: {dict(counts)}"
+    total = Counter(res.state.label for _, res in results)
+    n = sum(total.values())
+    cycle = sum(s for _, s in script)
+    for scripted, seconds in script:
+        got = total[expected[scripted]] / n
+        want = seconds / cycle
+        assert abs(got - want) < 0.12, f"{expected[scripted]}: {got:.2f} of the time, script {want:.2f}"
+
+
+def test_state_tracker_smooths_noisy_votes_and_any_challenger_runs_the_clock() -> None:
+    """Per-window votes are noisy; the smoothed state follows them, and when two challengers
+    take turns in the lead over a beaten state, the dwell clock keeps running."""
+
+    def run(tr: StateTracker, votes: list[str]) -> list[str]:
+        tr.update({"a": 1.0, "b": 0.0, "c": 0.0}, 0.0)
+        return [tr.update({x: float(x == v) for x in "abc"}, 0.25 * (k + 1)).label for k, v in enumerate(votes)]
+
+    labels = run(StateTracker(["a", "b", "c"], dwell_s=1.0, hysteresis=0.15, smooth_s=1.0), ["b", "b", "c", "b"] * 8)
+    assert "b" in labels[:12] and labels[-1] == "b", labels  # b, 3 votes in 4, within 3 s
+    labels = run(StateTracker(["a", "b", "c"], dwell_s=1.0, hysteresis=0.15, smooth_s=1.0), ["b", "b", "c", "c"] * 8)
+    assert labels[11] != "a", labels  # b and c take turns: a is still replaced within 3 s
+    tr = StateTracker(["a", "b", "c"], dwell_s=1.0, hysteresis=0.15, smooth_s=1.0)
+    run(tr, ["b"] * 8)
+    state = tr.state
+    assert state is not None and state.confidence == pytest.approx(state.probabilities[state.label])
+    # without smoothing, votes that are right 2 in 3 never hold still long enough to switch
+    assert set(run(StateTracker(["a", "b", "c"], dwell_s=1.0, hysteresis=0.15), ["b", "b", "a"] * 16)) == {"a"}

@@ -151,6 +151,13 @@ class OscTelemetry:
     def fps(self, fps: float) -> None:
         self._send("/dreamstate/render/fps", float(fps))
 
+    def health(self, in_bounds: bool, reseeds: int, measures: Sequence[float | None]) -> None:
+        """Picture health: ``/dreamstate/render/health`` f in-bounds (1/0), f reseeds so far;
+        ``/dreamstate/render/measures`` the measures in ``engine.render.health.MEASURES`` order
+        (0..1; motion is -1 before the first second)."""
+        self._send("/dreamstate/render/health", 1.0 if in_bounds else 0.0, float(reseeds))
+        self._send("/dreamstate/render/measures", *[(-1.0 if v is None else float(v)) for v in measures])
+
     def heartbeat(self) -> None:
         self._send("/dreamstate/heartbeat", 1)
 

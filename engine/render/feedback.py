@@ -4,20 +4,27 @@ the moved source, then dreamed; the result feeds the next frame.
 ``FeedbackDreamer`` keeps that state. Lifecycle:
 
 * after ``__init__(model, size, source)``: ``canvas`` is the source resized to ``size``.
-* ``move(motion, ticks, source_mix=0)``: the source is moved by ``ticks`` motion ticks
-  (computed from the original source, so it never blurs by accumulation); the carried dream is
-  moved by the same motion, or, with ``flow`` set ("dis" or "farneback"), warped along the
-  optical flow between the previous and the current source frame (what
+* ``move(motion, ticks, source_mix=0, min_px=0)``: the source is moved by ``ticks`` motion
+  ticks (computed from the original source, so it never blurs by accumulation); the carried
+  dream is moved by the same motion, or, with ``flow`` set ("dis" or "farneback"), warped along
+  the optical flow between the previous and the current source frame (what
   ksk-S/DeepDreamVideoOpticalFlow does for video); then
   ``canvas = (1 - source_mix) * carried + source_mix * source``. ``source_mix = 0`` is pure
   feedback (the classic zoom video); a video source wants 0.3-0.5 so its frames show through.
+  With ``min_px`` > 0 the motion is only accumulated until it moves some pixel by ``min_px``
+  pixels, and the canvas is resampled then, in one warp: every resample blurs a little, and
+  fewer of them keep the detail (the live display moves the picture continuously anyway).
+  Returns whether the canvas was resampled (its geometry moved to now).
 * ``dream_full(params, blend)``: every octave x steps (the offline loop).
-* ``dream_realtime(params, steps, blend)``: ``steps`` steps at one octave; the octave cycles
-  coarse -> fine after every ``steps_per_octave`` steps (real-time DeepDream).
+* ``dream_realtime(params, steps, blend, stabilise)``: the stabilisers
+  (:mod:`engine.render.stabilise`, against the source's palette), then ``steps`` steps at one
+  octave; the octave cycles coarse -> fine after every ``steps_per_octave`` steps (real-time
+  DeepDream).
   ``blend`` is the temporal blend (flicker control): the new canvas is
   ``blend * before + (1 - blend) * dreamed``, a low-pass on the change each frame makes.
 * ``set_source_frame(rgb)``: the next source frame of a video (motion history is kept).
-* ``reset(source)``: a new source; motion and flow history start again.
+* ``reset(source)``: a new source; motion and flow history start again; the stabilisers
+  take the new source's palette.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from engine.render.dream import (
 from engine.render.geometry import Affine, motion_matrix, warp
 from engine.render.images import RGB, resize
 from engine.render.masks import Mask
+from engine.render.stabilise import Stabiliser, StabiliserParams
 
 FlowMethod = Literal["dis", "farneback"]
 
@@ -64,6 +72,13 @@ class Motion:
 
 def _h(m: Affine) -> npt.NDArray[np.float64]:
     return np.vstack([m, [0.0, 0.0, 1.0]])
+
+
+def max_displacement(m: npt.NDArray[np.float64], width: int, height: int) -> float:
+    """How far (pixels) the affine ``m`` moves the farthest of a frame's corners."""
+    corners = np.array([[0.0, 0.0, 1.0], [width, 0.0, 1.0], [0.0, height, 1.0], [width, height, 1.0]])
+    moved = corners @ np.asarray(m, np.float64)[:2].T
+    return float(np.abs(moved - corners[:, :2]).max())
 
 
 class OpticalFlow:
@@ -113,14 +128,17 @@ class FeedbackDreamer:
         self.guide: Mapping[str, Any] | None = None
         self.steps_done = 0
         self.last_loss = 0.0
+        self.stabiliser = Stabiliser(np.zeros((1, 1, 3), np.float32))
         self.reset(source)
 
     def reset(self, source: RGB, *, canvas: RGB | None = None) -> None:
         self._source = resize(np.asarray(source, dtype=np.float32), self.size)
         self._acc = np.eye(3)
+        self._pending = np.eye(3)
         self.source_now: RGB = self._source
         self.canvas: RGB = self._source.copy() if canvas is None else resize(canvas, self.size)
         self._octave_counter = 0
+        self.stabiliser.set_source(self._source)
 
     @property
     def source(self) -> RGB:
@@ -131,21 +149,27 @@ class FeedbackDreamer:
         """A new frame of a moving source (video); used by the next ``move``."""
         self._source = resize(np.asarray(rgb, dtype=np.float32), self.size)
 
-    def move(self, motion: Motion, ticks: float, source_mix: float = 0.0) -> RGB:
-        """Advance the motion by ``ticks`` ticks; returns the new canvas."""
+    def move(self, motion: Motion, ticks: float, source_mix: float = 0.0, *, min_px: float = 0.0) -> bool:
+        """Advance the motion by ``ticks`` ticks; True when the canvas was resampled (see the
+        module docstring for ``min_px``)."""
         w, h = self.size
-        m = motion.matrix(w, h, amount=ticks)
-        self._acc = _h(m) @ self._acc
+        m = _h(motion.matrix(w, h, amount=ticks))
+        self._acc = m @ self._acc
+        self._pending = m @ self._pending
+        mix = float(np.clip(source_mix, 0.0, 1.0))
+        if min_px > 0 and mix <= 0.0 and self.flow is None and max_displacement(self._pending, w, h) < min_px:
+            return False
+        pending, self._pending = self._pending, np.eye(3)
         prev_src = self.source_now
-        self.source_now = np.asarray(warp(self._source, self._acc[:2]), dtype=np.float32)
+        if self.flow is not None or mix > 0.0:
+            self.source_now = np.asarray(warp(self._source, self._acc[:2]), dtype=np.float32)
         if self.flow is not None:
             carried = self.flow.warp_previous(self.canvas, prev_src, self.source_now)
         else:
-            carried = np.asarray(warp(self.canvas, m), dtype=np.float32)
-        mix = float(np.clip(source_mix, 0.0, 1.0))
+            carried = np.asarray(warp(self.canvas, pending[:2]), dtype=np.float32)
         self.canvas = carried if mix <= 0.0 else \
             ((1.0 - mix) * carried + mix * self.source_now).astype(np.float32)
-        return self.canvas
+        return True
 
     def _blend(self, before: RGB, dreamed: RGB, blend: float) -> RGB:
         b = float(np.clip(blend, 0.0, 1.0))
@@ -154,8 +178,15 @@ class FeedbackDreamer:
         out: RGB = (b * before + (1.0 - b) * dreamed).astype(np.float32)
         return out
 
+    def stabilise(self, params: StabiliserParams | None) -> RGB:
+        """Apply the stabilisers to the canvas against the source's palette (None = off)."""
+        if params is not None and not params.off:
+            self.canvas = self.stabiliser.apply(self.canvas, params)
+        return self.canvas
+
     def dream_full(self, params: DreamParams, blend: float = 0.0,
-                   progress: Progress | None = None) -> RGB:
+                   progress: Progress | None = None, stabilise: StabiliserParams | None = None) -> RGB:
+        self.stabilise(stabilise)
         seed = int(self.rng.integers(0, 2**31 - 1))
         dreamed = dream_image(self.model, self.canvas, params, mask=self.mask,
                               guide=self.guide, seed=seed, progress=progress)
@@ -173,7 +204,9 @@ class FeedbackDreamer:
         cycle = (self._octave_counter // max(1, params.steps_per_octave)) % n
         return n - 1 - cycle
 
-    def dream_realtime(self, params: DreamParams, steps: int = 1, blend: float = 0.0) -> RGB:
+    def dream_realtime(self, params: DreamParams, steps: int = 1, blend: float = 0.0,
+                       stabilise: StabiliserParams | None = None) -> RGB:
+        self.stabilise(stabilise)
         octave = self.current_octave(params)
         dreamed, self.last_loss = dream_octave(self.model, self.canvas, params, octave,
                                                steps=steps, mask=self.mask, guide=self.guide,

@@ -53,8 +53,10 @@ from engine.records import DreamRecipe
 from engine.render.cvlib import cv
 from engine.render.dream import DreamParams, StepModel, guide_features
 from engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
+from engine.render.health import HealthReport, HealthSettings, PictureHealth
 from engine.render.images import RGB, load_image, resize, save_image, to_uint8
-from engine.render.masks import make_mask
+from engine.render.masks import Mask, make_mask
+from engine.render.stabilise import StabiliserParams
 from engine.render.stats import FrameStats, StatsTracker
 
 log = logging.getLogger("dreamstate.render")
@@ -62,13 +64,24 @@ log = logging.getLogger("dreamstate.render")
 
 @dataclass(frozen=True, slots=True)
 class DreamedFrame:
-    """One published dream result. ``time``: the instant its geometry belongs to."""
+    """One published dream result. ``time``: the instant its geometry belongs to.
+
+    ``cut`` grows whenever what is shown changes at once (a new source image, a reseed, a new
+    mask); the display then crossfades from the old picture over ``fade_s`` seconds. ``mask``
+    (float32 (H, W) in [0, 1]) and ``backdrop`` (RGBA uint8, the undreamed source) confine the
+    dream on screen: the display shows ``mask * dream + (1 - mask) * backdrop``. Arrays in a
+    published frame are never written again.
+    """
 
     pixels: RGB
     time: float
     recipe_version: int
     generation: int
     step: int
+    cut: int = 0
+    fade_s: float = 0.0
+    mask: Mask | None = None
+    backdrop: U8 | None = None
 
 
 def noise_source(size: tuple[int, int], seed: int = 0) -> RGB:
@@ -89,51 +102,69 @@ def recipe_motion(recipe: DreamRecipe) -> Motion:
                   translate=(float(recipe.translate[0]), float(recipe.translate[1])))
 
 
-class DreamWorker(threading.Thread):
-    """The dream worker thread (see the module docstring).
+def to_rgba(rgb: RGB) -> U8:
+    """Float RGB in [0, 1] -> RGBA uint8 (what the display works in)."""
+    out: U8 = cv().cvtColor(to_uint8(rgb), cv().COLOR_RGB2RGBA)
+    return out
 
-    After ``start()`` it waits for a recipe, then loops step by step until ``stop`` is set.
-    If it raises, ``error`` holds the exception and the thread ends (the renderer restarts it).
+
+class DreamLoop:
+    """What the dream worker does, without the thread: recipes in, one step at a time out.
+
+    Lifecycle:
+
+    * after ``__init__``: the canvas is the source (or ``canvas``); no recipe yet.
+    * ``apply(recipe)``: takes a recipe (any time). A new source image or mask starts a *cut*:
+      the display crossfades to the new picture over the recipe's ``crossfade_s``.
+    * ``step(ticks, now)``: moves the canvas by ``ticks`` motion ticks (resampling only every
+      ``recipe.warp_px`` pixels of motion), applies the stabilisers, makes one dream step at
+      the current octave, checks the picture's health every half second of ``now`` (show
+      time; any clock, so tests drive it by frames) and reseeds when the watchdog says so.
+      Returns the :class:`DreamedFrame` to publish and the health report, when one was made.
+    * ``hold(seconds)``: the picture was paused this long (its geometry keeps its place).
     """
 
-    def __init__(self, model: StepModel, size: tuple[int, int],
-                 recipes: LatestSlot[DreamRecipe], frames: LatestSlot[DreamedFrame], *,
-                 source: RGB, canvas: RGB | None, stop: threading.Event, stats: StatsTracker,
-                 counters: Counters, motion_hz: float, seed: int,
-                 resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
-                 guide_model: StepModel | None = None, start_version: int = 0,
-                 nice: int = 0, source_spec: str | None = None,
-                 paused: threading.Event | None = None) -> None:
-        super().__init__(name="dream-worker", daemon=True)
-        self.nice = nice
-        self.paused = paused or threading.Event()
+    def __init__(self, model: StepModel, size: tuple[int, int], *, source: RGB, canvas: RGB | None = None,
+                 counters: Counters | None = None, stats: StatsTracker | None = None, seed: int = 0,
+                 resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
+                 guide_model: StepModel | None = None, sources: list[RGB] | None = None,
+                 health: HealthSettings | None = None, start_cut: int = 0, source_spec: str | None = None,
+                 now: float = 0.0) -> None:
         self.model = model
         self.guide_model = guide_model
         self.size = size
-        self.recipes = recipes
-        self.frames = frames
-        self.stop_event = stop
+        self.counters = counters or Counters()
         self.stats = stats
-        self.counters = counters
-        self.motion_hz = motion_hz
         self.resolve = resolve
-        self.error: BaseException | None = None
         self.dreamer = FeedbackDreamer(model, size, source, seed=seed, flow=flow)
         if canvas is not None:
             self.dreamer.canvas = canvas
-        self._version = start_version
-        self._recipe: DreamRecipe | None = None
+        self.recipe: DreamRecipe | None = None
+        self.version = 0
         self._params = DreamParams()
+        self._stabilise = StabiliserParams()
         self._mask_spec: str | None = None
         self._guide_spec: str | None = None
         self.source_spec: str | None = source_spec
         self._bad_layers: set[str] = set()
+        self.sources = sources or [source]
+        self._source_index = 0
+        self.health = PictureHealth(health)
+        self.health.set_source(self.dreamer.source)
+        self.cut = start_cut
+        self._fade_s = 0.0
+        self._mask_shown: Mask | None = None
+        self._backdrop: U8 | None = None
+        self.geometry_time = now
+        self.steps = 0
 
     # --- recipe handling ------------------------------------------------------------------
     def _path(self, value: str) -> Path:
         return self.resolve(value) if self.resolve else Path(value)
 
-    def _apply(self, recipe: DreamRecipe) -> None:
+    def apply(self, recipe: DreamRecipe, version: int | None = None) -> None:
+        if version is not None:
+            self.version = version
         known = set(self.model.layers)
         weights = {k: v for k, v in recipe.layer_weights.items() if k in known}
         unknown = sorted(set(recipe.layer_weights) - known)
@@ -151,13 +182,14 @@ class DreamWorker(threading.Thread):
                                    octave_scale=base.octave_scale,
                                    steps_per_octave=base.steps_per_octave, jitter=base.jitter,
                                    tile=base.tile)
+        self._stabilise = StabiliserParams(recipe.color_nudge, recipe.contrast)
         w, h = self.size
         if recipe.source_image != self.source_spec:
             self.source_spec = recipe.source_image
             if recipe.source_image:
                 try:
-                    self.dreamer.reset(load_image(self._path(recipe.source_image),
-                                                  what="source image"))
+                    self._restart_from(load_image(self._path(recipe.source_image), what="source image"),
+                                       recipe.crossfade_s)
                 except DreamstateError as exc:
                     self.counters.inc("bad_source_image")
                     log.error("%s; keeping the current picture", exc,
@@ -171,6 +203,7 @@ class DreamWorker(threading.Thread):
                 self.counters.inc("bad_mask")
                 self.dreamer.mask = None
                 log.error("%s; dreaming without a mask", exc, extra={"mask": recipe.mask})
+            self._new_cut(recipe.crossfade_s)
         if recipe.guide != self._guide_spec:
             self._guide_spec = recipe.guide
             self.dreamer.guide = None
@@ -188,12 +221,117 @@ class DreamWorker(threading.Thread):
                     log.error("%s; dreaming without a guide", exc, extra={"guide": recipe.guide})
         self.dreamer.model = self.guide_model if (self.dreamer.guide is not None
                                                   and self.guide_model is not None) else self.model
-        if self._recipe is not None and recipe.generation != self._recipe.generation:
+        if self.recipe is not None and recipe.generation != self.recipe.generation:
             # a new scene: start at the coarsest (fastest) octave so it shows at once
             self.dreamer.restart_octaves()
-        self._recipe = recipe
+        self.recipe = recipe
 
-    # --- the loop ---------------------------------------------------------------------------
+    def _new_cut(self, fade_s: float) -> None:
+        """What is shown changes at once: the display crossfades over ``fade_s``."""
+        self.cut += 1
+        self._fade_s = fade_s
+        m = self.dreamer.mask
+        self._mask_shown = None if m is None else np.ascontiguousarray(m, dtype=np.float32)
+        self._backdrop = None if m is None else to_rgba(self.dreamer.source)
+
+    def _restart_from(self, image: RGB, fade_s: float) -> None:
+        """Start the dream again from ``image`` (a new source, or a reseed), crossfaded."""
+        self.dreamer.reset(image)
+        self.dreamer.restart_octaves()
+        self.health.set_source(self.dreamer.source)
+        self._new_cut(fade_s)
+
+    def reseed(self, report: HealthReport) -> None:
+        """The picture stayed out of bounds: crossfade to the next source image, dream anew."""
+        recipe = self.recipe
+        fade = max(2.0, recipe.crossfade_s if recipe is not None else 2.0)
+        image: RGB | None = None
+        if self.source_spec:
+            try:
+                image = load_image(self._path(self.source_spec), what="source image")
+            except DreamstateError:
+                image = None
+        if image is None:
+            self._source_index = (self._source_index + 1) % len(self.sources)
+            image = self.sources[self._source_index]
+        self.counters.inc("reseeds")
+        self.health.reseeded()
+        if self.stats is not None:
+            self.stats.reseeded()
+        log.warning("picture out of bounds for %.0f s (%s); reseeding: crossfading to %s",
+                    self.health.settings.watchdog_s, ", ".join(report.out_of_bounds),
+                    self.source_spec or f"source image {self._source_index + 1} of {len(self.sources)}",
+                    extra={"reseeds": self.health.reseeds})
+        self._restart_from(image, fade)
+
+    # --- one step -------------------------------------------------------------------------
+    def hold(self, seconds: float) -> None:
+        self.geometry_time += seconds
+
+    def step(self, ticks: float, now: float) -> tuple[DreamedFrame, HealthReport | None]:
+        recipe = self.recipe
+        if recipe is None:
+            raise RenderError("DreamLoop.step before any recipe", hint="call apply(recipe) first")
+        if self.dreamer.move(recipe_motion(recipe), ticks, min_px=recipe.warp_px):
+            self.geometry_time = now
+        canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend, stabilise=self._stabilise)
+        self.steps += 1
+        frame = DreamedFrame(canvas, self.geometry_time, self.version, recipe.generation, self.steps,
+                             self.cut, self._fade_s, self._mask_shown, self._backdrop)
+        report = self.health.update(canvas, now)
+        if report is not None:
+            if self.stats is not None:
+                self.stats.health(report)
+            if report.reseed:
+                self.reseed(report)
+                self.geometry_time = now
+        return frame, report
+
+
+class DreamWorker(threading.Thread):
+    """The dream worker thread around a :class:`DreamLoop` (see the module docstring).
+
+    After ``start()`` it waits for a recipe, then loops step by step until ``stop`` is set.
+    If it raises, ``error`` holds the exception and the thread ends (the renderer restarts it).
+    """
+
+    def __init__(self, model: StepModel, size: tuple[int, int],
+                 recipes: LatestSlot[DreamRecipe], frames: LatestSlot[DreamedFrame], *,
+                 source: RGB, canvas: RGB | None, stop: threading.Event, stats: StatsTracker,
+                 counters: Counters, motion_hz: float, seed: int,
+                 resolve: Callable[[str], Path] | None, flow: FlowMethod | None = None,
+                 guide_model: StepModel | None = None, start_version: int = 0,
+                 nice: int = 0, source_spec: str | None = None,
+                 paused: threading.Event | None = None, sources: list[RGB] | None = None,
+                 health: HealthSettings | None = None, health_slot: LatestSlot[HealthReport] | None = None,
+                 start_cut: int = 0) -> None:
+        super().__init__(name="dream-worker", daemon=True)
+        self.nice = nice
+        self.paused = paused or threading.Event()
+        self.model = model
+        self.recipes = recipes
+        self.frames = frames
+        self.stop_event = stop
+        self.stats = stats
+        self.counters = counters
+        self.motion_hz = motion_hz
+        self.health_slot = health_slot
+        self.error: BaseException | None = None
+        self.loop = DreamLoop(model, size, source=source, canvas=canvas, counters=counters, stats=stats,
+                              seed=seed, resolve=resolve, flow=flow, guide_model=guide_model,
+                              sources=sources, health=health, start_cut=start_cut, source_spec=source_spec,
+                              now=time.monotonic())
+        self.loop.version = start_version
+        self.dreamer = self.loop.dreamer
+
+    @property
+    def source_spec(self) -> str | None:
+        return self.loop.source_spec
+
+    @property
+    def cut(self) -> int:
+        return self.loop.cut
+
     def run(self) -> None:
         if self.nice and hasattr(os, "setpriority"):
             try:  # on Linux a thread id names just this thread: the display thread keeps priority
@@ -210,41 +348,49 @@ class DreamWorker(threading.Thread):
             log.exception("dream worker died: %s", exc, extra={"model": self.model.name})
 
     def _loop(self) -> None:
+        loop = self.loop
         t_last = time.monotonic()
-        step = 0
+        loop.geometry_time = t_last
         while not self.stop_event.is_set():
             if self.paused.is_set():  # /dreamstate/pause: no steps, no motion, until play
                 self.stop_event.wait(0.05)
-                t_last = time.monotonic()
+                now = time.monotonic()
+                loop.hold(now - t_last)  # the held picture keeps its place on screen
+                t_last = now
                 continue
-            if self._recipe is None:
-                r, v = self.recipes.wait_newer(self._version, timeout=0.1)
+            if loop.recipe is None:
+                r, v = self.recipes.wait_newer(loop.version, timeout=0.1)
             else:
-                r, v = self.recipes.get_if_newer(self._version)
+                r, v = self.recipes.get_if_newer(loop.version)
             if r is not None:
-                self._version = v
-                self._apply(r)
-            recipe = self._recipe
-            if recipe is None:
-                t_last = time.monotonic()
+                loop.apply(r, v)
+            if loop.recipe is None:
+                t_last = loop.geometry_time = time.monotonic()
                 continue
             now = time.monotonic()
-            self.dreamer.move(recipe_motion(recipe), (now - t_last) * self.motion_hz)
+            frame, report = loop.step((now - t_last) * self.motion_hz, now)
             t_last = now
-            canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend)
-            step += 1
-            self.frames.put(DreamedFrame(canvas, now, self._version, recipe.generation, step))
+            self.frames.put(frame)
             self.stats.step(time.monotonic())
+            if report is not None and self.health_slot is not None:
+                self.health_slot.put(report)
 
 
 @dataclass(slots=True)
 class _Shown:
-    """A dreamed frame on screen: RGBA uint8 at dream size, its geometry time, and (while
-    fading in) the previous frame already moved to the same instant."""
+    """A dreamed frame on screen: RGBA uint8 at dream size, its geometry time, (while fading
+    in) the previous frame already moved to the same instant, its cut, mask and backdrop, and
+    (during a cut's crossfade) the old picture fading out from ``cut_t0`` over ``cut_s``."""
 
     img: U8
     time: float
     prev: U8 | None = None
+    cut: int = 0
+    mask: Mask | None = None
+    backdrop: U8 | None = None
+    old: _Shown | None = None
+    cut_t0: float = 0.0
+    cut_s: float = 0.0
 
 
 class Renderer:
@@ -269,7 +415,8 @@ class Renderer:
                  source: RGB | None = None, seed: int = 0, motion_hz: float = 10.0,
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, max_backoff_s: float = 10.0,
-                 worker_nice: int = 5) -> None:
+                 worker_nice: int = 5, sources: list[RGB] | None = None,
+                 health: HealthSettings | None = None) -> None:
         self.model = model
         self.worker_nice = worker_nice
         self.guide_model = guide_model
@@ -285,6 +432,10 @@ class Renderer:
         self.max_backoff_s = max_backoff_s
         self.source = np.asarray(source, dtype=np.float32) if source is not None \
             else noise_source(self.dream_size, seed)
+        # the images a reseed cycles through (the show's images); the first is the start
+        self.sources = [self.source] + [np.asarray(x, np.float32) for x in (sources or [])[1:]]
+        self.health_settings = health or HealthSettings()
+        self.health: LatestSlot[HealthReport] = LatestSlot()
         self.recipes: LatestSlot[DreamRecipe] = LatestSlot()
         self.frames: LatestSlot[DreamedFrame] = LatestSlot()
         self.counters = Counters()
@@ -369,39 +520,69 @@ class Renderer:
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
             nice=self.worker_nice, source_spec=old.source_spec if old is not None else None,
-            paused=self._paused)
+            paused=self._paused, sources=self.sources, health=self.health_settings,
+            health_slot=self.health, start_cut=old.cut if old is not None else 0)
         self._worker.start()
+
+    @property
+    def worker(self) -> DreamWorker | None:
+        return self._worker
 
     # --- display ---------------------------------------------------------------------------
     # Per display frame: (crossfade at dream size) -> one warp at dream size -> upscale.
     # Frames are kept as 4-channel uint8 at dream size: OpenCV's 4-channel warp is several
     # times faster than its 3-channel one, and warping before upscaling touches 4x fewer
     # pixels; a 720p frame costs about 2.5 ms this way instead of about 9 ms.
-    @staticmethod
-    def _rgba(rgb: RGB) -> U8:
-        out: U8 = cv().cvtColor(to_uint8(rgb), cv().COLOR_RGB2RGBA)
-        return out
+    rgba = staticmethod(to_rgba)
+
 
     def _take(self, f: DreamedFrame, cur: _Shown) -> _Shown:
-        """A new dreamed frame: the old one is moved to the new frame's instant for the fade."""
-        img = self._rgba(f.pixels)
+        """A new dreamed frame. Same cut: the old one is moved to the new frame's instant for
+        the short fade between dream steps. New cut: the whole old picture (with its own mask)
+        is kept, moving on, and crossfaded out over the frame's ``fade_s``."""
+        img = self.rgba(f.pixels)
         h, w = img.shape[:2]
+        if f.cut != cur.cut:
+            old = _Shown(cur.img, cur.time, cur.prev, cur.cut, cur.mask, cur.backdrop)
+            return _Shown(img, f.time, None, f.cut, f.mask, f.backdrop, old=old,
+                          cut_t0=time.monotonic(), cut_s=f.fade_s)
         base = cur.img if cur.img.shape == img.shape else \
             cv().resize(cur.img, (w, h), interpolation=cv().INTER_LINEAR)
         m = self._motion.matrix(w, h, (f.time - cur.time) * self.motion_hz)
         prev: U8 = cv().warpAffine(base, m, (w, h), flags=cv().INTER_LINEAR,
                                    borderMode=cv().BORDER_REFLECT_101)
-        return _Shown(img, f.time, prev)
+        return _Shown(img, f.time, prev, f.cut, f.mask, f.backdrop, old=cur.old, cut_t0=cur.cut_t0, cut_s=cur.cut_s)
 
-    def _compose(self, now: float, cur: _Shown, alpha: float) -> U8:
+    def _picture(self, now: float, cur: _Shown, alpha: float) -> U8:
+        """One shown picture at dream size (RGBA): faded from the previous step, moved to
+        ``now``, and confined by its mask."""
         src = cur.img
         if cur.prev is not None and alpha < 1.0:
             src = cv().addWeighted(cur.prev, 1.0 - alpha, cur.img, alpha, 0.0)
         h, w = src.shape[:2]
         m = self._motion.matrix(w, h, (now - cur.time) * self.motion_hz)
-        moved = cv().warpAffine(src, m, (w, h), flags=cv().INTER_LINEAR,
-                                borderMode=cv().BORDER_REFLECT_101)
-        rgb = cv().cvtColor(moved, cv().COLOR_RGBA2RGB)
+        moved: U8 = cv().warpAffine(src, m, (w, h), flags=cv().INTER_LINEAR,
+                                    borderMode=cv().BORDER_REFLECT_101)
+        if cur.mask is not None and cur.backdrop is not None and cur.mask.shape == (h, w) \
+                and cur.backdrop.shape == moved.shape:
+            inside = cur.mask
+            confined: U8 = cv().blendLinear(moved, cur.backdrop, inside, 1.0 - inside)
+            return confined
+        return moved
+
+    def _compose(self, now: float, cur: _Shown, alpha: float) -> U8:
+        pic = self._picture(now, cur, alpha)
+        if cur.old is not None:
+            t = (now - cur.cut_t0) / cur.cut_s if cur.cut_s > 0 else 1.0
+            if t >= 1.0:
+                cur.old = None
+            else:
+                old = self._picture(now, cur.old, 1.0)
+                if old.shape != pic.shape:
+                    old = cv().resize(old, (pic.shape[1], pic.shape[0]), interpolation=cv().INTER_LINEAR)
+                pic = cv().addWeighted(old, 1.0 - t, pic, t, 0.0)
+        h, w = pic.shape[:2]
+        rgb = cv().cvtColor(pic, cv().COLOR_RGBA2RGB)
         if (w, h) == self.output_size:
             out: U8 = rgb
             return out
@@ -431,7 +612,7 @@ class Renderer:
     def _display_loop(self) -> None:
         period = 1.0 / self.fps
         start = time.monotonic()
-        cur = _Shown(self._rgba(resize(self.source, self.dream_size)), start)
+        cur = _Shown(self.rgba(resize(self.source, self.dream_size)), start)
         fade_t0 = start
         fade_s = 0.1
         last_arrival: float | None = None

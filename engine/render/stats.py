@@ -1,4 +1,5 @@
-"""Frame statistics: dream steps/s, display fps, frame-time p50/p99, dropped frames, latency."""
+"""Frame statistics: dream steps/s, display fps, frame-time p50/p99, dropped frames, latency,
+and the picture's health (measures, in-bounds flag, reseeds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
+from engine.render.health import HealthReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,13 +28,18 @@ class FrameStats:
     worker_restarts: int
     worker_errors: int
     recipe_latency_s: float | None
+    reseeds: int = 0
+    health: HealthReport | None = None  # the latest picture check (engine.render.health)
 
     def line(self) -> str:
         lat = "-" if self.recipe_latency_s is None else f"{self.recipe_latency_s * 1000:.0f} ms"
         return (f"dream {self.dream_steps_per_s:.2f} steps/s | display {self.display_fps:.1f} fps"
                 f" | frame p50 {self.frame_time_p50_ms:.1f} ms p99 {self.frame_time_p99_ms:.1f} ms"
                 f" | dropped {self.dropped_frames} | recipe latency {lat}"
-                f" | restarts {self.worker_restarts}")
+                f" | restarts {self.worker_restarts}"
+                + ("" if self.health is None else
+                   f" | picture {'ok' if self.health.in_bounds else 'OUT: ' + ', '.join(self.health.out_of_bounds)}"
+                   f" | reseeds {self.reseeds}"))
 
 
 class StatsTracker:
@@ -53,6 +61,8 @@ class StatsTracker:
         self.worker_restarts = 0
         self.worker_errors = 0
         self.latencies: list[float] = []
+        self.reseeds = 0
+        self.last_health: HealthReport | None = None
 
     def frame(self, interval: float, now: float) -> None:
         with self._lock:
@@ -86,6 +96,14 @@ class StatsTracker:
         with self._lock:
             self.worker_errors += 1
 
+    def reseeded(self) -> None:
+        with self._lock:
+            self.reseeds += 1
+
+    def health(self, report: HealthReport) -> None:
+        with self._lock:
+            self.last_health = report
+
     @staticmethod
     def _rate(stamps: collections.deque[float], now: float, window: float) -> float:
         recent = [t for t in stamps if t >= now - window]
@@ -107,4 +125,5 @@ class StatsTracker:
                 dropped_frames=self.dropped, displayed_frames=self.displayed,
                 dream_steps=self.steps, dream_frames_shown=self.dream_frames_shown,
                 worker_restarts=self.worker_restarts, worker_errors=self.worker_errors,
-                recipe_latency_s=self.latencies[-1] if self.latencies else None)
+                recipe_latency_s=self.latencies[-1] if self.latencies else None,
+                reseeds=self.reseeds, health=self.last_health)

@@ -136,7 +136,8 @@ class SignalPipeline:
                                   refit_every_s=map.refit_every_s, perplexity=map.perplexity,
                                   seed=map.seed, n_jobs=n_jobs, counters=self.counters)
         self.labels = list(states.labels)
-        self.tracker = StateTracker(self.labels, dwell_s=states.dwell_s, hysteresis=states.hysteresis)
+        self.tracker = StateTracker(self.labels, dwell_s=states.dwell_s, hysteresis=states.hysteresis,
+                                    smooth_s=states.smooth_s)
         self.rules = RulesModel(states.rules, self.labels, hysteresis=states.hysteresis)
         if states.mode == "rules" and not states.rules:
             log.info("states.mode = 'rules' without rules: the state stays %r",
@@ -364,7 +365,9 @@ class SignalPipeline:
         probs = self._probabilities(vec, point)
         if not probs:
             probs = {fallback_label(self.tracker.labels): 0.0}
-        state = self.tracker.update(probs, w.end_time)
+        # the tracker's dwell and smoothing run on the signal's own clock (sample index), so a
+        # replay at any speed decides as a live headset would; the state is stamped with end_time
+        state = self.tracker.update(probs, w.end_sample / self.sfreq, stamp=w.end_time)
         self.latest_state = state
         if prof is not None:
             t3 = time.perf_counter()

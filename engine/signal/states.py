@@ -11,8 +11,12 @@ Three models give per-label probabilities for each accepted window:
 * ``CalibratedModel`` (``"calibrated"``, in ``engine.signal.calibration``): a scikit-learn
   classifier fitted on labelled calibration windows.
 
-``StateTracker`` turns probabilities into the state: a challenger must beat the current
-label by ``hysteresis`` and stay ahead for ``dwell_s`` before it takes over. ``absent`` is
+``StateTracker`` turns probabilities into the state. Each window's probabilities are first
+smoothed over time (exponential moving average, time constant ``smooth_s``; per-window votes
+are noisy: a simulated "focused" stretch has beta above the rule's threshold in only about
+three windows of four); then a challenger must beat the current label by ``hysteresis`` and
+stay ahead for ``dwell_s`` before it takes over. The state's probabilities and confidence are
+the smoothed ones, so what is reported agrees with what was decided. ``absent`` is
 entered at once when the headset is off the head or the link is lost, and after
 ``absent_after_s`` of poor signal; it is left at the first good window.
 """
@@ -43,14 +47,19 @@ class StateTracker:
 
     Lifecycle: after ``__init__`` ``state`` is None. ``update(probs, t)`` returns the state
     after one accepted window: the first call adopts the most probable label; later a
-    different label takes over only after leading by ``hysteresis`` for ``dwell_s`` seconds.
-    ``set_absent(t)`` makes the state ``absent`` at once; the next ``update`` leaves it.
+    different label takes over only after its smoothed probability leads by ``hysteresis``
+    for ``dwell_s`` seconds (``smooth_s = 0``: no smoothing). ``set_absent(t)`` makes the
+    state ``absent`` at once; the next ``update`` leaves it and starts the smoothing afresh.
     """
 
-    def __init__(self, labels: Sequence[str], *, dwell_s: float = 3.0, hysteresis: float = 0.15) -> None:
+    def __init__(self, labels: Sequence[str], *, dwell_s: float = 3.0, hysteresis: float = 0.15,
+                 smooth_s: float = 0.0) -> None:
         self.labels = list(labels)
         self.dwell_s = float(dwell_s)
         self.hysteresis = float(hysteresis)
+        self.smooth_s = float(smooth_s)
+        self._smoothed: dict[str, float] = {}
+        self._t_last: float | None = None
         self.state: EegState | None = None
         self.current: str | None = None
         self._since = 0.0
@@ -72,15 +81,31 @@ class StateTracker:
         self._since = t
         self._pending = None
 
-    def update(self, probs: Mapping[str, float], t: float) -> EegState:
+    def _smooth(self, probs: Mapping[str, float], t: float) -> dict[str, float]:
+        if self.smooth_s <= 0 or self._t_last is None or not self._smoothed:
+            out = dict(probs)
+        else:
+            k = 1.0 - math.exp(-max(0.0, t - self._t_last) / self.smooth_s)
+            names = dict.fromkeys([*self._smoothed, *probs])
+            out = {n: (1.0 - k) * self._smoothed.get(n, 0.0) + k * probs.get(n, 0.0) for n in names}
+        self._smoothed, self._t_last = out, t
+        return out
+
+    def update(self, probs: Mapping[str, float], t: float, *, stamp: float | None = None) -> EegState:
+        """One window's probabilities at time ``t`` (the clock the dwell and smoothing use:
+        the signal's own, in seconds); the state is stamped ``stamp`` (default ``t``)."""
+        probs = self._smooth(probs, t)
         candidate = max(probs, key=lambda k: probs[k]) if probs else fallback_label(self.labels)
         if self.current is None or self.current == ABSENT:
             self._switch(candidate, t)
         elif candidate != self.current:
             margin = probs.get(candidate, 0.0) - probs.get(self.current, 0.0)
             if margin >= self.hysteresis:
-                if self._pending != candidate:
-                    self._pending, self._pending_since = candidate, t
+                # the clock runs while *some* challenger leads by the margin: two challengers
+                # taking turns (calm and neutral after focused) must not restart it
+                if self._pending is None:
+                    self._pending_since = t
+                self._pending = candidate
                 if t - self._pending_since >= self.dwell_s and t - self._since >= self.dwell_s:
                     self._switch(candidate, t)
             else:
@@ -88,11 +113,12 @@ class StateTracker:
         else:
             self._pending = None
         assert self.current is not None
-        return self._make(self.current, probs, t)
+        return self._make(self.current, probs, t if stamp is None else stamp)
 
     def set_absent(self, t: float) -> EegState:
         if self.current != ABSENT:
             self._switch(ABSENT, t)
+        self._smoothed, self._t_last = {}, None
         return self._make(ABSENT, {}, t)
 
     def neutral(self, t: float) -> EegState:
