@@ -54,6 +54,7 @@ def setup_logging(verbosity: int = 0, json_lines: bool = False) -> None:
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else KeyValueFormatter())
+    handler.addFilter(DependencyLogFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
@@ -61,3 +62,80 @@ def setup_logging(verbosity: int = 0, json_lines: bool = False) -> None:
     for noisy in ("matplotlib", "PIL", "numba", "mne", "asyncio"):
         if verbosity < 2:
             logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def truncate(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the original length noted."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
+class LogLimiter:
+    """Logging for input that can arrive in floods (OSC, MQTT): one line per kind per interval.
+
+    ``report(kind, message, **extra)``: the first event of a kind in an interval is logged at
+    once (extra values truncated with :func:`truncate`); later ones in the same interval are
+    only counted. ``flush()`` (call it from a periodic task; ``report`` calls it too) logs, for
+    every kind whose events were held back, one summary line with the count and the first
+    example, once the interval has passed. The logger, level and clock are injectable.
+    """
+
+    def __init__(self, logger: logging.Logger, *, interval_s: float = 10.0, level: int = logging.WARNING,
+                 clock: Any = time.monotonic) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.level = level
+        self.clock = clock
+        self._window_start: float | None = None
+        self._held: dict[str, tuple[int, str]] = {}
+        self._seen: set[str] = set()
+
+    def report(self, kind: str, message: str, **extra: object) -> None:
+        now = self.clock()
+        self.flush(now)
+        if self._window_start is None:
+            self._window_start = now
+        if kind not in self._seen:
+            self._seen.add(kind)
+            fields = {k: truncate(v) if not isinstance(v, int | float) else v for k, v in extra.items()}
+            if len(message) > 300:
+                message = f"{message[:300]}... ({len(message)} chars)"
+            self.logger.log(self.level, message, extra={"kind": kind, **fields})
+            return
+        count, example = self._held.get(kind, (0, ""))
+        self._held[kind] = (count + 1, example or truncate(extra.get("example", message)))
+
+    def flush(self, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        if self._window_start is None or now - self._window_start < self.interval_s:
+            return
+        for kind, (count, example) in sorted(self._held.items()):
+            self.logger.log(self.level, "%d more %s in the last %.0f s (one: %s)", count, kind,
+                            now - self._window_start, example, extra={"kind": kind, "count": count})
+        self._held.clear()
+        self._seen.clear()
+        self._window_start = None
+
+
+class DependencyLogFilter(logging.Filter):
+    """Contain libraries that log per bad input on the root logger (python-osc logs a warning
+    per unknown type tag): their records pass at most once per ``interval_s``, the rest are
+    counted in ``suppressed``."""
+
+    PACKAGES = ("/pythonosc/",)
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not any(p in record.pathname for p in self.PACKAGES):
+            return True
+        now = time.monotonic()
+        if self._last is None or now - self._last >= self.interval_s:
+            self._last = now
+            return True
+        self.suppressed += 1
+        return False

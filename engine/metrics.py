@@ -27,6 +27,11 @@ class Counters:
         with self._lock:
             return self._values.get(name, 0)
 
+    def total(self, prefix: str) -> int:
+        """The sum of every counter whose name starts with ``prefix`` (``"malformed."``)."""
+        with self._lock:
+            return sum(v for k, v in self._values.items() if k.startswith(prefix))
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._values)

@@ -79,7 +79,7 @@ async def test_show_runs_end_to_end_and_obeys_osc(show_dir: Path) -> None:
         await asyncio.sleep(0.05)
     client.close()
     assert rt.director.scene_name == "focused"
-    assert rt.osc_server.counters.get("rejected") == 1, "bad argument rejected by the OSC layer"
+    assert rt.osc_server.counters.total("rejected.") == 1, "bad argument rejected by the OSC layer"
     assert rt.counters.get("commands_rejected") == 1, "path outside the show folder refused"
     await asyncio.wait_for(task, 30)
     assert rt.supervisor.stop_reason == "stage timer finished"

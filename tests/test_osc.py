@@ -41,8 +41,8 @@ async def test_control_server_parses_commands_and_survives_garbage() -> None:
         got = server.commands.drain()
         assert got == [Command("zoom", pytest.approx(1.02)), Command("layer", 0.75, target="block3"),
                        Command("scene", "calm"), Command("override", "")]
-        assert server.counters.get("malformed") == 1
-        assert server.counters.get("rejected") == 2
+        assert server.counters.total("malformed.") == 1
+        assert server.counters.total("rejected.") == 2
         raw.close()
         client.close()
     finally:
@@ -94,3 +94,151 @@ def test_telemetry_sends_fixed_normalised_addresses() -> None:
     assert got["/dreamstate/state/focused"] == [pytest.approx(0.8)]
     tele.close()
     rx.close()
+
+
+# --- hostile input ----------------------------------------------------------------------------
+import logging  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from engine.control import oscwire  # noqa: E402
+
+
+def _osc_string(s: bytes) -> bytes:
+    s += b"\x00"
+    return s + b"\x00" * (-len(s) % 4)
+
+
+def _msg(address: bytes, tags: bytes = b",", payload: bytes = b"") -> bytes:
+    return _osc_string(address) + _osc_string(tags) + payload
+
+
+POISON_BUNDLE = b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", -4)  # froze python-osc for good
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (POISON_BUNDLE, "bad_element_size"),
+    (b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", 0), "bad_element_size"),
+    (b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", 6) + b"/a\x00\x00", "bad_element_size"),
+    (b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", 1 << 30), "bad_element_size"),
+    (_msg(b"/dream\xffstate/zoom", b",f", struct.pack(">f", 1.0)), "bad_address"),
+    (_msg(b"/dreamstate/zoom", b"," + b"[" * 2000 + b"]" * 2000), "too_deep"),
+    (_msg(b"/dreamstate/zoom", b",f"), "truncated"),
+    (_msg(b"/dreamstate/zoom", b",q", b"\x00" * 4), "unknown_type_tag"),
+    (_msg(b"/dreamstate/zoom", b",b", struct.pack(">i", -1)), "bad_blob"),
+    (b"/dreamstate/zoom", "unterminated_string"),
+    (b"/ab\x00\x00", "bad_padding"),
+    (b"\x00\x01not osc at all..", "not_osc"),
+])
+def test_hostile_datagrams_are_named_and_counted(data: bytes, reason: str) -> None:
+    with pytest.raises(oscwire.OscDecodeError) as err:
+        oscwire.decode(data)
+    assert err.value.reason == reason
+    server = OscControlServer()
+    server.handle_datagram(data, ("127.0.0.1", 5000))
+    assert server.counters.get(f"malformed.{reason}") == 1
+
+
+def _bundle(*elements: bytes, depth_tag: bytes = b"#bundle\x00") -> bytes:
+    return depth_tag + b"\x00" * 8 + b"".join(struct.pack(">i", len(e)) + e for e in elements)
+
+
+def test_bundles_nested_and_empty_are_bounded_and_counted() -> None:
+    zoom = _msg(b"/dreamstate/zoom", b",f", struct.pack(">f", 1.05))
+    assert [m.address for m in oscwire.decode(_bundle(_bundle(zoom), zoom))] == ["/dreamstate/zoom"] * 2
+    deep = zoom
+    for _ in range(oscwire.MAX_BUNDLE_DEPTH + 1):
+        deep = _bundle(deep)
+    with pytest.raises(oscwire.OscDecodeError, match="deeper"):
+        oscwire.decode(deep)
+    server = OscControlServer()
+    server.handle_datagram(_bundle(), ("127.0.0.1", 1))
+    assert server.counters.get("empty_bundle") == 1
+
+
+# Structured junk: real OSC pieces with random sizes, tags and nesting, plus raw bytes.
+_tags = st.text(alphabet=",ifsbhtdcrmTFNI[]qXZ", max_size=40).map(lambda t: t.encode())
+_pieces = st.one_of(
+    st.binary(max_size=64),
+    st.builds(_msg, st.sampled_from([b"/dreamstate/zoom", b"/dreamstate/scene", b"/x", b"/dream\xffstate"]),
+              _tags, st.binary(max_size=48)),
+    st.integers(min_value=-(2**31), max_value=2**31 - 1).map(lambda n: struct.pack(">i", n)),
+    st.just(b"#bundle\x00" + b"\x00" * 8),
+)
+_datagrams = st.one_of(st.binary(max_size=512), st.lists(_pieces, max_size=12).map(b"".join))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_datagrams)
+def test_any_datagram_is_applied_or_counted_and_returns(data: bytes) -> None:
+    """Whatever arrives: the handler returns, and the datagram is in exactly one place."""
+    server = OscControlServer(queue_size=1024)
+    t0 = time.perf_counter()
+    server.handle_datagram(data, ("127.0.0.1", 9))
+    elapsed = time.perf_counter() - t0
+    c = server.counters
+    assert c.get("received") == 1
+    outcome = c.total("malformed.") + c.get("empty_bundle") + (1 if c.get("messages") else 0)
+    assert outcome == 1, c.snapshot()
+    assert c.get("messages") == c.get("applied") + c.total("rejected.") + c.total("dropped.")
+    assert elapsed < 0.05 + 2e-5 * len(data)  # bounded work per byte, never a loop
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_decode_walks_forward_on_any_bytes(data: bytes) -> None:
+    try:
+        msgs = oscwire.decode(data)
+    except oscwire.OscDecodeError as exc:
+        assert exc.reason and str(exc)
+    else:
+        assert len(msgs) <= oscwire.MAX_MESSAGES
+
+
+async def test_poison_bundle_over_udp_never_blocks_the_loop_and_control_goes_on() -> None:
+    server = OscControlServer("127.0.0.1", 0)
+    await server.start()
+    try:
+        host, port = server.address
+        raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client = SimpleUDPClient(host, port)
+        lags: list[float] = []
+        for _ in range(20):
+            raw.sendto(POISON_BUNDLE, (host, port))
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - t - 0.01)
+        client.send_message("/dreamstate/zoom", 1.02)
+        await _wait_for(lambda: len(server.commands) == 1)
+        assert server.counters.get("malformed.bad_element_size") == 20
+        assert max(lags) < 0.5
+        raw.close()
+        client.close()
+    finally:
+        server.close()
+
+
+def test_malformed_floods_log_a_summary_not_a_line_each(caplog: pytest.LogCaptureFixture) -> None:
+    server = OscControlServer()
+    clock = [0.0]
+    server.limiter.clock = lambda: clock[0]
+    with caplog.at_level(logging.INFO, logger="dreamstate.osc"):
+        for i in range(10_000):
+            clock[0] = i * 0.001  # 10,000 datagrams over 10 s
+            server.handle_datagram(b"\x00junk!!!" * (1 + i % 3), ("10.0.0.9", 4000 + i % 7))
+        unknown = _msg(b"/dreamstate/zoom", b"," + b"q" * 1000)
+        server.handle_datagram(unknown, ("10.0.0.9", 4000))
+        long_string = _msg(b"/dreamstate/scene", b",i", struct.pack(">i", 3))
+        server.handle_datagram(_msg(b"/dreamstate/" + b"x" * 60_000, b",i", struct.pack(">i", 1)), ("10.0.0.9", 1))
+        server.handle_datagram(long_string, ("10.0.0.9", 1))
+        clock[0] = 30.0
+        server.limiter.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) <= 8, lines
+    assert any("9999 more" in line for line in lines), lines
+    assert max(len(line) for line in lines) < 400
+    assert server.counters.get("malformed.not_osc") == 10_000
+    assert server.counters.get("malformed.unknown_type_tag") == 1

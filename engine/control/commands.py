@@ -31,7 +31,7 @@ class Command:
 
 def _one_float(address: str, args: list[Any], lo: float, hi: float) -> float:
     if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
-        raise ControlError(f"{address} expects one number, got {args!r}",
+        raise ControlError(f"{address} expects one number, got {_shown(args)}",
                            hint=f"send a float between {lo} and {hi}")
     v = float(args[0])
     if not math.isfinite(v) or not lo <= v <= hi:
@@ -41,13 +41,13 @@ def _one_float(address: str, args: list[Any], lo: float, hi: float) -> float:
 
 def _one_str(address: str, args: list[Any], *, allow_empty: bool = False) -> str:
     if len(args) != 1 or not isinstance(args[0], str) or (not allow_empty and not args[0]):
-        raise ControlError(f"{address} expects one string, got {args!r}", hint="send a string argument")
+        raise ControlError(f"{address} expects one string, got {_shown(args)}", hint="send a string argument")
     return args[0]
 
 
 def _one_int(address: str, args: list[Any], lo: int, hi: int) -> int:
     if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
-        raise ControlError(f"{address} expects one integer, got {args!r}", hint=f"send an int {lo} .. {hi}")
+        raise ControlError(f"{address} expects one integer, got {_shown(args)}", hint=f"send an int {lo} .. {hi}")
     v = float(args[0])
     if not v.is_integer() or not lo <= v <= hi:
         raise ControlError(f"{address} value {args[0]!r} is not an integer in {lo} .. {hi}",
@@ -55,8 +55,17 @@ def _one_int(address: str, args: list[Any], lo: int, hi: int) -> int:
     return int(v)
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+
+
 def parse_command(address: str, args: list[Any]) -> Command:
-    """Validate one message. Raises ``ControlError`` naming the address and the fix."""
+    """Validate one message. Raises ``ControlError`` naming the address and the fix (values
+    in messages are cut to 80 characters)."""
+    if len(address) > 256 or len(args) > 64:
+        raise ControlError(f"OSC address {_shown(address)} with {len(args)} arguments is too long",
+                           hint="addresses are short, like /dreamstate/zoom")
     if not address.startswith(PREFIX + "/"):
         raise ControlError(f"unknown OSC address {address!r}", hint=f"addresses start with {PREFIX}/")
     name = address[len(PREFIX) + 1:]

@@ -2,8 +2,10 @@
 
 ``OscControlServer`` listens on ``127.0.0.1:9000`` unless the show says otherwise. Every valid
 message becomes a ``Command`` in a bounded control queue (oldest dropped and counted when the
-show cannot keep up). A datagram that is not OSC, or a message with the wrong arguments, is
-logged with the sender and the fix, counted, and dropped; the server keeps running.
+show cannot keep up). Datagrams are decoded by the bounded decoder of
+:mod:`engine.control.oscwire`, whatever they contain; a datagram that is not OSC, or a message
+with the wrong arguments, is counted by reason and logged with the sender and the fix (one
+line per kind per interval, then a summary); the server keeps running.
 
 ``OscTelemetry`` sends a fixed set of addresses (none created at run time) with floats
 normalised to 0..1 where that makes sense. Sending is lossy: a failed send is counted, never
@@ -15,35 +17,43 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
 
 from engine.channels import BoundedQueue
+from engine.control import oscwire
 from engine.control.commands import Command, ControlError, parse_command
 from engine.errors import NetworkError
+from engine.logs import LogLimiter
 from engine.metrics import Counters
 from engine.records import BandPowers, EegState, ESense, MapPoint, SignalQuality
 
 log = logging.getLogger("dreamstate.osc")
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, server: OscControlServer) -> None:
-        self.server = server
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.server.handle_datagram(data, addr)
+RCVBUF_BYTES = 4 << 20  # a burst of ~16,000 small datagrams waits in the kernel, not on the wire
+DRAIN_MAX = 512  # datagrams per wake-up
+DRAIN_BUDGET_S = 0.003  # ... or this much time, whichever comes first: the loop never waits longer
 
 
 class OscControlServer:
-    """UDP OSC listener.
+    """UDP OSC listener for a network where anyone can send.
 
     After ``await start()``, ``address`` is the bound (host, port) and valid commands appear in
-    ``commands``. After ``close()``, the socket is closed. Counters: ``received``, ``malformed``,
-    ``rejected`` (valid OSC, invalid command).
+    ``commands`` (bounded; the oldest are dropped and counted when the show falls behind).
+    After ``close()`` the socket is closed.
+
+    The receive path is cheap and bounded: a non-blocking socket with a large ``SO_RCVBUF``
+    is drained in batches (at most ``DRAIN_MAX`` datagrams or ``DRAIN_BUDGET_S`` per wake-up of
+    the event loop), and every datagram goes through the bounded decoder
+    (:mod:`engine.control.oscwire`), never python-osc's parser. Each datagram ends in exactly
+    one place: ``malformed.<reason>``, ``empty_bundle``, or its messages; each message ends as
+    ``applied`` (queued for the show), ``rejected.<reason>`` or ``dropped.queue_full``.
+    ``received`` and ``messages`` count what came in. Bad input is logged through a
+    :class:`~engine.logs.LogLimiter`: one line per kind per 10 s, then a summary.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, *, queue_size: int = 256) -> None:
@@ -51,48 +61,92 @@ class OscControlServer:
         self.port = port
         self.commands: BoundedQueue[Command] = BoundedQueue(queue_size, name="osc.control")
         self.counters = Counters()
-        self._transport: asyncio.DatagramTransport | None = None
         self.address: tuple[str, int] = (host, port)
+        self.limiter = LogLimiter(log)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            transport, _ = await loop.create_datagram_endpoint(lambda: _Protocol(self),
-                                                               local_addr=(self.host, self.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+            sock.setblocking(False)
+            sock.bind((self.host, self.port))
         except OSError as exc:
+            sock.close()
             raise NetworkError(f"cannot listen for OSC on {self.host}:{self.port}: {exc.strerror}",
                                hint="pick a free [osc] listen_port, or stop the program using it",
             ) from exc
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
+        self._sock, self._loop = sock, loop
         self.address = sock.getsockname()[:2]
-        log.info("OSC control listening", extra={"address": f"{self.address[0]}:{self.address[1]}"})
+        loop.add_reader(sock.fileno(), self._drain)
+        log.info("OSC control listening", extra={"address": f"{self.address[0]}:{self.address[1]}",
+                                                 "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)})
 
-    def handle_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.counters.inc("received")
-        try:
-            packet = OscPacket(data)
-        except ParseError as exc:
-            self.counters.inc("malformed")
-            log.warning("dropped a datagram that is not OSC",
-                        extra={"sender": f"{addr[0]}:{addr[1]}", "bytes": len(data), "error": str(exc),
-                               "fix": "send OSC 1.0 messages (TouchDesigner OSC Out, Max udpsend)"})
+    def _drain(self) -> None:
+        sock = self._sock
+        if sock is None:
             return
-        for timed in packet.messages:
-            msg = timed.message
+        deadline = time.perf_counter() + DRAIN_BUDGET_S
+        for _ in range(DRAIN_MAX):
             try:
-                cmd = parse_command(msg.address, list(msg.params))
+                data, addr = sock.recvfrom(oscwire.MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. ICMP port unreachable surfaced on a UDP socket
+                self.counters.inc("socket_errors")
+                self.limiter.report("socket_error", f"OSC socket error: {exc}")
+                break
+            self.handle_datagram(data, addr)
+            if time.perf_counter() > deadline:
+                break
+        self.limiter.flush()
+
+    def handle_datagram(self, data: bytes, addr: tuple[str, int] | tuple[Any, ...]) -> None:
+        """Decode one datagram and queue its commands (see the class docstring)."""
+        self.counters.inc("received")
+        sender = f"{addr[0]}:{addr[1]}"
+        try:
+            messages = oscwire.decode(data)
+        except oscwire.OscDecodeError as exc:
+            self.counters.inc(f"malformed.{exc.reason}")
+            self.limiter.report(f"malformed OSC datagrams ({exc.reason})",
+                                f"dropped a malformed OSC datagram from {sender}: {exc}",
+                                sender=sender, bytes=len(data), example=data[:32],
+                                fix="send OSC 1.0 messages (TouchDesigner OSC Out, Max udpsend)")
+            return
+        if not messages:
+            self.counters.inc("empty_bundle")
+            self.limiter.report("empty OSC bundles", f"ignored an empty OSC bundle from {sender}", sender=sender)
+            return
+        for msg in messages:
+            self.counters.inc("messages")
+            try:
+                cmd = parse_command(msg.address, list(msg.args))
             except ControlError as exc:
-                self.counters.inc("rejected")
-                log.warning("rejected OSC message", extra={"sender": f"{addr[0]}:{addr[1]}", "error": str(exc)})
+                reason = "unknown_address" if "unknown OSC address" in str(exc) else "bad_args"
+                self.counters.inc(f"rejected.{reason}")
+                self.limiter.report(f"rejected OSC messages ({reason})",
+                                    f"rejected OSC message from {sender}: {exc}", sender=sender,
+                                    example=f"{msg.address} {msg.args!r}")
                 continue
-            if not self.commands.put_nowait(cmd):
-                self.counters.inc("dropped")
+            if self.commands.put_nowait(cmd):
+                self.counters.inc("applied")
+            else:
+                self.counters.inc("dropped.queue_full")
+                self.limiter.report("OSC commands dropped (queue full)",
+                                    "the show is not keeping up with OSC control; dropped the oldest command",
+                                    fix="send fewer control messages per second")
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        self.limiter.flush(float("inf"))
 
 
 def _message(address: str, args: Sequence[Any]) -> bytes:
