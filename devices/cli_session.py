@@ -196,11 +196,14 @@ def _record(args: argparse.Namespace) -> int:
 
 
 async def _record_async(args: argparse.Namespace) -> int:
-    from devices.recording import Recorder, fif_path, journal_path_for
+    from devices.recording import Recorder, fif_path, journal_path_for, unrecovered_journals
     from engine.records import DeviceEvent, DeviceEventKind
 
     out = fif_path(args.out)
     journal = journal_path_for(out)
+    for old in unrecovered_journals(out.parent, exclude=journal):
+        log.warning("an earlier recording did not finish: its journal %s is still there; "
+                    "recover it with `dreamstate recover %s`", old, old)
     device = device_from_args(args)
     recorder = Recorder(journal, device=device.describe())
     stop = asyncio.Event()
@@ -232,9 +235,12 @@ async def _record_async(args: argparse.Namespace) -> int:
                         break
                     await _wait_stop(stop, left)
                     c = recorder.counters.snapshot()
+                    st = recorder.status()
+                    disk = "" if st["state"] == "ok" else \
+                        f"  recording: {st['state'].replace('_', ' ')}, {st['buffered_s']:.1f} s buffered"
                     _out(f"recording {time.monotonic() - started:7.1f} s  "
                           f"samples={c.get('samples', 0)} flushed={recorder.flushed_samples} "
-                          f"gaps={c.get('gaps', 0)} events={c.get('events', 0)}")
+                          f"gaps={c.get('gaps', 0)} events={c.get('events', 0)}{disk}")
                 if not task.done():
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

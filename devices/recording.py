@@ -39,11 +39,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import json
 import logging
 import os
 import struct
 import time
+import weakref
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -100,21 +102,18 @@ FIF_ENDINGS: Final = ("raw.fif", "raw_sss.fif", "raw_tsss.fif", "_meg.fif", "_ee
 
 
 def fif_path(out: str | Path) -> Path:
-    """The FIF name actually written for ``out``: MNE's naming convention satisfied.
-
-    ``x_raw.fif`` / ``x_eeg.fif`` stay; ``x.fif`` becomes ``x_raw.fif``; a name without
-    ``.fif`` gets ``_raw.fif`` appended. Other extensions are refused (FIF is what we write).
-    """
+    """The FIF file written for ``out``: exactly the path given, which must end in ``.fif`` or
+    ``.fif.gz`` (MNE's ``_raw.fif`` convention is recommended, not required: its naming
+    warning is silenced for names the user chose). Anything else is refused with the fix."""
     p = Path(out)
     name = p.name
-    if name.endswith(FIF_ENDINGS):
+    if name.endswith((".fif", ".fif.gz")):
         return p
-    if name.endswith(".fif"):
-        return p.with_name(name[: -len(".fif")] + "_raw.fif")
     if "." in name and name.rsplit(".", 1)[1].lower() in {"edf", "bdf", "vhdr", "set", "gdf"}:
         raise RecordingError(f"cannot record to {out}: dreamstate records FIF",
                              hint="use --out NAME_raw.fif; export to EDF afterwards with MNE")
-    return p.with_name(name + "_raw.fif")
+    raise RecordingError(f"cannot record to {out}: the file name must end in .fif",
+                         hint=f"use --out {name}_raw.fif (MNE's convention) or {name}.fif")
 
 
 def journal_path_for(fif: Path) -> Path:
@@ -126,11 +125,26 @@ def journal_path_for(fif: Path) -> Path:
     return fif.with_name(name + JOURNAL_SUFFIX)
 
 
+LEGACY_JOURNAL_SUFFIXES: Final = (".journal",)  # what shows wrote before 2026-11-30
+
+
 def fif_for_journal(journal: Path) -> Path:
-    """Default recovery output for a journal: ``x_raw.dsj`` -> ``x_raw.fif``."""
+    """Default recovery output for a journal: ``x_raw.dsj`` -> ``x_raw.fif`` (also for the
+    ``.journal`` files shows used to write: ``x_raw.journal`` -> ``x_raw.fif``)."""
     name = journal.name
-    stem = name[: -len(JOURNAL_SUFFIX)] if name.endswith(JOURNAL_SUFFIX) else name
-    return fif_path(journal.with_name(stem + ".fif"))
+    for suffix in (JOURNAL_SUFFIX, *LEGACY_JOURNAL_SUFFIXES):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return journal.with_name(name + ".fif")
+
+
+def unrecovered_journals(folder: Path, *, exclude: Path | None = None) -> list[Path]:
+    """Journals in ``folder`` left by recordings whose process died before finalising."""
+    if not folder.is_dir():
+        return []
+    found = [p for suffix in (JOURNAL_SUFFIX, *LEGACY_JOURNAL_SUFFIXES) for p in folder.glob(f"*{suffix}")]
+    return sorted(p for p in found if p.is_file() and p != exclude)
 
 
 def _record(rtype: int, payload: bytes) -> bytes:
@@ -361,18 +375,45 @@ def journal_to_raw(contents: JournalContents) -> mne.io.RawArray:
 
 
 def save_fif(raw: mne.io.BaseRaw, out: str | Path) -> Path:
-    """Save ``raw`` as FIF under ``fif_path(out)`` (MNE's naming), overwriting. Returns it."""
+    """Save ``raw`` as FIF at ``fif_path(out)``, atomically: MNE writes a temporary file in the
+    same folder, which is fsynced and then renamed over the target (and the folder fsynced), so
+    a crash or a full disk never leaves a truncated or empty FIF under the final name; the
+    temporary file is removed on failure. Returns the path."""
+    import warnings
+
     path = fif_path(out)
-    if path != Path(out):
-        log.info("FIF saved under MNE's naming convention", extra={"asked": str(out),
-                                                                    "file": str(path)})
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial_raw.fif")
     try:
-        raw.save(path, overwrite=True, fmt="single", verbose="error")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*naming conventions.*")  # the user chose the name
+            raw.save(tmp, overwrite=True, fmt="single", verbose="error")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except (OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
         raise RecordingError(f"cannot write FIF {path}: {exc}",
-                             hint="check the folder exists, is writable and has space") from exc
+                             hint="check the folder exists, is writable and has space; the journal "
+                                  "is kept, so `dreamstate recover` can try again") from exc
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems (and Windows) cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -402,6 +443,16 @@ def recover(journal: str | Path, out: str | Path | None = None) -> RecoverResult
 
 # --------------------------------------------------------------------------- recorder
 
+ACTIVE: weakref.WeakSet[Recorder] = weakref.WeakSet()
+"""Recorders with an open journal (see ``flush_all``)."""
+
+
+def flush_all() -> None:
+    """Write every open journal's buffer now, from any thread (used before a hard exit)."""
+    for rec in list(ACTIVE):
+        rec.flush_now()
+
+
 
 class Recorder:
     """Consumes readings into a crash-safe journal; ``finalise`` turns it into FIF.
@@ -419,12 +470,14 @@ class Recorder:
       ``keep_journal``, the journal is deleted. Returns the ``RecoverResult``.
 
     ``counters``: ``samples``, ``events``, ``gaps``, ``lost_samples``, ``overlaps``,
-    ``bytes_written``, ``flushes``, ``fsyncs``, ``slow_writes``, ``write_errors``.
+    ``bytes_written``, ``flushes``, ``fsyncs``, ``slow_writes``, ``write_errors``,
+    ``dropped_bytes``. ``status()`` says whether the disk takes the records (see ``flush``).
+    Every live recorder is in ``ACTIVE``, so a hard exit can still ``flush_now`` them.
     """
 
     def __init__(self, journal: str | Path, *, device: str = "", sfreq: float = SFREQ,
                  flush_s: float = 0.25, fsync_s: float = 1.0, io_timeout_s: float = 10.0,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, max_backlog_bytes: int = 256 << 20) -> None:
         self.journal = Path(journal)
         self.device = device
         self.sfreq = sfreq
@@ -446,6 +499,12 @@ class Recorder:
         self.flushed_samples = 0
         """Samples handed to the OS so far (survive ``kill -9``)."""
         self._pending_samples = 0
+        self._backlog_samples = 0
+        self.max_backlog_bytes = max_backlog_bytes
+        self.disk_state = "ok"
+        self.os_write = os.write  # the one write call: a test may put a failing disk here
+        self._inflight: asyncio.Future[tuple[int, OSError | None]] | None = None
+        self._writing: tuple[bytes, int, bool] = (b"", 0, False)
 
     async def start(self) -> None:
         self.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -466,6 +525,7 @@ class Recorder:
         self._buf += FILE_MAGIC + _record(REC_HEADER, json.dumps(header).encode())
         await self.flush(fsync=True)
         self._flush_task = asyncio.create_task(self._flusher(), name="journal-flush")
+        ACTIVE.add(self)
         log.info("journal open", extra={"file": str(self.journal)})
 
     def add(self, reading: Reading) -> None:
@@ -506,42 +566,106 @@ class Recorder:
         async for reading in readings:
             self.add(reading)
 
-    def _write(self, data: bytes, fsync: bool) -> None:
+    def _write(self, data: bytes, fsync: bool) -> tuple[int, OSError | None]:
+        """Write ``data`` (and fsync); returns the bytes written and the error that stopped it."""
+        written = 0
         view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        if fsync:
-            os.fsync(self._fd)
+        try:
+            while written < len(data):
+                written += self.os_write(self._fd, view[written:])
+            if fsync:
+                os.fsync(self._fd)
+        except OSError as exc:
+            return written, exc
+        return written, None
 
     async def flush(self, fsync: bool = False) -> None:
-        """Hand buffered records to the OS (and fsync when asked), in a worker thread."""
+        """Hand buffered records to the OS (and fsync when asked), in a worker thread.
+
+        Nothing is dropped when the disk fails: bytes not written stay at the front of the
+        buffer and the next flush retries them, in order (a full disk, ``EIO``, a slow USB
+        stick). The buffer is bounded by ``max_backlog_bytes`` (hours of EEG); only beyond it
+        is the oldest backlog given up, counted in ``dropped_bytes``. ``status()`` tells.
+        """
         async with self._io_lock:
             self._end_raw()
+            if self._fd < 0:
+                return
+            if self._inflight is not None:  # a write that timed out earlier: wait for it first
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(self._inflight), self.io_timeout_s)
+                except TimeoutError:
+                    self.counters.inc("slow_writes")
+                    return
+                self._inflight = None
+                self._settle(result)
             data = bytes(self._buf)
+            if not data and not fsync:
+                return
             self._buf.clear()
             samples = self._pending_samples
             self._pending_samples = 0
-            if (not data and not fsync) or self._fd < 0:
-                return
+            future = asyncio.ensure_future(asyncio.to_thread(self._write, data, fsync))
+            self._writing = (data, samples, fsync)
             try:
-                await asyncio.wait_for(asyncio.to_thread(self._write, data, fsync),
-                                       self.io_timeout_s)
+                result = await asyncio.wait_for(asyncio.shield(future), self.io_timeout_s)
             except TimeoutError:
+                self._inflight = future
                 self.counters.inc("slow_writes")
-                log.error("journal write took longer than %.0f s", self.io_timeout_s,
-                          extra={"file": str(self.journal)})
+                log.error("journal write took longer than %.0f s; records stay buffered and in order",
+                          self.io_timeout_s, extra={"file": str(self.journal)})
                 return
-            except OSError as exc:
-                self.counters.inc("write_errors")
-                log.error("journal write failed: %s", exc, extra={"file": str(self.journal)})
-                return
-            self.flushed_samples += samples
-            self.counters.inc("bytes_written", len(data))
+            self._settle(result)
+
+    def _settle(self, result: tuple[int, OSError | None]) -> None:
+        data, samples, fsync = self._writing
+        written, error = result
+        self.counters.inc("bytes_written", written)
+        if error is None:
+            self.flushed_samples += samples + self._backlog_samples
+            self._backlog_samples = 0
             self.counters.inc("flushes")
             if fsync:
                 self.counters.inc("fsyncs")
                 self._last_fsync = time.monotonic()
+            if self.disk_state != "ok":
+                log.warning("journal writable again; the records held in memory are on disk now",
+                            extra={"file": str(self.journal), "after": self.disk_state})
+                self.disk_state = "ok"
+            return
+        self.counters.inc("write_errors")
+        self._buf[0:0] = data[written:]  # unwritten bytes go back to the front, in order
+        self._backlog_samples += samples
+        state = "disk_full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else "write_error"
+        if state != self.disk_state:
+            hint = "free some space on that disk" if state == "disk_full" else "check the disk"
+            log.error("journal write failed (%s): keeping the recording in memory and retrying every "
+                      "%.2f s; %s", error.strerror or error, self.flush_s, hint,
+                      extra={"file": str(self.journal), "errno": error.errno})
+            self.disk_state = state
+        over = len(self._buf) - self.max_backlog_bytes
+        if over > 0:
+            del self._buf[:over]
+            self.counters.inc("dropped_bytes", over)
+            log.error("journal backlog over %d MB: the oldest %d bytes are given up",
+                      self.max_backlog_bytes >> 20, over, extra={"file": str(self.journal)})
+
+    def status(self) -> dict[str, Any]:
+        """``state``: ok | disk_full | write_error; ``buffered_s``: seconds of EEG held in
+        memory because the disk refused them; ``file``: the journal."""
+        held = self._backlog_samples + self._pending_samples
+        return {"state": self.disk_state, "buffered_s": round(held / self.sfreq, 1), "file": str(self.journal)}
+
+    def flush_now(self) -> None:
+        """Write what is buffered at once, from any thread, without the event loop (a hard
+        exit after a second SIGTERM calls this). Best effort: errors are swallowed."""
+        if self._fd < 0:
+            return
+        self._end_raw()
+        data = bytes(self._buf)
+        with contextlib.suppress(OSError):
+            written, _error = self._write(data, True)
+            del self._buf[:written]
 
     async def _flusher(self) -> None:
         self._last_fsync = time.monotonic()
@@ -563,8 +687,16 @@ class Recorder:
             self._buf += _record(REC_END, json.dumps({"wall_end": time.time(),
                                                       **self.counters.snapshot()}).encode())
             await self.flush(fsync=True)
+            deadline = time.monotonic() + self.io_timeout_s
+            while (self._buf or self._inflight is not None) and time.monotonic() < deadline:
+                await asyncio.sleep(self.flush_s)  # the disk is full or slow: give it a moment
+                await self.flush(fsync=True)
+            if self._buf or self._inflight is not None:
+                log.error("journal closed with records the disk did not take; they are lost",
+                          extra={"file": str(self.journal), "bytes": len(self._buf)})
             os.close(self._fd)
             self._fd = -1
+        ACTIVE.discard(self)
         log.info("journal closed", extra={"file": str(self.journal), **self.counters.snapshot()})
 
     async def finalise(self, out: str | Path, *, keep_journal: bool = False,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -225,6 +224,7 @@ class ShowRuntime:
         self.osc_telemetry: Any = None
         self.mqtt: Any = None
         self.osc_server: Any = None
+        self.recorder: Any = None
         self.eeg: dict[str, ESense | SignalQuality | BandPowers | MapPoint] = {}
         self._last_recipe: DreamRecipe | None = None
         self.signal_stage = SignalStage(self)
@@ -389,6 +389,9 @@ class ShowRuntime:
                     extra.update(picture="ok" if s.health.in_bounds else "out: " + ", ".join(s.health.out_of_bounds),
                                  reseeds=s.reseeds)
             extra.update({k: v for k, v in self.readings.dropped.items() if v})
+            if self.recorder is not None and self.recorder.status()["state"] != "ok":
+                st = self.recorder.status()
+                extra["recording"] = f"{st['state'].replace('_', ' ')}, {st['buffered_s']} s buffered"
             log.info("status", extra=extra)
 
     async def _osc_loop(self) -> None:
@@ -466,6 +469,8 @@ class ShowRuntime:
             doc["map"] = [round(p.x, 4), round(p.y, 4)]
         if self.latest_state is not None:
             doc.update(state=self.latest_state.label, confidence=round(self.latest_state.confidence, 3))
+        if self.recorder is not None:
+            doc["recording"] = self.recorder.status()
         if self.renderer is not None:
             stats = self.renderer.stats
             doc["fps"] = round(stats.display_fps, 1)
@@ -480,21 +485,41 @@ class ShowRuntime:
             link.publish_telemetry(self.telemetry_doc())
 
     async def _record_loop(self) -> None:
-        from devices.recording import Recorder
+        from devices.recording import Recorder, journal_path_for, unrecovered_journals
 
         out = self.loaded.path(self.show.record.path, what="record.path")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        fif = out.with_name(f"{out.stem.removesuffix('_raw')}-{stamp}_raw.fif")
-        recorder = Recorder(fif.with_suffix(".journal"), device=self.show.device.kind)
+        name = out.name.removesuffix(".gz").removesuffix(".fif").removesuffix("_raw")
+        fif = out.with_name(f"{name}-{stamp}_raw.fif")
+        journal = journal_path_for(fif)
+        for old in unrecovered_journals(out.parent, exclude=journal):
+            log.warning("an earlier recording did not finish: its journal %s is still there; "
+                        "recover it with `dreamstate recover %s`", old, old, extra={"journal": str(old)})
+        recorder = Recorder(journal, device=self.show.device.kind)
+        self.recorder = recorder
         queue = self.readings.subscribe(65536, name="record")
         await recorder.start()
         try:
             while True:
                 recorder.add(await queue.get())
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(recorder.finalise(fif))
-            log.info("recording saved", extra={"file": str(fif)})
+            self.recorder = None
+            await asyncio.shield(self._finish_recording(recorder, fif))
+
+    async def _finish_recording(self, recorder: Any, fif: Path) -> None:
+        """Write the FIF, or, with nothing recorded, remove the empty journal; say which."""
+        if recorder.counters.get("samples") == 0:
+            await recorder.close()
+            recorder.journal.unlink(missing_ok=True)
+            log.info("nothing recorded (no EEG arrived); no file written", extra={"file": str(fif)})
+            return
+        try:
+            result = await recorder.finalise(fif)
+        except DreamstateError as exc:
+            log.error("recording not saved: %s; the journal %s is kept: run `dreamstate recover %s`",
+                      exc, recorder.journal, recorder.journal, extra={"journal": str(recorder.journal)})
+            return
+        log.info("recording saved", extra={"file": str(result.fif), "seconds": round(result.seconds, 1)})
 
     async def run(self) -> None:
         await self.supervisor.run()

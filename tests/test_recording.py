@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import json
+import logging
 import os
 import re
 import select
@@ -21,6 +24,7 @@ from devices.recording import (
     MISC_CHANNELS,
     STIM_CHANNEL,
     Recorder,
+    fif_for_journal,
     fif_path,
     journal_path_for,
     journal_to_raw,
@@ -61,14 +65,18 @@ async def record(readings: list[Reading], journal: Path) -> Recorder:
     return rec
 
 
-def test_fif_naming_follows_mne_convention(tmp_path: Path) -> None:
-    assert fif_path(tmp_path / "session.fif") == tmp_path / "session_raw.fif"
-    assert fif_path(tmp_path / "s_raw.fif") == tmp_path / "s_raw.fif"
-    assert fif_path(tmp_path / "s_eeg.fif") == tmp_path / "s_eeg.fif"
-    assert fif_path(tmp_path / "s") == tmp_path / "s_raw.fif"
+def test_fif_names_are_the_users_own(tmp_path: Path) -> None:
+    """The path given is the path written (no quiet renaming); other names are refused."""
+    for name in ("session.fif", "s_raw.fif", "s_eeg.fif", "s.fif.gz"):
+        assert fif_path(tmp_path / name) == tmp_path / name
     assert journal_path_for(tmp_path / "s_raw.fif") == tmp_path / "s_raw.dsj"
+    assert journal_path_for(tmp_path / "session.fif") == tmp_path / "session.dsj"
+    assert fif_for_journal(tmp_path / "s_raw.dsj") == tmp_path / "s_raw.fif"
+    assert fif_for_journal(tmp_path / "s_raw.journal") == tmp_path / "s_raw.fif"  # what shows wrote
     with pytest.raises(RecordingError, match="FIF"):
         fif_path(tmp_path / "s.edf")
+    with pytest.raises(RecordingError, match=r"must end in \.fif.*s_raw\.fif"):
+        fif_path(tmp_path / "s")
 
 
 async def test_journal_round_trip_and_fif_layout(tmp_path: Path) -> None:
@@ -120,7 +128,7 @@ async def test_gaps_are_annotated_and_not_invented(tmp_path: Path) -> None:
     rec = await record(readings, journal)
     assert rec.counters.get("gaps") == 1 and rec.counters.get("lost_samples") == 188
     result = recover(journal, tmp_path / "g.fif")
-    assert result.fif == tmp_path / "g_raw.fif" and result.lost_samples == 188
+    assert result.fif == tmp_path / "g.fif" and result.lost_samples == 188
     raw = mne.io.read_raw_fif(result.fif, preload=True, verbose="error")
     assert raw.n_times == 1536
     gaps = [a for a in raw.annotations if a["description"] == GAP_ANNOTATION]
@@ -239,13 +247,13 @@ def test_kill_9_then_recover_loses_at_most_a_second(tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.communicate(timeout=30)
-    journal = tmp_path / "k_raw.dsj"
-    assert journal.exists() and not (tmp_path / "k_raw.fif").exists()
+    journal = tmp_path / "k.dsj"
+    assert journal.exists() and not (tmp_path / "k.fif").exists()
     res = subprocess.run(cli("recover", str(journal)), cwd=tmp_path, text=True,
                          capture_output=True, timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert "did not finish" in res.stdout
-    raw = mne.io.read_raw_fif(tmp_path / "k_raw.fif", preload=True, verbose="error")
+    raw = mne.io.read_raw_fif(tmp_path / "k.fif", preload=True, verbose="error")
     n = raw.n_times
     # Everything handed to the OS survives; at most a second (+ a chunk) of what had been
     # produced when the progress line was printed is missing.
@@ -268,8 +276,8 @@ def test_sigint_finalises_the_fif(tmp_path: Path) -> None:
         proc.kill()
     assert proc.returncode == 0, stderr
     assert "saved" in stdout
-    fif = tmp_path / "i_raw.fif"
-    assert fif.exists() and not (tmp_path / "i_raw.dsj").exists()
+    fif = tmp_path / "i.fif"  # the name asked for, not i_raw.fif
+    assert fif.exists() and not (tmp_path / "i.dsj").exists() and not (tmp_path / "i_raw.fif").exists()
     raw = mne.io.read_raw_fif(fif, preload=True, verbose="error")
     assert raw.n_times >= samples
     np.testing.assert_allclose(raw.get_data(picks="Fp1")[0] * 1e6, expected_uv(raw.n_times),
@@ -284,3 +292,114 @@ def test_record_refuses_a_non_fif_output(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert "records FIF" in res.stderr
 
+
+
+class FullDisk:
+    """os.write that fails with ENOSPC while ``full`` (after writing part of the data first,
+    as a filling disk does)."""
+
+    def __init__(self) -> None:
+        self.full = False
+        self.refused = 0
+
+    def __call__(self, fd: int, data: memoryview) -> int:
+        if self.full:
+            self.refused += 1
+            if len(data) > 64 and self.refused % 2:
+                return os.write(fd, data[:37])  # a partial write, then the error on the next call
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+
+async def test_a_full_disk_loses_nothing_once_space_comes_back(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    readings = await simulated([("relaxed", 6)], seed=5)
+    journal = tmp_path / "d_raw.dsj"
+    rec = Recorder(journal, flush_s=0.01, fsync_s=0.02)
+    disk = FullDisk()
+    rec.os_write = disk
+    await rec.start()
+    total = sum(len(r.samples) for r in readings if isinstance(r, RawChunk))
+    third = len(readings) // 3
+    with caplog.at_level(logging.WARNING, logger="dreamstate.devices.recording"):
+        for r in readings[:third]:
+            rec.add(r)
+        await rec.flush()
+        disk.full = True
+        for r in readings[third:2 * third]:
+            rec.add(r)
+            await rec.flush()
+        status = rec.status()
+        assert status["state"] == "disk_full" and status["buffered_s"] > 0.5, status
+        disk.full = False
+        for r in readings[2 * third:]:
+            rec.add(r)
+        await rec.flush()
+        assert rec.status()["state"] == "ok"
+        await rec.close()
+    contents = read_journal(journal)
+    assert contents.n_samples == total and contents.corrupt_records == 0 and contents.clean_end
+    errors = [r for r in caplog.records if "journal write failed" in r.getMessage()]
+    assert len(errors) == 1 and disk.refused > 3  # once per state change, not per retry
+    assert any("writable again" in r.getMessage() for r in caplog.records)
+
+
+def test_the_fif_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that dies half-way (full disk, crash) leaves no partial FIF under the final
+    name, cleans its temporary file, and the journal stays for `recover`."""
+    sim = EegSimulator([("neutral", 3)], seed=1, loop=False)
+    raw_chunk = RawChunk(0, sim.advance(3 * SFREQ).uv(), 0.0)
+    journal = tmp_path / "a_raw.dsj"
+    asyncio.run(record([raw_chunk], journal))
+    out = tmp_path / "a_raw.fif"
+    out.write_bytes(b"an older good file")
+
+    original = mne.io.BaseRaw.save
+
+    def dying_save(self: mne.io.BaseRaw, fname: Path, *args: object, **kwargs: object) -> None:
+        Path(fname).write_bytes(b"\x00" * 1000)  # half a file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mne.io.BaseRaw, "save", dying_save)
+    with pytest.raises(RecordingError, match="journal is kept"):
+        recover(journal, out)
+    assert out.read_bytes() == b"an older good file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_raw.dsj", "a_raw.fif"]
+    monkeypatch.setattr(mne.io.BaseRaw, "save", original)
+    result = recover(journal, out)
+    assert mne.io.read_raw_fif(result.fif, verbose="error").n_times == 3 * SFREQ
+
+
+def test_kill_9_during_finalisation_leaves_a_whole_fif_or_the_journal(tmp_path: Path) -> None:
+    """SIGINT, then SIGKILL a moment later, at several moments: never an empty or partial FIF."""
+    for i, delay in enumerate((0.02, 0.1, 0.3)):
+        out = tmp_path / f"f{i}.fif"
+        proc = subprocess.Popen(cli("record", "--simulate", "--seed", "11", "--script", SCRIPT,
+                                    "--out", str(out)), cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_progress(proc, 2 * SFREQ)
+            proc.send_signal(signal.SIGINT)
+            time.sleep(delay)
+            proc.kill()
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        journal = tmp_path / f"f{i}.dsj"
+        if out.exists():
+            assert mne.io.read_raw_fif(out, verbose="error").n_times >= SFREQ
+        else:
+            assert journal.exists()
+        assert not list(tmp_path.glob(".*partial*")) or not out.exists()
+
+
+def test_a_leftover_journal_is_announced_with_the_command_to_recover_it(tmp_path: Path) -> None:
+    leftover = tmp_path / "old-20260101_raw.journal"
+    asyncio.run(record([RawChunk(0, np.zeros(512, np.float32), 0.0)], leftover))
+    res = subprocess.run(cli("record", "--simulate", "--seconds", "1", "--out", str(tmp_path / "new.fif")),
+                         cwd=tmp_path, text=True, capture_output=True, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    assert f"dreamstate recover {leftover}" in res.stderr
+    res = subprocess.run(cli("recover", str(leftover)), cwd=tmp_path, text=True, capture_output=True,
+                         timeout=60, check=False)
+    assert res.returncode == 0 and (tmp_path / "old-20260101_raw.fif").exists(), res.stderr
