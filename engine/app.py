@@ -225,6 +225,7 @@ class ShowRuntime:
         self.mqtt: Any = None
         self.osc_server: Any = None
         self.recorder: Any = None
+        self.last_counters: dict[str, int | float] = {}
         self.eeg: dict[str, ESense | SignalQuality | BandPowers | MapPoint] = {}
         self._last_recipe: DreamRecipe | None = None
         self.signal_stage = SignalStage(self)
@@ -411,6 +412,7 @@ class ShowRuntime:
                     self.apply_command(await server.commands.get())
         finally:
             self.osc_telemetry = None
+            self.last_counters = self.input_counters()
             server.close()
             tele.close()
 
@@ -457,6 +459,26 @@ class ShowRuntime:
         finally:
             self.mqtt = None
 
+    def input_counters(self) -> dict[str, int | float]:
+        """What came in over the network and how the event loop kept up: OSC datagrams by
+        fate (applied, malformed, rejected, dropped), MQTT payloads by fate, loop stalls."""
+        out: dict[str, int | float] = {}
+        osc = self.osc_server
+        if osc is not None:
+            c = osc.counters
+            out.update(osc_received=c.get("received"), osc_applied=c.get("applied"),
+                       osc_malformed=c.total("malformed."), osc_rejected=c.total("rejected."),
+                       osc_dropped=c.total("dropped."), osc_empty=c.get("empty_bundle"))
+        link = self.mqtt
+        if link is not None:
+            c = link.counters
+            out.update(mqtt_applied=c.get("applied"), mqtt_rejected=c.total("rejected."))
+        lag = self.supervisor.lag
+        if lag is not None:
+            snap = lag.snapshot()
+            out.update(loop_stalls=int(snap["stalls"]), loop_lag_p99_ms=round(1000 * snap["p99_s"], 1))
+        return out
+
     def telemetry_doc(self) -> dict[str, Any]:
         """One JSON-able snapshot: eSense and signal 0..1, map x y, state, fps."""
         doc: dict[str, Any] = {"scene": self.director.scene_name}
@@ -471,6 +493,7 @@ class ShowRuntime:
             doc.update(state=self.latest_state.label, confidence=round(self.latest_state.confidence, 3))
         if self.recorder is not None:
             doc["recording"] = self.recorder.status()
+        doc["counters"] = self.input_counters()
         if self.renderer is not None:
             stats = self.renderer.stats
             doc["fps"] = round(stats.display_fps, 1)
@@ -522,7 +545,10 @@ class ShowRuntime:
         log.info("recording saved", extra={"file": str(result.fif), "seconds": round(result.seconds, 1)})
 
     async def run(self) -> None:
-        await self.supervisor.run()
+        try:
+            await self.supervisor.run()
+        finally:
+            self.last_counters = self.input_counters()
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -548,5 +574,6 @@ def run_show(args: argparse.Namespace) -> int:
     log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source})
     asyncio.run(runtime.run())
     crashed = {k: v for k, v in runtime.supervisor.counters.snapshot().items() if k.endswith(".crashes")}
-    log.info("show ended", extra={"reason": runtime.supervisor.stop_reason, **crashed})
+    seen = {k: v for k, v in runtime.last_counters.items() if v}
+    log.info("show ended", extra={"reason": runtime.supervisor.stop_reason, **crashed, **seen})
     return 0

@@ -35,6 +35,7 @@ BENCH_MODULES: dict[str, str] = {
     "dream": "models.bench",
     "render": "engine.render.bench",
     "longrun": "engine.longrun",
+    "osc-flood": "engine.control.bench",
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # area not built yet
             raise
         module.register(sub)
-    bench = sub.add_parser("bench", help="benchmarks that print their figures (parser, signal, dream, render, longrun)")
+    bench = sub.add_parser("bench", help="benchmarks that print their figures "
+                                         "(parser, signal, dream, render, longrun, osc-flood)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for bench_name, module_name in BENCH_MODULES.items():
         bp = bench_sub.add_parser(bench_name, help=f"benchmark: {bench_name}")

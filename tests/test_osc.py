@@ -242,3 +242,13 @@ def test_malformed_floods_log_a_summary_not_a_line_each(caplog: pytest.LogCaptur
     assert max(len(line) for line in lines) < 400
     assert server.counters.get("malformed.not_osc") == 10_000
     assert server.counters.get("malformed.unknown_type_tag") == 1
+
+
+def test_bench_osc_flood_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark's short version: every valid command applied under a malformed flood."""
+    from engine.cli import main as cli_main
+
+    assert cli_main(["bench", "osc-flood", "--seconds", "2", "--rate", "500", "--valid", "40"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "applied 40 of 40 valid commands" in out
+    assert "log lines per 1,000 malformed datagrams" in out and "loop lag p99" in out

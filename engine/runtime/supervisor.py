@@ -24,10 +24,10 @@ import contextlib
 import enum
 import logging
 import random
-import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.metrics import Counters
 
@@ -104,7 +104,7 @@ class Supervisor:
     """
 
     def __init__(self, stages: Iterable[Stage], *, backoff: Backoff | None = None,
-                 shutdown_timeout: float = 1.8) -> None:
+                 shutdown_timeout: float = 1.8, hard_exit_s: float = 10.0) -> None:
         self.stages = list(stages)
         names = [s.name for s in self.stages]
         dupes = {n for n in names if names.count(n) > 1}
@@ -112,6 +112,8 @@ class Supervisor:
             raise ValueError(f"stage names must be unique, repeated: {sorted(dupes)}")
         self.backoff = backoff or Backoff()
         self.shutdown_timeout = shutdown_timeout
+        self.hard_exit_s = hard_exit_s
+        self.lag: Any = None  # the LoopLagMonitor while run() runs
         self.counters = Counters()
         self.status: dict[str, StageStatus] = {s.name: StageStatus.PENDING for s in self.stages}
         self.last_error: dict[str, str] = {}
@@ -130,22 +132,27 @@ class Supervisor:
         return self._stopping.is_set()
 
     async def run(self, *, handle_signals: bool = True) -> None:
+        """Run every stage until stopped. With ``handle_signals``, SIGINT/SIGTERM stop the show,
+        and a second one (or a shutdown stuck for ``hard_exit_s``) exits at once after
+        flushing the journals (``engine.runtime.watch.ShutdownSignals``). A loop-lag monitor
+        (``lag``) runs meanwhile."""
+        from engine.runtime.watch import LoopLagMonitor, ShutdownSignals
+
         loop = asyncio.get_running_loop()
-        installed: list[signal.Signals] = []
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    loop.add_signal_handler(sig, self.request_stop, sig.name)
-                    installed.append(sig)
-                except (NotImplementedError, RuntimeError):  # not the main thread / Windows
-                    log.debug("cannot install handler", extra={"signal": sig.name})
+        self.lag = LoopLagMonitor(loop)
+        self.lag.start()
+        signals = ShutdownSignals(loop, self.request_stop, hard_exit_s=self.hard_exit_s) if handle_signals else None
+        if signals is not None and not signals.install():
+            log.debug("not the main thread: signals are not handled by this supervisor")
+            signals = None
         try:
             async with asyncio.TaskGroup() as tg:
                 for stage in self.stages:
                     tg.create_task(self._supervise(stage), name=f"stage:{stage.name}")
         finally:
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            self.lag.stop()
+            if signals is not None:
+                signals.uninstall()
 
     async def _supervise(self, stage: Stage) -> None:
         attempt = 0
