@@ -448,7 +448,7 @@ class ShowRuntime:
     async def _mqtt_loop(self) -> None:
         from engine.control.mqtt import MqttLink
 
-        link = MqttLink(self.show.mqtt)
+        link = MqttLink(self.show.mqtt, resolve=lambda value, what: self.loaded.path(value, what=what))
         self.mqtt = link
         try:
             async with asyncio.TaskGroup() as tg:

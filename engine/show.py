@@ -14,7 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.errors import PathEscapeError, ShowError
 from engine.paths import resolve_inside
@@ -53,7 +62,7 @@ class DeviceConfig(Section):
     headset_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
     file: str | None = None
     speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
-    loop: bool = True
+    loop: StrictBool = True
     script: list[SimStep] = Field(default_factory=list)
     seed: int | None = None
 
@@ -160,11 +169,11 @@ class AttractConfig(Section):
 class OutputConfig(Section):
     kind: Literal["auto", "window", "video", "png", "none"] = "auto"
     display: Annotated[int, Field(ge=0)] = 0
-    fullscreen: bool = False
+    fullscreen: StrictBool = False
     size: tuple[Annotated[int, Field(ge=16, le=8192)], Annotated[int, Field(ge=16, le=8192)]] = (1280, 720)
     dream_size: tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] = (640, 360)
     fps: Annotated[float, Field(gt=0, le=240)] = 60.0
-    vsync: bool = True
+    vsync: StrictBool = True
     path: str = "dreamstate.mp4"
     seconds: Annotated[float, Field(gt=0)] | None = None
     mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
@@ -177,7 +186,7 @@ class OscTarget(Section):
 
 
 class OscConfig(Section):
-    enabled: bool = False
+    enabled: StrictBool = False
     listen_host: str = "127.0.0.1"
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 9000
     targets: list[OscTarget] = Field(default_factory=list)
@@ -185,13 +194,35 @@ class OscConfig(Section):
 
 
 class MqttConfig(Section):
-    enabled: bool = False
+    enabled: StrictBool = False
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     installation: str = "gallery"
     node: str = "node1"
     role: Literal["all", "eeg", "render"] = "all"
     telemetry_hz: Annotated[float, Field(gt=0, le=50)] = 4.0
+    username: Annotated[str | None, Field(description="broker login")] = None
+    password: Annotated[SecretStr | None, Field(description="broker password (prefer password_env or "
+                                                "password_file; never logged)")] = None
+    password_env: Annotated[str | None, Field(description="read the password from this environment "
+                                              "variable")] = None
+    password_file: Annotated[str | None, Field(description="read the password from this file (inside "
+                                               "the show folder)")] = None
+    tls: Annotated[StrictBool, Field(description="connect with TLS (the broker's TLS port, often 8883)")] = False
+    ca_file: Annotated[str | None, Field(description="CA certificate that signed the broker's "
+                                         "certificate (inside the show folder)")] = None
+    certfile: Annotated[str | None, Field(description="client certificate, when the broker asks for one")] = None
+    keyfile: Annotated[str | None, Field(description="the client certificate's key")] = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        given = [k for k in ("password", "password_env", "password_file") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give the password one way, not {given}; password_env or password_file keep it "
+                             "out of the show file")
+        if (self.ca_file or self.certfile or self.keyfile) and not self.tls:
+            raise ValueError("ca_file/certfile/keyfile are set but tls = false; set tls = true")
+        return self
 
 
 HealthLimit = tuple[float, float]
@@ -204,7 +235,7 @@ class HealthConfig(Section):
     replaces the derived one for that measure (in 0..1 units, see docs/SHOWS.md).
     """
 
-    enabled: Annotated[bool, Field(description="measure the picture and reseed it when it dies")] = True
+    enabled: Annotated[StrictBool, Field(description="measure the picture and reseed it when it dies")] = True
     watchdog_s: Annotated[float, Field(ge=1, le=3600, description="seconds out of bounds before a reseed")] = 20.0
     luminance: HealthLimit | None = None
     contrast: HealthLimit | None = None
@@ -230,7 +261,7 @@ class HealthConfig(Section):
 
 
 class RecordConfig(Section):
-    enabled: bool = False
+    enabled: StrictBool = False
     path: str = "recordings/session.fif"
 
 
@@ -271,6 +302,7 @@ HINTS: dict[str, str] = {
     "less_than": "use a smaller value",
     "less_than_equal": "use a smaller value",
     "missing": "add this key",
+    "bool_type": "write true or false (no quotes, lower case)",
 }
 
 ShowCheck = Callable[[LoadedShow], list[tuple[str, str]]]
@@ -292,7 +324,8 @@ def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
         msg = e["msg"].removeprefix("Value error, ")
         hint = HINTS.get(e["type"], "")
         value = e.get("input")
-        shown = "" if e["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
+        secret = any(isinstance(p, str) and "password" in p for p in loc)
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) or secret else f" (got {value!r})"
         problems.append((_key_path(loc), f"{msg}{shown}" + (f"; {hint}" if hint else "")))
     return problems
 
@@ -304,11 +337,12 @@ def _path_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
                                            ("record.path", show.record.path),
                                            ("output.path", show.output.path)]
     items += [(f"show.images[{i}]", p) for i, p in enumerate(show.show.images)]
+    items += [(f"mqtt.{k}", getattr(show.mqtt, k)) for k in ("password_file", "ca_file", "certfile", "keyfile")]
     for name, scene in show.scenes.items():
         items += [(f"scenes.{name}.mask", scene.mask), (f"scenes.{name}.guide", scene.guide),
                   (f"scenes.{name}.image", scene.image)]
     problems: list[tuple[str, str]] = []
-    must_exist = {"device.file"} | {k for k, _ in items if k.startswith(("show.images", "scenes."))}
+    must_exist = {"device.file"} | {k for k, _ in items if k.startswith(("show.images", "scenes.", "mqtt."))}
     for key, raw in items:
         if raw is None or (key.startswith("scenes.") and raw in BUILTIN_MASKS):
             continue

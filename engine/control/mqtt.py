@@ -12,21 +12,31 @@ Topics (``<base>`` is ``dreamstate/<installation>/<node>``):
 ``MqttLink.run()`` is the reconnect loop (capped, jittered backoff; every attempt has a timeout);
 inside one connection a reader task turns messages into ``Command``s in a bounded queue and a
 writer task publishes the latest state and telemetry. A broker that goes away is logged with its
-address, counted (``disconnects``), and reconnected; the show keeps running meanwhile.
+address and the cause in its own words (refused login, untrusted certificate, a TLS-only broker,
+nothing listening), counted (``disconnects``), and reconnected; the show keeps running.
+Username/password and TLS (``ca_file``, ``certfile``, ``keyfile``) come from ``[mqtt]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import math
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
 from engine.channels import BoundedQueue, LatestSlot
 from engine.control.commands import PREFIX, Command, ControlError, parse_command
+from engine.errors import NetworkError
+from engine.logs import LogLimiter
 from engine.metrics import Counters
 from engine.records import EegState
 from engine.runtime import Backoff
@@ -41,21 +51,136 @@ def state_payload(state: EegState) -> str:
                        "time": round(state.time, 3)})
 
 
-def _payload_args(payload: bytes) -> list[Any]:
-    text = payload.decode("utf-8", errors="strict").strip()
+MAX_PAYLOAD = 4096  # bytes; a control value is a number, a name or a short list
+MAX_DEPTH = 4  # JSON nesting
+MAX_DIGITS = 30  # an integer literal longer than this is not a control value
+
+
+class PayloadError(ControlError):
+    """A control payload refused before it reached a command; ``reason`` names the counter."""
+
+    def __init__(self, reason: str, message: str, hint: str = "send a number, a name or a short JSON list") -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of [ and { outside strings (linear scan, no recursion)."""
+    depth = best = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth -= 1
+    return best
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise PayloadError("number_range", f"an integer with {len(text)} digits",
+                           hint="control values are small numbers, e.g. 1.02")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise PayloadError("number_range", f"the number {text[:20]}... is out of range",
+                           hint="control values are small numbers, e.g. 1.02")
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    raise PayloadError("number_range", f"{text} is not a control value", hint="send a finite number")
+
+
+def _check_text(value: Any) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise PayloadError("nul_byte", "the payload holds a NUL byte", hint="send plain text or JSON")
+    if isinstance(value, list):
+        for v in value:
+            _check_text(v)
+
+
+def payload_args(payload: bytes) -> list[Any]:
+    """A control payload as command arguments: empty -> [], JSON -> its value (a list stays a
+    list), anything else -> the text. Defensive: at most ``MAX_PAYLOAD`` bytes, UTF-8, JSON
+    nested at most ``MAX_DEPTH`` deep, integers of at most ``MAX_DIGITS`` digits, finite
+    numbers, no NUL bytes. Raises :class:`PayloadError` naming the reason otherwise."""
+    if len(payload) > MAX_PAYLOAD:
+        raise PayloadError("too_large", f"payload of {len(payload)} bytes (at most {MAX_PAYLOAD})")
+    try:
+        text = payload.decode("utf-8", errors="strict").strip()
+    except UnicodeDecodeError:
+        raise PayloadError("bad_utf8", "the payload is not UTF-8 text", hint="send UTF-8 text or JSON") from None
     if not text:
         return []
+    if _json_depth(text) > MAX_DEPTH:
+        raise PayloadError("too_deep", f"JSON nested deeper than {MAX_DEPTH}", hint="send a flat JSON list")
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant)
     except json.JSONDecodeError:
-        return [text]
+        value = text
+    except ValueError as exc:  # int() beyond Python's digit limit, and the like
+        raise PayloadError("number_range", f"a number that is not a control value ({exc})"[:160]) from None
+    _check_text(value)
     return value if isinstance(value, list) else [value]
 
 
-class MqttLink:
-    """One node's MQTT connection. After ``run()`` starts, it keeps (re)connecting until cancelled."""
 
-    def __init__(self, cfg: MqttConfig, *, backoff: Backoff | None = None, connect_timeout: float = 5.0) -> None:
+
+def explain_connect_error(exc: BaseException, cfg: MqttConfig) -> tuple[str, str]:
+    """(what went wrong, the fix) for a failed or lost connection: each cause its own words."""
+    text = str(exc)
+    address = f"{cfg.host}:{cfg.port}"
+    rc = getattr(exc, "rc", None)
+    code = getattr(rc, "value", rc)
+    if isinstance(exc, aiomqtt.MqttCodeError) and (code in (4, 5, 134, 135) or "authori" in text.lower()):
+        who = f"user {cfg.username!r}" if cfg.username else "an anonymous client"
+        return (f"broker {address} refused the login of {who} (not authorised)",
+                "check [mqtt] username and password (or password_env / password_file), and the broker's ACL")
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return (f"broker {address}: its TLS certificate is not trusted ({text[:120]})",
+                "set [mqtt] ca_file to the CA that signed the broker's certificate")
+    if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text or (
+            cfg.tls and ("reset by peer" in text or "EOF occurred" in text)):
+        return (f"broker {address} does not speak TLS on this port ({text[:80]})",
+                "set [mqtt] tls = false, or use the broker's TLS port (often 8883)")
+    if not cfg.tls and ("reset by peer" in text or "timed out" in text.lower()):
+        return (f"broker {address} dropped the connection before MQTT began ({text[:80]}); it may require TLS",
+                "if the broker only takes TLS: set [mqtt] tls = true and ca_file (port often 8883)")
+    if "Connection refused" in text or "Errno 111" in text:
+        return (f"nothing accepts MQTT connections at {address}",
+                "check that the broker runs and [mqtt] host/port are right")
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return (f"the broker host {cfg.host!r} is unknown", "check [mqtt] host")
+    return (f"broker {address} unreachable or gone ({text[:120]})",
+            "check that the broker runs and [mqtt] host/port are right")
+
+
+class MqttLink:
+    """One node's MQTT connection. After ``run()`` starts, it keeps (re)connecting until cancelled.
+
+    Control payloads are parsed defensively (:func:`payload_args`); every message ends as
+    ``applied`` or ``rejected.<reason>`` and never stops the link. A rejected *retained*
+    message is reported once, not again at every reconnect (``rejected.retained_repeat``).
+    Credentials come from ``[mqtt] password``, the environment variable ``password_env`` or the
+    file ``password_file`` (inside the show folder); they are never logged.
+    """
+
+    def __init__(self, cfg: MqttConfig, *, backoff: Backoff | None = None, connect_timeout: float = 5.0,
+                 resolve: Callable[[str, str], Path] | None = None) -> None:
         self.cfg = cfg
         self.base = f"dreamstate/{cfg.installation}/{cfg.node}"
         self.control_prefix = f"dreamstate/{cfg.installation}/control/"
@@ -64,9 +189,13 @@ class MqttLink:
         self.backoff = backoff or Backoff(base=0.5, cap=15.0)
         self.connect_timeout = connect_timeout
         self.connected = asyncio.Event()
+        self.resolve = resolve or (lambda value, _what: Path(value))
+        self.limiter = LogLimiter(log)
+        self.last_error: str | None = None
         self._state: LatestSlot[EegState] = LatestSlot()
         self._telemetry: LatestSlot[dict[str, Any]] = LatestSlot()
         self._wake = asyncio.Event()
+        self._rejected_retained: set[tuple[str, str]] = set()
 
     @property
     def address(self) -> str:
@@ -82,51 +211,108 @@ class MqttLink:
         self._telemetry.put(doc)
         self._wake.set()
 
+    def password(self) -> str | None:
+        """The password from the show, its environment variable or its file (never logged)."""
+        cfg = self.cfg
+        if cfg.password is not None:
+            return cfg.password.get_secret_value()
+        if cfg.password_env:
+            value = os.environ.get(cfg.password_env)
+            if value is None:
+                raise NetworkError(f"[mqtt] password_env names {cfg.password_env!r}, which is not set",
+                                   hint=f"export {cfg.password_env}=... before starting the show")
+            return value
+        if cfg.password_file:
+            path = self.resolve(cfg.password_file, "mqtt.password_file")
+            try:
+                return path.read_text(encoding="utf-8").rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise NetworkError(f"cannot read [mqtt] password_file {path}: {exc}",
+                                   hint="put the password, alone, in that file (readable by this user)") from None
+        return None
+
+    def tls_params(self) -> aiomqtt.TLSParameters | None:
+        cfg = self.cfg
+        if not cfg.tls:
+            return None
+        ca = str(self.resolve(cfg.ca_file, "mqtt.ca_file")) if cfg.ca_file else None
+        cert = str(self.resolve(cfg.certfile, "mqtt.certfile")) if cfg.certfile else None
+        key = str(self.resolve(cfg.keyfile, "mqtt.keyfile")) if cfg.keyfile else None
+        return aiomqtt.TLSParameters(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
+
     async def run(self) -> None:
         attempt = 0
         while True:
             will = aiomqtt.Will(f"{self.base}/status", b"offline", qos=1, retain=True)
             client = aiomqtt.Client(self.cfg.host, self.cfg.port, will=will, timeout=self.connect_timeout,
-                                    keepalive=10, max_queued_outgoing_messages=64)
+                                    keepalive=10, max_queued_outgoing_messages=64,
+                                    username=self.cfg.username, password=self.password(),
+                                    tls_params=self.tls_params())
+            error: BaseException | None = None
             try:
                 async with client:
                     attempt = 0
                     self.counters.inc("connects")
-                    log.info("MQTT connected", extra={"broker": self.address, "base": self.base})
+                    self.last_error = None
+                    log.info("MQTT connected", extra={"broker": self.address, "base": self.base,
+                                                      "tls": self.cfg.tls})
                     await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
                     await client.subscribe(self.control_prefix + "#", qos=1)
                     self.connected.set()
                     async with asyncio.TaskGroup() as tg:
                         tg.create_task(self._reader(client), name="mqtt.reader")
                         tg.create_task(self._writer(client), name="mqtt.writer")
-            except* aiomqtt.MqttError as group:
-                self.connected.clear()
-                attempt += 1
-                self.counters.inc("disconnects")
-                delay = self.backoff.delay(attempt)
-                log.warning("MQTT broker unreachable or gone; reconnecting",
-                            extra={"broker": self.address, "error": str(group.exceptions[0]),
-                                   "retry_in_s": round(delay, 2),
-                                   "fix": "check that the broker runs and [mqtt] host/port are right"})
-                await asyncio.sleep(delay)
+            except* (aiomqtt.MqttError, ssl.SSLError, OSError) as group:
+                error = group.exceptions[0]
             finally:
                 self.connected.clear()
+            if error is None:
+                continue
+            # outside the except* block, so a cancellation while waiting stays a plain CancelledError
+            attempt += 1
+            self.counters.inc("disconnects")
+            delay = self.backoff.delay(attempt)
+            what, fix = explain_connect_error(error, self.cfg)
+            if what != self.last_error:
+                log.warning("MQTT: %s; retrying in %.1f s", what, delay, extra={"broker": self.address, "fix": fix})
+            else:
+                log.debug("MQTT: %s (again)", what, extra={"retry_in_s": round(delay, 2)})
+            self.last_error = what
+            await asyncio.sleep(delay)
 
     async def _reader(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            topic = str(message.topic)
-            self.counters.inc("received")
-            try:
-                if not topic.startswith(self.control_prefix):
-                    raise ControlError(f"unexpected topic {topic!r}")
-                payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-                cmd = parse_command(f"{PREFIX}/{topic[len(self.control_prefix):]}", _payload_args(payload))
-            except (ControlError, UnicodeDecodeError) as exc:
-                self.counters.inc("rejected")
-                log.warning("rejected MQTT control message", extra={"topic": topic, "error": str(exc)})
-                continue
-            if not self.commands.put_nowait(cmd):
-                self.counters.inc("control_dropped")
+            self.handle_message(str(message.topic), message.payload, retained=bool(message.retain))
+
+    def handle_message(self, topic: str, payload: Any, *, retained: bool = False) -> None:
+        """One control message: queued as a command, or rejected and counted (never raises)."""
+        self.counters.inc("received")
+        raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        key = (topic, hashlib.sha256(raw).hexdigest())
+        try:
+            if not topic.startswith(self.control_prefix):
+                raise PayloadError("unknown_topic", f"unexpected topic {topic[:80]!r}",
+                                   hint=f"control topics start with {self.control_prefix}")
+            name = topic[len(self.control_prefix):]
+            cmd = parse_command(f"{PREFIX}/{name}", payload_args(bytes(raw)))
+        except (ControlError, RecursionError, ValueError, OverflowError) as exc:
+            reason = exc.reason if isinstance(exc, PayloadError) else (
+                "unknown_address" if "unknown OSC address" in str(exc) else "bad_args")
+            if retained and key in self._rejected_retained:
+                self.counters.inc("rejected.retained_repeat")
+                return
+            if retained:
+                self._rejected_retained.add(key)
+            self.counters.inc(f"rejected.{reason}")
+            self.limiter.report(f"rejected MQTT control ({reason})",
+                                f"rejected MQTT control message on {topic[:120]}: {exc}"
+                                + (" (retained: it stays on the broker; clear it with an empty retained "
+                                   "message)" if retained else ""), topic=topic, example=bytes(raw[:40]))
+            return
+        if self.commands.put_nowait(cmd):
+            self.counters.inc("applied")
+        else:
+            self.counters.inc("dropped.queue_full")
 
     async def _writer(self, client: aiomqtt.Client) -> None:
         state_version = 0
