@@ -260,6 +260,7 @@ class ShowRuntime:
     def build_renderer(self) -> Any:
         """Load the model (compiling or reusing its cached dream step) and make the renderer."""
         from engine.output.factory import open_output
+        from engine.render.checks import model_source
         from engine.render.health import HealthSettings
         from engine.render.images import load_image
         from engine.render.renderer import Renderer
@@ -268,9 +269,7 @@ class ShowRuntime:
         show = self.show
         out_cfg = show.output
         layers = self.scene_layers() or None
-        model_ref: str | Path = show.show.model
-        if show.show.model.endswith(".onnx"):
-            model_ref = self.loaded.path(show.show.model, what="show.model")
+        model_ref = model_source(self.loaded)
         # Leave a core to the display thread and the event loop.
         threads = max(1, (os.cpu_count() or 2) - 1)
         model = DreamModel.load(model_ref, layers, device=out_cfg.device, threads=threads)
@@ -402,7 +401,8 @@ class ShowRuntime:
         server = OscControlServer(cfg.listen_host, cfg.listen_port)
         await server.start()
         self.osc_server = server
-        tele = OscTelemetry([(t.host, t.port) for t in cfg.targets], labels=self.show.states.labels)
+        tele = await asyncio.to_thread(OscTelemetry, [(t.host, t.port) for t in cfg.targets],
+                                       labels=self.show.states.labels)
         self.osc_telemetry = tele if cfg.targets else None
         try:
             async with asyncio.TaskGroup() as tg:

@@ -177,6 +177,8 @@ class OutputConfig(Section):
     path: str = "dreamstate.mp4"
     seconds: Annotated[float, Field(gt=0)] | None = None
     mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    mjpeg_clients: Annotated[int, Field(ge=1, le=64, description="viewers of the MJPEG preview at once; "
+                                        "more get 503 (each costs a thread and an encode per frame)")] = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -355,6 +357,8 @@ def _path_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
             continue
         if key in must_exist and not p.exists():
             problems.append((key, f"file {value!r} not found at {p}; put it in the show folder or fix the name"))
+        elif p.is_dir():
+            problems.append((key, f"{value!r} is a folder, not a file; name a file inside it"))
     return problems
 
 
@@ -364,6 +368,9 @@ BUILTIN_MASKS = ("circle", "radial")
 def _scene_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
     show = loaded.show
     problems: list[tuple[str, str]] = []
+    if not show.scenes:
+        problems.append(("scenes", "the show defines no scenes; add at least one [scenes.<state>] table with "
+                                   "layers = { ... } (see shows/demo.toml)"))
     if show.scenes and show.show.default_scene not in show.scenes:
         problems.append(("show.default_scene", f"scene {show.show.default_scene!r} is not defined; "
                          f"defined scenes: {sorted(show.scenes)}"))
@@ -373,40 +380,146 @@ def _scene_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
     return problems
 
 
+def _without(data: Any, loc: tuple[int | str, ...]) -> Any:
+    """``data`` with the value at ``loc`` removed (a list item removes its whole list)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    parent: Any = out
+    path = [p for p in loc if p not in ("function-after",)]
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(parent, dict) and part in parent:
+            if last or isinstance(parent[part], list):
+                del parent[part]
+                return out
+            parent = parent[part]
+        else:
+            return out
+    return out
+
+
+def _partial_show(data: dict[str, Any]) -> Show | None:
+    """A Show built from what is valid in ``data`` (bad values fall back to their defaults),
+    so paths and images can be checked in the same run as the type errors."""
+    current: Any = data
+    for _ in range(50):
+        try:
+            return Show.model_validate(current)
+        except ValidationError as err:
+            pruned = current
+            for e in err.errors():
+                pruned = _without(pruned, tuple(e["loc"]))
+            if pruned == current:
+                return None
+            current = pruned
+    return None
+
+
 def validate_show_data(data: dict[str, Any], folder: Path, source: str, *,
                        deep: bool = True) -> LoadedShow:
-    """Validate a parsed TOML document; raise ``ShowError`` listing every problem."""
+    """Validate a parsed TOML document; raise ``ShowError`` listing every problem in one go:
+    type and range errors, then (on what is valid) paths, scenes, images, layers and models."""
+    problems: list[tuple[str, str]] = []
     try:
         show = Show.model_validate(data)
     except ValidationError as err:
-        raise ShowError(source, _format_errors(err)) from None
+        problems += _format_errors(err)
+        partial = _partial_show(data)
+        if partial is None:
+            raise ShowError(source, problems) from None
+        show = partial
     loaded = LoadedShow(show, folder, source)
-    problems = _path_problems(loaded) + _scene_problems(loaded)
-    if deep and not problems:
+    problems += _path_problems(loaded) + _scene_problems(loaded)
+    if deep:
         import engine.render
         import engine.signal  # noqa: F401  (importing the areas registers their checks)
 
+        bad = {k for k, _ in problems}
         for check in EXTRA_CHECKS:
-            problems += check(loaded)
+            # a check never repeats a problem already named for the same key
+            problems += [(k, m) for k, m in check(loaded) if k not in bad]
     if problems:
         raise ShowError(source, problems)
     return loaded
 
 
+MAX_SHOW_BYTES = 1 << 20  # a show file is a page of settings, not a data file
+MAX_NESTING = 32
+
+
+def _nesting(text: str) -> int:
+    """Deepest [ / { nesting outside strings and comments (linear scan, no recursion)."""
+    depth = best = 0
+    quote: str | None = None
+    escaped = comment = False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return best
+
+
+def read_show_text(path: Path) -> str:
+    """The show file's text, or one ``ShowError`` saying what is wrong with the file itself:
+    unreadable, a folder, too large, not UTF-8 text (binary), empty, or nested too deeply."""
+    where = str(path)
+    if path.is_dir():
+        raise ShowError(where, [("(file)", "is a folder, not a show file; give the .toml file inside it")])
+    try:
+        size = path.stat().st_size
+        if size > MAX_SHOW_BYTES:
+            raise ShowError(where, [("(file)", f"is {size} bytes; a show file is a small TOML file "
+                                               f"(at most {MAX_SHOW_BYTES} bytes): check the path")])
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ShowError(where, [("(file)", f"cannot read show file: {exc.strerror}; check the path")]) from None
+    if b"\x00" in raw:
+        raise ShowError(where, [("(file)", "is a binary file, not a TOML show file; check the path")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ShowError(where, [("(file)", f"is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                                           "save it as UTF-8 (any text editor can)")]) from None
+    if not any(line.strip() and not line.strip().startswith("#") for line in text.splitlines()):
+        raise ShowError(where, [("(file)", "is empty (nothing but blanks and comments); start from shows/demo.toml")])
+    if _nesting(text) > MAX_NESTING:
+        raise ShowError(where, [("(toml)", f"arrays or tables nested deeper than {MAX_NESTING}; "
+                                           "a show needs a few levels at most")])
+    return text
+
+
 def load_show(path: str | Path | None, *, deep: bool = True) -> LoadedShow:
-    """Load and validate a show file, or the embedded demo show when ``path`` is None."""
+    """Load and validate a show file, or the embedded demo show when ``path`` is None.
+
+    ``check`` and ``run`` both come through here, so they accept and refuse the same files.
+    """
     if path is None:
         # The embedded demo reads no files; its outputs (the fallback video) go to the current folder.
         return validate_show_data(tomllib.loads(DEMO_SHOW), Path.cwd(), "<demo show>", deep=deep)
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ShowError(str(p), [("(file)", f"cannot read show file: {exc.strerror}; check the path")]) from None
+    text = read_show_text(p)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ShowError(str(p), [("(toml)", f"not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ShowError(str(p), [("(toml)", "nested too deeply to read")]) from None
     return validate_show_data(data, p.resolve().parent, str(p), deep=deep)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,63 @@ from models.backward import Lowering
 from models.registry import ModelSpec, Preprocess
 
 log = logging.getLogger("dreamstate.models")
+
+
+@dataclass(frozen=True)
+class CompiledStep:
+    """A dream step compiled (or taken from the cache): its ONNX bytes and where they live."""
+
+    spec: ModelSpec
+    forward: Any
+    layers: tuple[str, ...]
+    tensors: tuple[str, ...]
+    data: bytes
+    path: Path
+
+
+def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
+                   objective: Literal["layers", "channels", "class"] = "layers", guide: bool = False,
+                   cache_dir: Path | None = None) -> CompiledStep:
+    """Resolve ``model``, compile its dream step for ``layers`` (default: the recommended ones)
+    or take it from the cache, and return it without opening a session. ``dreamstate check``
+    calls this, so a model ``run`` could not dream is refused before the show starts.
+    Raises ``ModelError`` (unsupported op, unknown layer, unreadable file) naming the cause."""
+    from models import cache, compiler, registry
+    from models.graph import load_forward
+
+    path, spec = registry.resolve(model)
+    fg = load_forward(path, label=str(path))
+    if layers is None or len(layers) == 0:
+        # "logits": the tensor named so, else the input of the final Softmax (graph alias)
+        layers = ["logits"] if objective == "class" else list(spec.layers)
+    if not layers:
+        raise ModelError(
+            f"no dream layers given for model {spec.name!r} and it has no recommended layers",
+            hint="pass layers=[...] (see `dreamstate models layers MODEL`)",
+        )
+    names = tuple(str(n) for n in layers)
+    tensors = tuple(fg.resolve_layer(n) for n in names)
+    key = cache.cache_key(
+        fg.sha256,
+        tensors,
+        objective=objective,
+        guide=guide,
+        compiler=compiler.COMPILER_VERSION,
+        variant=Lowering().key(),
+    )
+    step_path = cache.cached_path(spec.name, key, cache_dir)
+    data: bytes | None = None
+    if step_path.exists():
+        data = step_path.read_bytes()
+        log.info("compiled step from cache", extra={"file": str(step_path)})
+    if data is None:
+        step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
+        data = step_model.SerializeToString()
+        try:
+            cache.write_atomic(step_path, data)
+        except OSError as exc:
+            log.warning("cannot write the compiled-graph cache", extra={"file": str(step_path), "error": str(exc)})
+    return CompiledStep(spec, fg, names, tensors, data, step_path)
 
 
 class DreamModel:
@@ -100,42 +158,12 @@ class DreamModel:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> DreamModel:
-        from models import cache, compiler, registry
-        from models.graph import load_forward
+        from models import cache, compiler
         from models.session import make_session
 
-        path, spec = registry.resolve(model)
-        fg = load_forward(path, label=str(path))
-        if layers is None or len(layers) == 0:
-            # "logits": the tensor named so, else the input of the final Softmax (graph alias)
-            layers = ["logits"] if objective == "class" else list(spec.layers)
-        if not layers:
-            raise ModelError(
-                f"no dream layers given for model {spec.name!r} and it has no recommended layers",
-                hint="pass layers=[...] (see `dreamstate models layers MODEL`)",
-            )
-        names = tuple(str(n) for n in layers)
-        tensors = tuple(fg.resolve_layer(n) for n in names)
-        key = cache.cache_key(
-            fg.sha256,
-            tensors,
-            objective=objective,
-            guide=guide,
-            compiler=compiler.COMPILER_VERSION,
-            variant=Lowering().key(),
-        )
-        step_path = cache.cached_path(spec.name, key, cache_dir)
-        data: bytes | None = None
-        if step_path.exists():
-            data = step_path.read_bytes()
-            log.info("compiled step from cache", extra={"file": str(step_path)})
-        if data is None:
-            step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
-            data = step_model.SerializeToString()
-            try:
-                cache.write_atomic(step_path, data)
-            except OSError as exc:
-                log.warning("cannot write the compiled-graph cache", extra={"file": str(step_path), "error": str(exc)})
+        compiled = compile_cached(model, layers, objective=objective, guide=guide, cache_dir=cache_dir)
+        fg, spec, names, tensors, data, step_path = (compiled.forward, compiled.spec, compiled.layers,
+                                                     compiled.tensors, compiled.data, compiled.path)
         try:
             session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step")
         except ModelError:

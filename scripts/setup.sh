@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Set up dreamstate on a fresh Debian/Ubuntu machine: system packages, a virtualenv in .venv,
 # and the package with its test tools. Safe to run again; it only adds what is missing.
+# --system-only: install the system packages and stop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(xvfb x11-apps mosquitto)   # Xvfb + xwd: real X server for window tests; mosquitto: real MQTT broker for tests
+# Xvfb + xwd: a real X server for the window tests; mosquitto (+ mosquitto_passwd): a real MQTT
+# broker for the MQTT tests; openssl: certificates the TLS tests make
+APT_PACKAGES=(xvfb x11-apps mosquitto openssl)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -12,8 +15,18 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   echo "setup: installing system packages: ${missing[*]}" >&2
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # another apt (unattended upgrades, a package manager window) may hold the lock: wait up to
+  # 5 minutes for it instead of failing at once
+  LOCK_WAIT=(-o DPkg::Lock::Timeout=300)
+  if pgrep -x apt-get >/dev/null 2>&1 || pgrep -x apt >/dev/null 2>&1 || pgrep -x unattended-upgr >/dev/null 2>&1; then
+    echo "setup: another package manager is running; waiting for it (up to 5 minutes)" >&2
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${LOCK_WAIT[@]}" update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get "${LOCK_WAIT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--system-only" ]; then
+  exit 0  # the system packages are in place; no virtualenv wanted
 fi
 
 PY=${PYTHON:-python3}

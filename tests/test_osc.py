@@ -252,3 +252,12 @@ def test_bench_osc_flood_prints_its_figures(capsys: pytest.CaptureFixture[str]) 
     out = " ".join(capsys.readouterr().out.split())
     assert "applied 40 of 40 valid commands" in out
     assert "log lines per 1,000 malformed datagrams" in out and "loop lag p99" in out
+
+
+def test_telemetry_sockets_bind_to_the_interface_they_send_from() -> None:
+    """Never 0.0.0.0: loopback targets get a socket bound to 127.0.0.1."""
+    tele = OscTelemetry([("127.0.0.1", 7000), ("127.0.0.1", 7001)], labels=["calm"])
+    try:
+        assert [host for host, _ in tele.local_addresses] == ["127.0.0.1"]
+    finally:
+        tele.close()

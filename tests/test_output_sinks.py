@@ -132,3 +132,45 @@ def test_factory_builds_each_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     tee.present(_frame(0))
     assert tee.primary.frames == 1
     tee.close()
+
+
+def test_mjpeg_preview_refuses_clients_beyond_its_cap() -> None:
+    import socket
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+
+    out = MjpegOutput((32, 32), port=0, fps=1000.0, max_clients=2)
+    out.open()
+    held = []
+    try:
+        out.present(np.zeros((32, 32, 3), np.uint8))
+        for _ in range(2):  # two viewers keep their streams open
+            s = socket.create_connection(("127.0.0.1", out.port), timeout=5)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(64).startswith(b"HTTP/1.0 200")
+            held.append(s)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{out.port}/frame.jpg", timeout=5)
+        assert err.value.code == 503
+        err.value.close()
+        assert out.counters.get("refused_clients") == 1
+        held.pop().close()
+        for i in range(50):  # the freed slot serves the next viewer (its thread notices at the next frame)
+            out.present(np.full((32, 32, 3), i, np.uint8))
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{out.port}/frame.jpg", timeout=5) as r:
+                    assert r.status == 200
+                    break
+            except urllib.error.HTTPError as busy:
+                import time
+
+                busy.close()
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the slot of a viewer that left was never freed")
+    finally:
+        for s in held:
+            s.close()
+        out.close()

@@ -138,18 +138,21 @@ def test_fullscreen_window_shows_exactly_the_frame(display: str) -> None:
         size = out.open()
         info["size"], info["driver"] = size, out.driver
         try:
-            for _ in range(3):
-                out.present(frame)
-                assert out.poll()
-            time.sleep(0.2)
-            shots.append(screenshot(display))
+            for _ in range(25):  # a loaded machine may take a while to map the window
+                for _ in range(3):
+                    out.present(frame)
+                    assert out.poll()
+                time.sleep(0.2)
+                shots.append(screenshot(display))
+                if np.array_equal(shots[-1], frame):
+                    break
         finally:
             out.close()
 
     _in_thread(body)
     assert info["driver"] == "x11"
     assert info["size"] == SCREEN  # borderless fullscreen takes the display's size
-    assert np.array_equal(shots[0], frame)
+    assert np.array_equal(shots[-1], frame)
 
 
 def test_windowed_output_shows_the_frame_somewhere_on_screen(display: str) -> None:

@@ -41,7 +41,7 @@ colour = "red"
         load_show(p)
     problems = dict(info.value.problems)
     assert set(problems) == {"device.kind", "device.speed", "signal.features", "output.fps",
-                             "output.colour"}
+                             "output.colour", "scenes"}  # all at once, the missing scenes too
     assert "'bluetooth'" in problems["device.kind"] and "simulated" in problems["device.kind"]
     assert "vibes" in problems["signal.features"] and "mfcc" in problems["signal.features"]
     assert "remove the key" in problems["output.colour"]
@@ -104,7 +104,8 @@ def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
                        text=True, timeout=60)
     assert r.returncode == 1
     assert "device.kind" in r.stderr
-    ok = write(tmp_path, '[show]\nname = "fine"\n', "ok.toml")
+    ok = write(tmp_path, '[show]\nname = "fine"\n[scenes.calm]\nlayers = { block10 = 1.0 }\n'
+                         '[scenes.attract]\nlayers = { block9 = 1.0 }\n', "ok.toml")
     r = subprocess.run([sys.executable, "-m", "engine", "check", str(ok)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr

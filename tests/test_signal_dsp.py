@@ -279,7 +279,8 @@ def test_rule_parser_handles_and_or_parentheses_and_refuses_code() -> None:
 
 
 def _show(tmp_path: Path, states: dict[str, Any], signal: dict[str, Any] | None = None) -> LoadedShow:
-    data = {"states": states, "signal": signal or {}}
+    scenes = {"calm": {"layers": {"block10": 1.0}}, "attract": {"layers": {"block9": 1.0}}}
+    data = {"states": states, "signal": signal or {}, "scenes": scenes}
     return validate_show_data(data, tmp_path, "test.toml")
 
 

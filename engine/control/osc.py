@@ -156,6 +156,19 @@ def _message(address: str, args: Sequence[Any]) -> bytes:
     return b.build().dgram
 
 
+def source_address(target: tuple[str, int]) -> str:
+    """The local address this machine sends to ``target`` from (the kernel's route choice:
+    a connected UDP socket sends nothing), 127.0.0.1 for local targets."""
+    family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(target)
+        except OSError as exc:
+            raise NetworkError(f"OSC telemetry target {target[0]}:{target[1]} cannot be reached: {exc.strerror}",
+                               hint="check the [[osc.targets]] host; the machine needs a route to it") from None
+        return str(probe.getsockname()[0])
+
+
 class OscTelemetry:
     """Sends state to every target. ``labels`` fixes the ``/dreamstate/state/<label>`` set."""
 
@@ -163,14 +176,30 @@ class OscTelemetry:
         self.targets = list(targets)
         self.labels = list(labels)
         self.counters = Counters()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self._sock.setblocking(False)
+        # One socket per local address the targets are reached from, bound to that address (never
+        # 0.0.0.0): 127.0.0.1 when every target is local. Resolving may do DNS: build this off the loop.
+        self._socks: dict[str, socket.socket] = {}
+        self._route: list[tuple[tuple[str, int], socket.socket]] = []
+        for target in self.targets:
+            local = source_address(target)
+            sock = self._socks.get(local)
+            if sock is None:
+                sock = socket.socket(socket.AF_INET6 if ":" in local else socket.AF_INET, socket.SOCK_DGRAM)
+                sock.bind((local, 0))
+                sock.setblocking(False)
+                self._socks[local] = sock
+            self._route.append((target, sock))
+
+    @property
+    def local_addresses(self) -> list[tuple[str, int]]:
+        """Where the telemetry sockets are bound (host, port)."""
+        return [s.getsockname()[:2] for s in self._socks.values()]
 
     def _send(self, address: str, *args: Any) -> None:
         data = _message(address, args)
-        for target in self.targets:
+        for target, sock in self._route:
             try:
-                self._sock.sendto(data, target)
+                sock.sendto(data, target)
                 self.counters.inc("sent")
             except OSError as exc:  # lossy by design: count and carry on
                 self.counters.inc("send_errors")
@@ -216,7 +245,8 @@ class OscTelemetry:
         self._send("/dreamstate/heartbeat", 1)
 
     def close(self) -> None:
-        self._sock.close()
+        for sock in self._socks.values():
+            sock.close()
 
 
 __all__ = ["OscControlServer", "OscTelemetry"]

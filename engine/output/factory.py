@@ -100,7 +100,8 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
                         extra={"output": "video"})
             out = v
     if cfg.mjpeg_port is not None:
-        out = TeeOutput(out, MjpegOutput(size, host="127.0.0.1", port=cfg.mjpeg_port))
+        out = TeeOutput(out, MjpegOutput(size, host="127.0.0.1", port=cfg.mjpeg_port,
+                                                   max_clients=cfg.mjpeg_clients))
     return out
 
 

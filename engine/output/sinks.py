@@ -7,6 +7,7 @@ display; frames that do not fit are dropped and counted in ``dropped``.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import logging
 import queue
@@ -18,6 +19,7 @@ from typing import Any
 
 from engine.channels import LatestSlot
 from engine.errors import RenderError
+from engine.metrics import Counters
 from engine.output.base import U8, Output
 from engine.render.cvlib import cv
 
@@ -181,8 +183,40 @@ class PngOutput(Output):
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """HTTP server with one thread per client, at most ``max_clients`` of them: the next one
+    gets ``503 Service Unavailable`` at once, from the accepting thread, with no thread made."""
+
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler],
+                 max_clients: int, counters: Counters) -> None:
+        super().__init__(address, handler)
+        self.max_clients = max_clients
+        self.counters = counters
+        self._active = 0
+        self._lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            full = self._active >= self.max_clients
+            if not full:
+                self._active += 1
+        if full:
+            self.counters.inc("refused_clients")
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._lock:
+                self._active -= 1
 
 
 class MjpegOutput(Output):
@@ -190,15 +224,19 @@ class MjpegOutput(Output):
 
     ``GET /`` (or ``/stream.mjpg``) streams; ``GET /frame.jpg`` returns one JPEG. Frames are
     offered at most ``fps`` times a second, scaled to ``width`` pixels wide; JPEG encoding
-    happens on the HTTP threads, never on the display thread. After ``open()`` ``port`` is the
-    real port (0 asks the OS for a free one).
+    happens on the HTTP threads, never on the display thread. At most ``max_clients`` viewers
+    at once (each costs a thread and an encode per frame); the next get 503, counted in
+    ``counters["refused_clients"]``. After ``open()`` ``port`` is the real port (0 asks the OS
+    for a free one).
     """
 
     name = "mjpeg"
 
     def __init__(self, size: tuple[int, int], *, host: str = "127.0.0.1", port: int = 8080,
-                 fps: float = 10.0, width: int = 640, quality: int = 80) -> None:
+                 fps: float = 10.0, width: int = 640, quality: int = 80, max_clients: int = 4) -> None:
         super().__init__(size)
+        self.max_clients = max_clients
+        self.counters = Counters()
         self.host = host
         self.port = port
         self.fps = fps
@@ -213,7 +251,7 @@ class MjpegOutput(Output):
     def open(self) -> tuple[int, int]:
         handler = self._handler()
         try:
-            self._server = _Server((self.host, self.port), handler)
+            self._server = _Server((self.host, self.port), handler, self.max_clients, self.counters)
         except OSError as exc:
             raise RenderError(f"MJPEG preview cannot listen on {self.host}:{self.port}: "
                               f"{exc.strerror}",

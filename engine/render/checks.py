@@ -6,7 +6,9 @@
   image;
 * ``scenes.<s>.mask``: a built-in mask (``circle``, ``radial``) or a readable image (also as
   ``luminance:<path>`` / ``edges:<path>``);
-* ``show.model``: the model must resolve (registry name or .onnx path inside the show folder);
+* ``show.model``: the model must resolve (a registry name, or a file inside the show folder:
+  :func:`model_source`), and its dream step must compile for the scenes' layers (compiled once,
+  then cached), so ``run`` never starts with a model it cannot dream;
 * ``scenes.<s>.layers.<name>`` and ``scenes.<s>.channels.<name>``: the layer must exist in the
   show's model. Layers are listed from the ONNX graph without compiling anything.
 
@@ -23,7 +25,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DreamstateError
+from engine.errors import DreamstateError, PathEscapeError
 from engine.render.masks import BUILTIN, parse_spec
 from engine.show import EXTRA_CHECKS, LoadedShow
 from models.graph import depth_warning
@@ -41,20 +43,57 @@ def _image_problem(loaded: LoadedShow, key: str, value: str) -> str | None:
     return None
 
 
+def model_source(loaded: LoadedShow) -> str | Path:
+    """Where the show's model comes from: a registry name (bundled, or the user's model cache
+    through ``dreamstate models fetch``), or else a file inside the show folder (relative to
+    it, symlinks checked, like every other path in a show). Nothing else: an absolute path or
+    ``../`` is refused, whatever its suffix. Raises ``ShowError``-ready ``DreamstateError``."""
+    from models import registry
+
+    name = loaded.show.show.model
+    if name in registry.names():
+        return name
+    try:
+        path = loaded.path(name, what="show.model")
+    except DreamstateError as exc:
+        raise PathEscapeError(f"{exc}", hint="name a registry model (`dreamstate models list`) or put the "
+                                           ".onnx file in the show folder") from None
+    if not path.is_file():
+        raise PathEscapeError(
+            f"model {name!r} is neither a registry model ({', '.join(registry.names())}) nor a file in the show "
+            f"folder ({path} does not exist)",
+            hint="fix the name, or put the .onnx file (and its .json) in the show folder")
+    return path
+
+
 def _model_graph(loaded: LoadedShow) -> tuple[Any | None, Any | None, str | None]:
     """The show model's forward graph (cheap: parsed, not compiled) and spec, or an error."""
     from models import registry
     from models.graph import load_forward
 
-    name = loaded.show.show.model
     try:
-        target: str | Path = name
-        if name.endswith(".onnx"):
-            target = loaded.path(name, what="show.model")
-        path, spec = registry.resolve(target)
+        path, spec = registry.resolve(model_source(loaded))
         return load_forward(path, label=str(path)), spec, None
     except DreamstateError as exc:
         return None, None, str(exc)
+
+
+def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
+    """Compile the dream step ``run`` will use (the union of the scenes' layers; and the guide
+    variant when a scene has a guide), or take it from the cache: an op without a backward rule
+    must stop ``check``, not crash-loop the render stage of ``run``."""
+    from models.dream import compile_cached
+
+    show = loaded.show
+    layers = list(dict.fromkeys(k for s in show.scenes.values() for k in s.layers))
+    try:
+        source = model_source(loaded)
+        compile_cached(source, layers or None)
+        if any(s.guide for s in show.scenes.values()):
+            compile_cached(source, layers or None, guide=True)
+    except DreamstateError as exc:
+        return ("show.model", f"the dream step cannot be compiled for the scenes' layers: {exc}")
+    return None
 
 
 def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
@@ -95,6 +134,10 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
                     warning = depth_warning(graph, layer, spec.layers, model=spec.name) if spec else None
                     if warning:
                         loaded.warnings.append((f"{base}.{section}.{layer}", warning))
+    if graph is not None and not problems:
+        compile_problem = _compile_problem(loaded)
+        if compile_problem:
+            problems.append(compile_problem)
     return problems
 
 
