@@ -59,6 +59,9 @@ def setup_logging(verbosity: int = 0, json_lines: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     logging.getLogger("dreamstate").setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
+    # openTSNE says "Precomputed initialization provided. Ignoring initalization-related
+    # parameters." at INFO at every map refit (once a minute): only with -vv
+    logging.getLogger("openTSNE").setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
     for noisy in ("matplotlib", "PIL", "numba", "mne", "asyncio"):
         if verbosity < 2:
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -18,6 +18,7 @@ import select
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,16 +82,30 @@ class TorchPeer:
             "MKL_NUM_THREADS": str(threads),
             "OMP_WAIT_POLICY": "PASSIVE",  # no spinning while the other runtime has its turn
         }
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env, cwd=REPO)
         self._read()
 
     def _read(self) -> dict[str, Any]:
+        """The child's next JSON line; its own error message at once if it dies, or a timeout."""
         out = self.proc.stdout
         assert out is not None
-        ready, _, _ = select.select([out], [], [], REPLY_TIMEOUT_S)
-        line = out.readline() if ready else ""
+        deadline = time.monotonic() + REPLY_TIMEOUT_S
+        line = ""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([out], [], [], 0.2)
+            if ready:
+                line = out.readline()
+                break
+            if self.proc.poll() is not None:
+                break
         if not line:
+            died = self.proc.poll() is not None
+            err = self.proc.stderr.read() if (died and self.proc.stderr is not None) else ""
             self.close()
+            if died:
+                last = "\n".join(err.strip().splitlines()[-6:]) or f"exit code {self.proc.returncode}"
+                raise RuntimeError(f"the torch reference process failed:\n{last}")
             raise RuntimeError(f"torch reference process gave no answer within {REPLY_TIMEOUT_S:.0f} s")
         doc: dict[str, Any] = json.loads(line)
         return doc
@@ -111,6 +126,9 @@ class TorchPeer:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @dataclass

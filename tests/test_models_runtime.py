@@ -313,3 +313,17 @@ def test_real_starter_model_dreams() -> None:
         x += 0.01 / (np.abs(g).mean() + 1e-12) * g
         m.clip(x)
     assert losses[-1] > losses[0]
+
+
+def test_bench_dream_reports_a_failing_torch_child_at_once(tmp_path: Path, shared_models: Path) -> None:
+    """The torch side dies (here: no torch, or a file it cannot read): its own message comes
+    back at once, not 'no answer within 300 s'."""
+    import time
+
+    from models.bench import TorchPeer
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="torch reference process failed") as err:
+        TorchPeer(str(tmp_path / "missing.onnx"), ["fire5/concat"], 1, tmp_path)
+    assert time.monotonic() - t0 < 60
+    assert "PyTorch is not installed" in str(err.value) or "does not exist" in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
@@ -147,3 +148,54 @@ def test_signal_shuts_down_within_two_seconds(sig: signal.Signals) -> None:
     assert proc.returncode == 0
     assert f"clean {sig.name}" in out
     assert elapsed < 2.0, f"shutdown took {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("expected", [True, False])
+async def test_retries_log_one_line_each_and_the_traceback_once(expected: bool,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A stage that keeps failing (a missing headset, a port in use): one line per retry with
+    the thing and the fix; the traceback once, at debug for expected failures."""
+    from engine.errors import DeviceError
+
+    async def failing() -> None:
+        if expected:
+            raise DeviceError("serial port /dev/ttyUSB9 not found", hint="plug the dongle in or fix [device] port")
+        raise RuntimeError("something unexpected")
+
+    sup = Supervisor([FunctionStage("device", failing)], backoff=Backoff(base=0.01, cap=0.02, jitter=0.0))
+    with caplog.at_level(logging.DEBUG, logger="dreamstate.runtime"):
+        task = asyncio.create_task(sup.run(handle_signals=False))
+        for _ in range(200):
+            if sup.counters.get("device.crashes") >= 5:
+                break
+            await asyncio.sleep(0.01)
+        sup.request_stop("test")
+        await task
+    retries = [r for r in caplog.records if r.levelno == logging.WARNING and "retrying in" in r.getMessage()]
+    with_trace = [r for r in caplog.records if r.exc_info]
+    assert len(retries) >= 4 and all(r.exc_info is None for r in retries)
+    assert len(with_trace) == 1
+    assert with_trace[0].levelno == (logging.DEBUG if expected else logging.ERROR)
+    if expected:
+        assert "/dev/ttyUSB9" in retries[0].getMessage() and "plug the dongle in" in retries[0].getMessage()
+
+
+def test_opentsne_chatter_is_kept_out_of_the_installation_log(capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from openTSNE import TSNE
+
+    from engine.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level, logging.getLogger("openTSNE").level
+    try:
+        setup_logging(0)
+        x = np.random.default_rng(0).standard_normal((60, 5))
+        TSNE(n_components=2, perplexity=10, initialization=x[:, :2] * 1e-4, n_iter=20, n_jobs=1).fit(x)
+        logging.getLogger("dreamstate.test").info("a line of our own")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+        logging.getLogger("openTSNE").setLevel(saved[2])
+    err = capsys.readouterr().err
+    assert "a line of our own" in err
+    assert "Ignoring initalization" not in err

@@ -117,6 +117,7 @@ class Supervisor:
         self.counters = Counters()
         self.status: dict[str, StageStatus] = {s.name: StageStatus.PENDING for s in self.stages}
         self.last_error: dict[str, str] = {}
+        self._seen_errors: set[str] = set()
         self._stopping = asyncio.Event()
         self.stop_reason = ""
 
@@ -179,8 +180,7 @@ class Supervisor:
                 attempt += 1
                 delay = self.backoff.delay(attempt)
                 self.status[stage.name] = StageStatus.BACKOFF
-                log.error("stage crashed; restarting after backoff", exc_info=exc,
-                          extra={"stage": stage.name, "attempt": attempt, "delay_s": round(delay, 3)})
+                self._log_retry(stage, exc, attempt, delay)
                 self.counters.inc(f"{stage.name}.restarts")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -195,6 +195,25 @@ class Supervisor:
                 self.status[stage.name] = StageStatus.STOPPED
             return
         self.status[stage.name] = StageStatus.STOPPED
+
+    def _log_retry(self, stage: Stage, exc: BaseException, attempt: int, delay: float) -> None:
+        """One line per retry naming the stage, the error and its fix; the traceback once per
+        distinct error: at debug level for expected failures (a ``DreamstateError``: a missing
+        headset, a port in use), at error level for anything else (a bug worth reporting)."""
+        from engine.errors import DreamstateError
+
+        text = f"{type(exc).__name__}: {exc}"
+        first = text not in self._seen_errors
+        self._seen_errors.add(text)
+        expected = isinstance(exc, DreamstateError)
+        if first and not expected:
+            log.error("stage %s crashed with an unexpected error (traceback below; please report it)",
+                      stage.name, exc_info=exc, extra={"stage": stage.name})
+        elif first:
+            log.debug("stage %s failed", stage.name, exc_info=exc, extra={"stage": stage.name})
+        log.warning("stage %s failed: %s; retrying in %.1f s (attempt %d)", stage.name,
+                    exc if expected else text, delay, attempt,
+                    extra={"stage": stage.name, "attempt": attempt, "delay_s": round(delay, 3)})
 
     async def _run_until_stop(self, stage: Stage) -> bool:
         """Run the stage; True when it finished by itself, False when stopped. Raises on crash."""
