@@ -111,6 +111,8 @@ class MonitorModel:
         self.heart: int | None = None
         self.events: collections.deque[tuple[float, str]] = collections.deque(maxlen=5)
         self.last_reading_at: float | None = None
+        self.diagnosis: str | None = None
+        """Why no data arrives, when the device knows (e.g. bytes but no valid frames)."""
         self.started = clock()
         self.ended = False
         self._sample_rate = _Rate()
@@ -118,7 +120,9 @@ class MonitorModel:
 
     def feed(self, reading: Reading) -> None:
         now = self.clock()
-        self.last_reading_at = now
+        if not isinstance(reading, DeviceEvent):  # events say why data is missing; they are not data
+            self.last_reading_at = now
+            self.diagnosis = None
         if isinstance(reading, RawChunk):
             x = np.asarray(reading.samples, dtype=np.float32)
             n = len(x)
@@ -155,6 +159,8 @@ class MonitorModel:
             self.events.append((time.time(), text))
             if reading.kind == DeviceEventKind.END_OF_STREAM:
                 self.ended = True
+            if reading.kind == DeviceEventKind.NO_FRAMES:
+                self.diagnosis = reading.detail
 
     def raw_tail(self) -> npt.NDArray[np.float32]:
         return self._ring[self.capacity - self._filled:]
@@ -172,7 +178,9 @@ class MonitorModel:
         return self.clock() - self.last_reading_at
 
 
-def quality_text(poor: int | None, stale: float | None) -> Text:
+def quality_text(poor: int | None, stale: float | None, diagnosis: str | None = None) -> Text:
+    if diagnosis and (stale is None or stale > 2.0):
+        return Text(f"NO VALID FRAMES: {diagnosis}", style="bold white on red")
     if stale is None:
         return Text("WAITING FOR DATA", style="bold yellow")
     if stale > 2.0:
@@ -212,7 +220,7 @@ def render_monitor(model: MonitorModel, *, title: str = "dreamstate monitor",
     """The whole monitor view for the current model (pure; no I/O)."""
     stale = model.stale_s()
     head = Table.grid(padding=(0, 2))
-    head.add_row(quality_text(model.poor_signal, stale),
+    head.add_row(quality_text(model.poor_signal, stale, model.diagnosis),
                  Text(f"{model.samples_per_s():5.0f} samples/s", style="cyan"),
                  Text(f"{model.packets_per_s():3.1f} status/s", style="cyan"),
                  Text(f"blinks {model.blinks}", style="magenta"),
@@ -276,7 +284,7 @@ def render_monitor(model: MonitorModel, *, title: str = "dreamstate monitor",
 
 def status_line(model: MonitorModel, panels: Sequence[MonitorPanel] = ()) -> str:
     """One plain line for logs and pipes."""
-    q = quality_text(model.poor_signal, model.stale_s()).plain
+    q = quality_text(model.poor_signal, model.stale_s(), model.diagnosis).plain
     parts = [f"signal={q}", f"attention={model.attention if model.attention is not None else '-'}",
              f"meditation={model.meditation if model.meditation is not None else '-'}",
              f"samples/s={model.samples_per_s():.0f}", f"samples={model.samples}",

@@ -262,13 +262,17 @@ class ThinkGearSerialDevice(Device):
     ``open()`` raises ``DeviceError`` listing every port and rate tried. ``readings()`` then
     yields readings (a ``CONNECTED`` event first) and keeps going across stalls and lost ports
     (``STALLED`` / ``DISCONNECTED``, ``RECONNECTING`` per attempt, ``CONNECTED``) until
-    ``close()``, after which no thread, task or port is left and ``readings()`` ends.
+    ``close()``, after which no thread, task or port is left and ``readings()`` ends. Bytes
+    that arrive for ``no_frames_timeout`` seconds without one valid frame (the wrong baud rate,
+    or a port that speaks another protocol) are reported: a warning naming the port, the rate
+    and the fix, and a ``NO_FRAMES`` event every 10 s (``monitor`` shows it).
 
     With a dongle (``dongle=True``, a ``headset_id``, or auto when dongle status rows arrive)
     it writes ``C2`` (auto-connect) or ``C0 idH idL`` after connecting and again, at most every
     ``dongle_retry_s``, while the dongle reports it is idle. ``counters`` holds the parser's
     counters and ``reconnects``, ``stalls``, ``disconnects``, ``raw_lost``,
-    ``raw_gap_samples``, ``dropped_readings``, ``dongle_commands``, ``internal_errors``.
+    ``raw_gap_samples``, ``dropped_readings``, ``dongle_commands``, ``internal_errors``,
+    ``no_frames_warnings``.
     """
 
     name = "thinkgear"
@@ -276,6 +280,7 @@ class ThinkGearSerialDevice(Device):
     def __init__(self, port: str = "auto", baud: int | None = None, *,
                  headset_id: int | None = None, dongle: bool | None = None,
                  stall_timeout: float = 2.0, backoff_min: float = 0.2, backoff_max: float = 5.0,
+                 no_frames_timeout: float = 3.0,
                  probe_timeout: float = 1.5, open_timeout: float = 5.0,
                  read_timeout: float = 0.05, max_batch: int = 64, queue_size: int = 65536,
                  dongle_retry_s: float = 5.0,
@@ -312,6 +317,13 @@ class ThinkGearSerialDevice(Device):
         self.quality_log_s = 10.0
         self._quality_logged = time.monotonic()
         self._quality_seen = (0, 0)
+        self.no_frames_after_s = no_frames_timeout
+        """Bytes for this long without one valid frame: the wrong baud rate, or not ThinkGear."""
+        self._frames_at = 0.0
+        self._frames_seen = 0
+        self._bytes_since_frame = 0
+        self._no_frames_said = 0.0  # last NO_FRAMES event (0: none since the last valid frame)
+        self._no_frames_logged = 0.0
         self.port: str | None = None
         """The port in use (resolved from ``auto``), or the last one used."""
         self.baud: int | None = baud
@@ -413,6 +425,7 @@ class ThinkGearSerialDevice(Device):
         log.info("connected", extra=self._log_extra(baud=link.baud))
         if self._dongle_active:
             await self._send_dongle_command(link, force=True)
+        self._frames_at, self._frames_seen, self._bytes_since_frame = time.monotonic(), self.counters.get("frames"), 0
         pending = link.probe_bytes
         while not self._closing:
             if pending:
@@ -431,6 +444,7 @@ class ThinkGearSerialDevice(Device):
                     return DeviceEventKind.DISCONNECTED, str(exc)
             now = time.monotonic()
             readings = self.assembler.convert(self.parser.feed(chunk), now)
+            self._watch_frames(len(chunk), now)
             if now - self._quality_logged >= self.quality_log_s:
                 self._log_link_quality(now)
             idle_dongle = False
@@ -446,6 +460,33 @@ class ThinkGearSerialDevice(Device):
             if idle_dongle and self._dongle_active:
                 await self._send_dongle_command(link, force=False)
         return None
+
+    def _watch_frames(self, nbytes: int, now: float) -> None:
+        """Bytes arrive but never a valid frame: say so (a warning, then every 60 s) with the
+        port, the rate and the fix, and tell the readers (a NO_FRAMES event every 10 s)."""
+        frames = self.counters.get("frames")
+        if frames > self._frames_seen:
+            if self._no_frames_said:
+                log.info("valid ThinkGear frames again", extra=self._log_extra())
+            self._frames_seen, self._frames_at, self._bytes_since_frame = frames, now, 0
+            self._no_frames_said = self._no_frames_logged = 0.0
+            return
+        self._bytes_since_frame += nbytes
+        quiet = now - self._frames_at
+        if quiet < self.no_frames_after_s or now - self._no_frames_said < 10.0:
+            return
+        rate = self._bytes_since_frame / max(quiet, 1e-3)
+        probed = self.baud_setting is None
+        fix = ("this port may not carry a ThinkGear headset: check the port" if probed else
+               f"leave --baud out (or [device] baud) so the rates are probed, or try the other rates "
+               f"({', '.join(str(b) for b in PROBE_BAUDS if b != self.baud)})")
+        detail = f"bytes are arriving ({rate:.0f}/s) but no valid ThinkGear frames on {self.port} at {self.baud} baud"
+        if not self._no_frames_logged or now - self._no_frames_logged >= 60.0:
+            log.warning("%s; fix: %s", detail, fix, extra=self._log_extra(bytes_per_s=round(rate)))
+            self._no_frames_logged = now
+        self._no_frames_said = now
+        self.counters.inc("no_frames_warnings")
+        self._event(DeviceEventKind.NO_FRAMES, f"{detail}; fix: {fix}")
 
     def _log_link_quality(self, now: float) -> None:
         """At most every ``quality_log_s``: one warning when frames were rejected since."""

@@ -122,6 +122,7 @@ class DeviceEventKind(enum.StrEnum):
     DONGLE_STANDBY = "dongle_standby"
     DONGLE_SCANNING = "dongle_scanning"
     END_OF_STREAM = "end_of_stream"
+    NO_FRAMES = "no_frames"  # bytes arrive, but none of them are valid ThinkGear frames
 
 
 @dataclass(frozen=True, slots=True)

@@ -483,3 +483,23 @@ async def test_a_second_reader_is_refused_clearly(pty: PtyHeadset) -> None:
         with pytest.raises(DeviceError, match="exclusively lock") as err:
             await second.open()
         assert "no other program holds the port" in str(err.value)
+
+
+async def test_bytes_at_the_wrong_baud_rate_are_diagnosed(pty: PtyHeadset, caplog: pytest.LogCaptureFixture) -> None:
+    """A 57600-baud headset read at 9600: bytes arrive but never a frame. The device says so,
+    naming the port, the rate and the fix, in the log and as an event the monitor shows."""
+    from devices.monitor import MonitorModel, quality_text
+
+    dev = ThinkGearSerialDevice(pty.path, 9600, no_frames_timeout=1.0, **FAST)  # type: ignore[arg-type]
+    model = MonitorModel()
+    with caplog.at_level("WARNING", logger="dreamstate.devices"), BaudHeadset(pty, termios.B57600):
+        async with running(dev) as col:
+            await col.wait_for(lambda _: DeviceEventKind.NO_FRAMES in col.events(), timeout=10.0)
+    for item in col.items:
+        model.feed(item)
+    ev = next(r for r in col.items if isinstance(r, DeviceEvent) and r.kind == DeviceEventKind.NO_FRAMES)
+    assert "bytes are arriving" in ev.detail and "no valid ThinkGear frames" in ev.detail
+    assert f"on {pty.path} at 9600 baud" in ev.detail and "leave --baud out" in ev.detail
+    assert any("no valid ThinkGear frames" in r.getMessage() for r in caplog.records)
+    assert "NO VALID FRAMES" in quality_text(model.poor_signal, 5.0, model.diagnosis).plain
+    assert col.n_raw() == 0

@@ -73,7 +73,7 @@ F64 = npt.NDArray[np.float64]
 
 ABSENT_EVENTS = frozenset({DeviceEventKind.DISCONNECTED, DeviceEventKind.STALLED,
                            DeviceEventKind.END_OF_STREAM, DeviceEventKind.DONGLE_DISCONNECTED,
-                           DeviceEventKind.DONGLE_NOT_FOUND})
+                           DeviceEventKind.DONGLE_NOT_FOUND, DeviceEventKind.NO_FRAMES})
 
 
 @dataclass(frozen=True, slots=True)
