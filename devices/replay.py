@@ -88,10 +88,20 @@ def _read_raw(path: Path) -> object:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            raw = mne.io.read_raw(path, preload=True, verbose="error")
-        except (ValueError, OSError, RuntimeError, KeyError) as exc:
-            raise DeviceError(f"cannot read replay file {path}: {exc}",
-                              hint="use a FIF, EDF or BrainVision file MNE can open") from exc
+            try:
+                raw = mne.io.read_raw(path, preload=True, verbose="error")
+            except Exception as exc:
+                # EDF/BDF text (annotations, header) that is not UTF-8: MNE raises a bare
+                # Exception suggesting encoding='latin1'. Latin-1 decodes any byte, so retry.
+                if path.suffix.lower() not in (".edf", ".bdf") or "encoding" not in str(exc):
+                    raise
+                log.warning("replay: %s has text that is not UTF-8; read it as Latin-1", path.name,
+                            extra={"file": str(path)})
+                raw = mne.io.read_raw(path, preload=True, verbose="error", encoding="latin1")
+        except Exception as exc:  # any reader failure becomes one clear error
+            raise DeviceError(f"cannot read replay file {path}: {type(exc).__name__}: {str(exc)[:300]}",
+                              hint="use a FIF, EDF or BrainVision recording MNE can open; "
+                                   "check the file is complete") from exc
     for w in caught:  # e.g. FIF naming convention: not a problem for playback
         log.info("reading %s: %s", path.name, w.message, extra={"file": str(path)})
     return raw
@@ -170,7 +180,10 @@ def load_replay(path: str | Path) -> ReplayPlan:
                                          round(float(rows["meditation"][i_src])))))
     # Annotations.
     ann = raw.annotations  # type: ignore[attr-defined]
-    offset = raw.first_samp if ann.orig_time is not None else 0  # type: ignore[attr-defined]
+    # MNE keeps onsets on the recording's own clock, which counts from sample 0 before any crop:
+    # with or without a meas_date (orig_time None shifts them by first_time too). So every
+    # onset is first_samp samples ahead of the file's first sample.
+    offset = int(raw.first_samp)  # type: ignore[attr-defined]
     for onset, duration, text in zip(ann.onset, ann.duration, ann.description, strict=True):
         i_src = round(float(onset) * sfreq) - offset
         i = at(i_src)

@@ -175,3 +175,71 @@ async def test_replay_paced_does_not_run_ahead(session: tuple[Path, list[Reading
             if time.monotonic() - t0 > 0.3:
                 await dev.close()
     assert samples > 0
+
+
+def _annotated_raw(meas_date: bool, crop: float) -> mne.io.RawArray:
+    """10 s of Fp1 with a marker and a blink at recording seconds 5.0 and 6.5, then cropped."""
+    import datetime as dt
+
+    sf = 512.0
+    data = (np.random.default_rng(0).standard_normal((1, int(sf * 10))) * 20e-6)
+    raw = mne.io.RawArray(data, mne.create_info(["Fp1"], sf, ["eeg"]), verbose="error")
+    if meas_date:
+        raw.set_meas_date(dt.datetime(2024, 5, 1, tzinfo=dt.UTC))
+    raw.set_annotations(mne.Annotations([5.0, 6.5], [0.0, 0.0], ["marker:look", "blink:3"],
+                                        orig_time=raw.info["meas_date"]))
+    if crop:
+        raw.crop(tmin=crop)
+    if not meas_date:
+        raw.set_meas_date(None)
+    return raw
+
+
+@pytest.mark.parametrize("fmt", ["fif", "edf"])
+@pytest.mark.parametrize("crop", [0.0, 2.0])
+@pytest.mark.parametrize("meas_date", [True, False])
+def test_replayed_annotations_land_on_their_samples(tmp_path: Path, fmt: str, crop: float, meas_date: bool) -> None:
+    """Every combination of meas_date, cropping and format: the marker and blink come at the
+    sample they annotate (they came 2.0 s late for a cropped FIF without meas_date)."""
+    from devices.replay import load_replay
+
+    raw = _annotated_raw(meas_date, crop)
+    path = tmp_path / ("s_raw.fif" if fmt == "fif" else "s.edf")
+    if fmt == "fif":
+        raw.save(path, verbose="error")
+    else:
+        mne.export.export_raw(path, raw, verbose="error")
+    plan = load_replay(path)
+    found = {spec[0]: i for i, specs in plan.events.items() for spec in specs}
+    assert found["marker"] == round((5.0 - crop) * 512), (found, crop, meas_date, fmt)
+    assert found["blink"] == round((6.5 - crop) * 512)
+
+
+def test_edf_with_latin1_annotations_is_read_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An EDF+ whose annotation holds a Latin-1 byte ('Ruhe-Phase, Äpfel'): read as Latin-1,
+    with a log line saying so (it died with a traceback before)."""
+    from devices.replay import load_replay
+
+    raw = _annotated_raw(True, 0.0)
+    raw.set_annotations(mne.Annotations([5.0], [1.0], ["marker:Ruhe-Phase, Apfel"], orig_time=raw.info["meas_date"]))
+    path = tmp_path / "latin1.edf"
+    mne.export.export_raw(path, raw, verbose="error")
+    data = path.read_bytes()
+    assert data.count(b"Ruhe-Phase, Apfel") == 1
+    path.write_bytes(data.replace(b"Ruhe-Phase, Apfel", "Ruhe-Phase, Äpfel".encode("latin-1")))
+    with caplog.at_level(logging.WARNING, logger="dreamstate.devices"):
+        plan = load_replay(path)
+    labels = [spec[1][0] for specs in plan.events.values() for spec in specs if spec[0] == "marker"]
+    assert labels == ["Ruhe-Phase, Äpfel"]
+    assert any("Latin-1" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreadable_recording_is_one_clear_error(tmp_path: Path) -> None:
+    from devices.replay import load_replay
+
+    raw = _annotated_raw(True, 0.0)
+    path = tmp_path / "cut.edf"
+    mne.export.export_raw(path, raw, verbose="error")
+    path.write_bytes(path.read_bytes()[:300])  # a truncated header
+    with pytest.raises(DeviceError, match=r"cannot read replay file .*cut\.edf"):
+        load_replay(path)
