@@ -1,11 +1,13 @@
 """Image I/O for the renderer: float32 RGB in [0, 1] inside, uint8 only at the edges.
 
-``load_image(path)`` returns an (H, W, 3) float32 RGB array or raises ``RenderError`` naming the
-file and the fix. ``save_image(path, rgb)`` writes PNG/JPEG. ``to_uint8``/``from_uint8`` convert.
+``load_image(path)`` returns an (H, W, 3) float32 RGB array (any colour mode and bit depth,
+EXIF orientation applied) or raises ``RenderError`` naming the file and the fix.
+``save_image(path, rgb)`` writes PNG/JPEG. ``to_uint8``/``from_uint8`` convert.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,28 +31,95 @@ def from_uint8(img: U8) -> RGB:
     return out
 
 
+_NOT_DECODABLE = {
+    b"ftypheic": "HEIC (an iPhone photo)", b"ftypheix": "HEIC", b"ftypmif1": "HEIF", b"ftypmsf1": "HEIF",
+    b"ftyphevc": "HEIF", b"ftypavif": "AVIF", b"ftypavis": "AVIF",
+}
+
+
+def _container(head: bytes) -> str | None:
+    """The name of a container neither Pillow nor OpenCV decodes here (HEIC/HEIF/AVIF), or None."""
+    return _NOT_DECODABLE.get(head[4:12]) if len(head) >= 12 else None
+
+
 def load_image(path: str | Path, *, what: str = "image",
                size: tuple[int, int] | None = None) -> RGB:
-    """Read an image file as float32 RGB [0, 1]; ``size`` = (width, height) resizes it.
+    """Read an image file as float32 RGB [0, 1] (H, W, 3); ``size`` = (width, height) resizes it.
 
-    Raises ``RenderError`` when the file is missing or cannot be decoded.
+    Decoded with Pillow, so every colour mode it knows arrives with the right colours: 1-bit,
+    greyscale (8, 16 and 32-bit integer, float), palette, RGB, RGBA/LA (transparency is laid
+    over black, the projector's background, and said), CMYK and YCbCr JPEG/TIFF. The EXIF
+    orientation a camera or phone writes is applied. Of an animated or multi-page file the
+    first frame is used (and said). JPEG, PNG, TIFF, WebP, BMP, GIF, PPM and ICO are read;
+    HEIC/HEIF/AVIF and anything else undecodable are refused with the fix. Raises
+    ``RenderError`` naming the file.
     """
-    cv2 = cv()
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
+    log = logging.getLogger("dreamstate.render")
     p = Path(path)
+    if p.is_dir():
+        raise RenderError(f"{what} {str(p)!r} is a folder, not an image", hint="name an image file inside it")
     if not p.is_file():
         raise RenderError(f"{what} {str(p)!r} not found",
                           hint="check the path; images are PNG/JPEG files")
-    data = np.fromfile(p, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise RenderError(f"{what} {str(p)!r} is not a readable image",
-                          hint="use a PNG or JPEG file; the file may be corrupt or truncated")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        with p.open("rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise RenderError(f"{what} {str(p)!r} cannot be read: {exc.strerror}", hint="check permissions") from None
+    kind = _container(head)
+    if kind:
+        raise RenderError(f"{what} {str(p)!r} is {kind}, which dreamstate cannot decode",
+                          hint="convert it to JPEG or PNG (most photo apps export either)")
+    try:
+        with Image.open(p) as im:
+            frames = int(getattr(im, "n_frames", 1) or 1)
+            if frames > 1:
+                log.info("%s %s has %d frames; using the first", what, p.name, frames, extra={"image": str(p)})
+            im.seek(0)
+            oriented = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(oriented if oriented is not None else im, what, p, log)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise RenderError(f"{what} {str(p)!r} is not a readable image ({type(exc).__name__})",
+                          hint="use a PNG or JPEG file; the file may be corrupt or truncated") from None
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise RenderError(f"{what} {str(p)!r} is empty (0 pixels)", hint="use a real image")
     if size is not None and (rgb.shape[1], rgb.shape[0]) != tuple(size):
-        interp = cv2.INTER_AREA if rgb.shape[1] > size[0] else cv2.INTER_CUBIC
-        rgb = cv2.resize(rgb, (int(size[0]), int(size[1])), interpolation=interp)
-    return from_uint8(rgb)
+        rgb = resize(rgb, (int(size[0]), int(size[1])))
+    return rgb
+
+
+def _to_rgb(im: object, what: str, path: Path, log: logging.Logger) -> RGB:
+    """A Pillow image in any mode -> float32 RGB [0, 1], colours and depth kept."""
+    from PIL import Image
+
+    assert isinstance(im, Image.Image)
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") or a.max(initial=0) <= 65535 else float(2**32 - 1)
+        grey = np.clip(a / top, 0.0, 1.0)
+        return np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32)
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        finite = a[np.isfinite(a)]
+        top = float(finite.max()) if finite.size and finite.max() > 1.0 else 1.0
+        if top > 1.0:
+            log.info("%s %s holds floats up to %g; scaled to 0..1", what, path.name, top)
+        grey = np.clip(np.nan_to_num(a / top), 0.0, 1.0)
+        return np.repeat(grey[:, :, None], 3, axis=2).astype(np.float32)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info)
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[:, :, 3:4]
+        if float(alpha.min()) < 1.0:
+            log.info("%s %s is partly transparent; transparent areas are laid over black",
+                                 what, path.name)
+        out: RGB = np.ascontiguousarray(rgba[:, :, :3] * alpha, dtype=np.float32)
+        return out
+    rgb8 = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return from_uint8(np.ascontiguousarray(rgb8))
 
 
 def save_image(path: str | Path, rgb: npt.NDArray[np.floating] | U8) -> Path:
