@@ -40,7 +40,8 @@ KNOWN_FEATURES: tuple[str, ...] = (
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # nan and inf are refused in every float of a show (TOML can spell both)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ShowMeta(Section):

@@ -12,6 +12,10 @@ Pixel spaces: the renderer works in RGB [0, 1] (H, W, 3). ``to_model_space`` map
 model's input (1, C, H, W): scale to ``value_range`` (e.g. 0..255), subtract the mean, divide by
 std, reorder to BGR where the model wants it. ``value_range`` is that pixel range *before*
 mean/std; ``clip`` clips a model-space image to it (per channel, after the mean/std mapping).
+``min_size`` is the smallest (height, width) in pixels the step accepts: every tensor it needs
+keeps at least one pixel (``models.graph.min_input_size``, from the strides, kernels and pads);
+the renderer keeps octaves, tiles and images at or above it.
+
 ``pixel_scale`` is the model-space change of one display level (1/255 of the shown range) per
 input channel, ``scale / (255 * std_c)``: the renderer uses it to make ``step`` mean the same
 change on screen for every model, whatever its range, mean, std or channel order.
@@ -127,6 +131,9 @@ class DreamModel:
         self._device = device
         self._threads = threads
         self._features_session: Any = None
+        from models.graph import min_input_size
+
+        self.min_size: tuple[int, int] = min_input_size(forward, tensors) if forward is not None else (1, 1)
         pre = spec.preprocess
         self.value_range: tuple[float, float] = (0.0, float(pre.scale))
         self._pre = pre

@@ -528,6 +528,106 @@ def needed_nodes(g: ForwardGraph, targets: Iterable[str]) -> list[Node]:
     return [n for n in g.nodes if n.outputs[0] in need]
 
 
+_WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool", "LpPool"})
+_FLAT_OPS = frozenset({"Flatten", "Reshape", "Gemm", "MatMul", "Squeeze"})
+_GLOBAL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"})
+_SEARCH_LIMIT = 8192
+
+
+def _window_out(n: Node, g: ForwardGraph, size: int, axis: int) -> int:
+    """Output length along spatial ``axis`` (0 = height, 1 = width) of a Conv or pool for an
+    input of ``size``; 0 or less means the input is too small. ONNX operator formulas:
+    ``floor((in + pb + pe - d*(k-1) - 1) / s) + 1`` (ceil with ``ceil_mode``); SAME_* auto_pad
+    gives ``ceil(in / s)``. This is the ONNX specification; onnxruntime accepts a pool window
+    that overhangs by less than a stride, so a model may run a few pixels below this bound."""
+    ks = n.attrs.get("kernel_shape")
+    if ks is None and n.op == "Conv" and len(n.inputs) > 1 and n.inputs[1] in g.consts:
+        ks = list(g.consts[n.inputs[1]].shape[2:])
+    ks = [int(v) for v in ks] if ks else [1, 1]
+    if len(ks) != 2:
+        return size
+    k = int(ks[axis])
+    s = int((n.attrs.get("strides") or [1, 1])[axis])
+    d = int((n.attrs.get("dilations") or [1, 1])[axis])
+    auto = str(n.attrs.get("auto_pad", "NOTSET") or "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        return -(-size // s)
+    pads = [int(v) for v in (n.attrs.get("pads") or [0, 0, 0, 0])] if auto != "VALID" else [0, 0, 0, 0]
+    span = size + pads[axis] + pads[2 + axis] - d * (k - 1) - 1
+    if span < 0:
+        return 0
+    return (-(-span // s) if int(n.attrs.get("ceil_mode", 0)) else span // s) + 1
+
+
+def spatial_fits(g: ForwardGraph, height: int, width: int, targets: Iterable[str] | None = None) -> bool:
+    """Whether an image of ``height`` x ``width`` pixels leaves every spatial tensor needed for
+    ``targets`` (default: the model outputs) at least 1 x 1. Sizes are propagated through
+    Conv/pool windows, constant Pads, SpaceToDepth/DepthToSpace and constant-scale Resize;
+    other ops pass the smallest spatial input through; dense/flatten ops end the spatial part."""
+    sizes: dict[str, tuple[int, int] | None] = {g.image: (height, width)}
+    for n in needed_nodes(g, list(targets) if targets is not None else g.outputs):
+        ins = [sizes[i] for i in n.inputs if i in sizes]
+        spatial = [v for v in ins if v is not None]
+        out: tuple[int, int] | None
+        if not spatial or n.op in _FLAT_OPS:
+            out = None
+        else:
+            h, w = min(v[0] for v in spatial), min(v[1] for v in spatial)
+            if n.op in _WINDOW_OPS:
+                out = (_window_out(n, g, h, 0), _window_out(n, g, w, 1))
+            elif n.op in _GLOBAL_OPS:
+                out = (1, 1)
+            elif n.op == "Pad":
+                pads = constant_pads(n, g.consts, 4)
+                out = (h + pads[2] + pads[6], w + pads[3] + pads[7]) if pads and len(pads) == 8 else (h, w)
+            elif n.op == "SpaceToDepth":
+                b = int(n.attrs.get("blocksize", 1))
+                out = (h // b, w // b)
+            elif n.op == "DepthToSpace":
+                b = int(n.attrs.get("blocksize", 1))
+                out = (h * b, w * b)
+            elif n.op in ("Resize", "Upsample"):
+                sc = next((g.consts[i] for i in n.inputs[1:] if i in g.consts and g.consts[i].dtype.kind == "f"
+                           and g.consts[i].size == 4), None)
+                flat = sc.reshape(-1) if sc is not None else None
+                out = (int(h * float(flat[2])), int(w * float(flat[3]))) if flat is not None else (h, w)
+            else:
+                out = (h, w)
+        if out is not None and min(out) < 1:
+            return False
+        for o in n.outputs:
+            if o:
+                sizes[o] = out
+    return True
+
+
+def min_input_size(g: ForwardGraph, targets: Iterable[str] | None = None) -> tuple[int, int]:
+    """The smallest (height, width) in pixels an image may have so that every tensor needed for
+    ``targets`` (default: the model outputs) keeps at least one pixel; found by binary search
+    on :func:`spatial_fits` (output sizes only grow with the input). Measured: the starter model
+    (8, 8) and EfficientNet-Lite0 (16, 16) for their recommended layers, exactly where
+    onnxruntime stops; the shared SqueezeNet (31, 31), where onnxruntime still runs down to 23.
+    Raises ``ModelError`` when even 8192 px do not fit."""
+    want = list(targets) if targets is not None else None
+    if not spatial_fits(g, _SEARCH_LIMIT, _SEARCH_LIMIT, want):
+        raise ModelError(
+            f"model {g.source}: no image up to {_SEARCH_LIMIT} px fits its layers",
+            hint="the model's spatial layers could not be followed; report the model",
+        )
+    result = []
+    for axis in (0, 1):
+        lo, hi = 1, _SEARCH_LIMIT
+        while lo < hi:
+            mid = (lo + hi) // 2
+            ok = spatial_fits(g, mid, _SEARCH_LIMIT, want) if axis == 0 else spatial_fits(g, _SEARCH_LIMIT, mid, want)
+            if ok:
+                hi = mid
+            else:
+                lo = mid + 1
+        result.append(lo)
+    return result[0], result[1]
+
+
 def default_class_layer(g: ForwardGraph) -> str:
     """The logits tensor: the input of a final Softmax, or else the first graph output."""
     producers = g.producers()

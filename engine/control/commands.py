@@ -2,16 +2,18 @@
 
 ``parse_command(address, args)`` turns ``/dreamstate/zoom 1.02`` into ``Command("zoom", 1.02)``
 or raises ``ControlError`` with a message that names the address and says what it expects. The
-address set follows ``../shared/DESIGN.md``.
+address set follows ``../shared/DESIGN.md``. Dream parameters (zoom, rotate, step, octaves,
+layer weights) are checked against the show schema's own ranges (``engine.params``), so a value
+a show file refuses is refused over OSC and MQTT too.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import DreamstateError
+from engine.params import ParamError, check_scene_value
 
 PREFIX = "/dreamstate"
 
@@ -29,14 +31,22 @@ class Command:
     target: str | None = None  # the layer name for ``layer``
 
 
-def _one_float(address: str, args: list[Any], lo: float, hi: float) -> float:
-    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
+def _scene_value(address: str, args: list[Any], field: str) -> float | int:
+    """One number checked against the show schema's range for ``SceneConfig.<field>`` (the same
+    limits a show file and the command line use, see ``engine.params``)."""
+    if len(args) != 1:
         raise ControlError(f"{address} expects one number, got {_shown(args)}",
-                           hint=f"send a float between {lo} and {hi}")
-    v = float(args[0])
-    if not math.isfinite(v) or not lo <= v <= hi:
-        raise ControlError(f"{address} value {v} is out of range", hint=f"send {lo} .. {hi}")
-    return v
+                           hint=f"send one number, {_describe(field)}")
+    try:
+        return check_scene_value(field, args[0], where=address)
+    except ParamError as exc:
+        raise ControlError(str(exc)) from None
+
+
+def _describe(field: str) -> str:
+    from engine.params import scene_limits
+
+    return scene_limits(field).describe()
 
 
 def _one_str(address: str, args: list[Any], *, allow_empty: bool = False) -> str:
@@ -73,18 +83,18 @@ def parse_command(address: str, args: list[Any]) -> Command:
         layer = name[len("layer/"):]
         if not layer:
             raise ControlError(f"{address} needs a layer name", hint="send /dreamstate/layer/<name> <weight>")
-        return Command("layer", _one_float(address, args, -10.0, 10.0), target=layer)
+        return Command("layer", _scene_value(address, args, "layer_weight"), target=layer)
     match name:
         case "scene":
             return Command("scene", _one_str(address, args))
         case "zoom":
-            return Command("zoom", _one_float(address, args, 0.5, 2.0))
+            return Command("zoom", _scene_value(address, args, "zoom"))
         case "rotate":
-            return Command("rotate", _one_float(address, args, -45.0, 45.0))
+            return Command("rotate", _scene_value(address, args, "rotate"))
         case "step":
-            return Command("step", _one_float(address, args, 0.0, 20.0))
+            return Command("step", _scene_value(address, args, "step"))
         case "octaves":
-            return Command("octaves", _one_int(address, args, 1, 10))
+            return Command("octaves", _scene_value(address, args, "octaves"))
         case "image":
             if len(args) == 1 and isinstance(args[0], int) and not isinstance(args[0], bool):
                 return Command("image", args[0])

@@ -96,6 +96,22 @@ def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
     return None
 
 
+def _size_problem(graph: Any, spec: Any, show: Any) -> tuple[str, str] | None:
+    """``output.dream_size`` against the smallest input the model accepts for the scenes' layers."""
+    from models.graph import min_input_size
+
+    try:
+        names = list(dict.fromkeys(k for s in show.scenes.values() for k in s.layers)) or list(spec.layers)
+        mh, mw = min_input_size(graph, [graph.resolve_layer(n) for n in names])
+    except DreamstateError:
+        return None  # an unknown layer is reported on its own key
+    w, h = show.output.dream_size
+    if w < mw or h < mh:
+        return ("output.dream_size", f"{w}x{h} is smaller than model {spec.name} accepts for these layers "
+                                     f"({mw}x{mh} px); use at least {mw}x{mh}")
+    return None
+
+
 def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
     """Every render problem in the show (see the module docstring)."""
     show = loaded.show
@@ -134,6 +150,10 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
                     warning = depth_warning(graph, layer, spec.layers, model=spec.name) if spec else None
                     if warning:
                         loaded.warnings.append((f"{base}.{section}.{layer}", warning))
+    if graph is not None and spec is not None and show.scenes:
+        problem = _size_problem(graph, spec, show)
+        if problem:
+            problems.append(problem)
     if graph is not None and not problems:
         compile_problem = _compile_problem(loaded)
         if compile_problem:

@@ -27,6 +27,8 @@ Everything here works on a ``StepModel``: anything with ``DreamModel``'s methods
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -34,9 +36,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from engine.errors import RenderError
 from engine.records import DreamRecipe
 from engine.render.images import RGB, resize
 from engine.render.masks import Mask, fit_mask
+
+log = logging.getLogger("dreamstate.render")
 
 Tensor = npt.NDArray[np.float32]
 Progress = Callable[[int, int], None]
@@ -83,12 +88,25 @@ class DreamParams:
                    steps_per_octave=max(1, recipe.steps_per_octave), jitter=jitter, tile=tile)
 
 
-def octave_sizes(width: int, height: int, octaves: int, scale: float) -> list[tuple[int, int]]:
-    """(width, height) per octave, full size first; octaves smaller than 48 px are dropped."""
+def model_min_size(model: object) -> tuple[int, int]:
+    """The smallest (height, width) ``model``'s step accepts (``DreamModel.min_size``; (1, 1)
+    for a step model that does not say)."""
+    size = getattr(model, "min_size", (1, 1))
+    return int(size[0]), int(size[1])
+
+
+def octave_sizes(width: int, height: int, octaves: int, scale: float,
+                 min_size: tuple[int, int] = (1, 1)) -> list[tuple[int, int]]:
+    """(width, height) per octave, full size first. Octaves smaller than 48 px, or than the
+    model's ``min_size`` (height, width), are dropped; the full size is always kept (the
+    gradient pads a too-small image, see :func:`tiled_gradient`)."""
+    if not (math.isfinite(scale) and scale > 1.0):
+        raise RenderError(f"octave_scale must be a finite number above 1, got {scale!r}",
+                          hint="octave_scale is the growth from one octave to the next, e.g. 1.4")
     sizes = [(width, height)]
     for i in range(1, max(1, octaves)):
         w, h = round(width / scale ** i), round(height / scale ** i)
-        if min(w, h) < MIN_OCTAVE_SIDE:
+        if min(w, h) < MIN_OCTAVE_SIDE or h < min_size[0] or w < min_size[1]:
             break
         sizes.append((w, h))
     return sizes
@@ -106,13 +124,24 @@ def tile_edges(length: int, tile: int) -> list[tuple[int, int]]:
 def _grad(model: StepModel, x: Tensor, params: DreamParams,
           guide: Mapping[str, Any] | None) -> tuple[Tensor, float]:
     channel_weights = dict(params.channels) if params.channels else None
+    h, w = x.shape[2], x.shape[3]
+    mh, mw = model_min_size(model)
+    if h < mh or w < mw:
+        # mirror-pad up to the model's minimum, then keep the gradient of the real pixels only
+        ph, pw = max(0, mh - h), max(0, mw - w)
+        xp = np.pad(x, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="symmetric")
+        g, loss = model.step(xp, params.layer_weights, channel_weights=channel_weights, guide=guide)
+        gc = np.asarray(g, dtype=np.float32)[:, :, ph // 2:ph // 2 + h, pw // 2:pw // 2 + w]
+        return np.ascontiguousarray(gc), float(loss)
     g, loss = model.step(x, params.layer_weights, channel_weights=channel_weights, guide=guide)
     return np.asarray(g, dtype=np.float32), float(loss)
 
 
 def tiled_gradient(model: StepModel, x: Tensor, params: DreamParams,
                    guide: Mapping[str, Any] | None = None) -> tuple[Tensor, float]:
-    """The objective's gradient over ``x`` (1, 3, H, W), tile by tile; losses are summed."""
+    """The objective's gradient over ``x`` (1, 3, H, W), tile by tile; losses are summed. A tile
+    or image smaller than the model's ``min_size`` is mirror-padded up to it for the step and
+    only its own pixels' gradient is kept, so no size makes onnxruntime fail."""
     h, w = x.shape[2], x.shape[3]
     ys, xs = tile_edges(h, params.tile), tile_edges(w, params.tile)
     if len(ys) == 1 and len(xs) == 1:
@@ -183,9 +212,21 @@ def dream_image(model: StepModel, rgb: RGB, params: DreamParams, *, mask: Mask |
     """Dream over a still; returns float32 RGB [0, 1] the same size as ``rgb``."""
     rng = np.random.default_rng(seed)
     h, w = rgb.shape[:2]
+    mh, mw = model_min_size(model)
+    if h < mh or w < mw:
+        grow = max(mh / h, mw / w)
+        big = (max(mw, math.ceil(w * grow)), max(mh, math.ceil(h * grow)))
+        log.warning("image is smaller than the model accepts; dreaming it upscaled and scaling the result back",
+                    extra={"image": f"{w}x{h}", "model": model.name, "minimum": f"{mw}x{mh}",
+                           "dreamed_at": f"{big[0]}x{big[1]}",
+                           "fix": f"use an image of at least {mw}x{mh} px for a sharper dream"})
+        big_mask = fit_mask(mask, big[1], big[0], warn=False) if mask is not None else None
+        out_big = dream_image(model, resize(rgb, big), params, mask=big_mask, guide=guide, seed=seed,
+                              progress=progress)
+        return composite(rgb, resize(out_big, (w, h)), fit_mask(mask, h, w) if mask is not None else None)
     if mask is not None:
         mask = fit_mask(mask, h, w)
-    sizes = octave_sizes(w, h, params.octaves, params.octave_scale)
+    sizes = octave_sizes(w, h, params.octaves, params.octave_scale, model_min_size(model))
     bases = [rgb]
     for size in sizes[1:]:
         bases.append(resize(bases[-1], size))
@@ -220,7 +261,7 @@ def dream_octave(model: StepModel, rgb: RGB, params: DreamParams, octave: int, *
     """Real-time variant: ``steps`` steps at one octave (0 = full size), detail added back at
     full size. Returns (new RGB, last loss)."""
     h, w = rgb.shape[:2]
-    sizes = octave_sizes(w, h, params.octaves, params.octave_scale)
+    sizes = octave_sizes(w, h, params.octaves, params.octave_scale, model_min_size(model))
     ow, oh = sizes[min(octave, len(sizes) - 1)]
     small = resize(rgb, (ow, oh))
     x0 = np.asarray(model.to_model_space(small), dtype=np.float32)

@@ -45,6 +45,7 @@ from engine.render.dream import (
     StepModel,
     dream_image,
     dream_octave,
+    model_min_size,
     octave_sizes,
 )
 from engine.render.geometry import Affine, motion_matrix, warp
@@ -200,7 +201,8 @@ class FeedbackDreamer:
 
     def current_octave(self, params: DreamParams) -> int:
         """The octave (0 = full size) the next real-time step works on: coarse to fine."""
-        n = len(octave_sizes(self.size[0], self.size[1], params.octaves, params.octave_scale))
+        n = len(octave_sizes(self.size[0], self.size[1], params.octaves, params.octave_scale,
+                             model_min_size(self.model)))
         cycle = (self._octave_counter // max(1, params.steps_per_octave)) % n
         return n - 1 - cycle
 
