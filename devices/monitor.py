@@ -332,10 +332,19 @@ class PipelinePanel:
         return list(self._points)
 
     def summary(self) -> str:
+        """``state=LABEL(CONF)``, plus ``leading=LABEL(P,HELD/DWELL s)`` while a challenger
+        waits out the dwell or ``ahead=LABEL(P)`` while it is within the hysteresis margin."""
         state = getattr(self.pipeline, "latest_state", None)
-        if state is None:
-            return "state=-"
-        return f"state={state.label}({state.confidence:.2f})"
+        if state is None or not state.probabilities:
+            return f"state={state.label if state is not None else '-'}(no-windows-yet)"
+        text = f"state={state.label}({state.confidence:.2f})"
+        if state.leading is not None:
+            p = state.probabilities.get(state.leading, 0.0)
+            text += f" leading={state.leading}({p:.2f},{state.leading_s:.1f}/{state.dwell_s:.1f}s)"
+        elif state.ahead() is not None:
+            top = state.ahead()
+            text += f" ahead={top}({state.probabilities[top]:.2f},within-hysteresis)"
+        return text
 
     def _map(self) -> Text:
         w, h = self.grid
@@ -366,11 +375,17 @@ class PipelinePanel:
         state = getattr(self.pipeline, "latest_state", None)
         point = getattr(self.pipeline, "latest_point", None)
         info = Table(show_header=False, box=None, padding=(0, 1))
-        if state is None:
-            info.add_row("state", Text("waiting for windows", style="dim"))
+        if state is None or not state.probabilities:
+            info.add_row("state", Text(f"{state.label if state else '-'}: waiting for windows", style="dim"))
         else:
             info.add_row("state", Text(state.label, style="bold magenta"))
             info.add_row("confidence", f"{state.confidence:.2f}")
+            top = state.ahead()
+            if state.leading is not None:
+                info.add_row("next", Text(f"{state.leading} leads, takes over after {state.dwell_s:.1f} s "
+                                          f"({state.leading_s:.1f} s so far)", style="yellow"))
+            elif top is not None:
+                info.add_row("next", Text(f"{top} is ahead, not by the hysteresis margin yet", style="dim"))
             for label, p in sorted(state.probabilities.items()):
                 info.add_row(f"  {label}", Text(f"{p:.2f} " + _bar(p, 16), style="magenta"))
         if point is not None:
@@ -448,8 +463,12 @@ async def run_monitor(device: Device, *, seconds: float | None = None,
             else:
                 from rich.live import Live
 
-                with Live(view(), console=console, auto_refresh=False,
-                          redirect_stderr=False) as live:
+                # logging must go through the live console: a line written to the terminal
+                # behind its back shifts the screen, and the redraw then leaves stale copies of
+                # the header and the tails of wrapped lines (a stray quote) behind
+                with Live(view(), console=console, auto_refresh=False, vertical_overflow="crop",
+                          redirect_stdout=False, redirect_stderr=False) as live, \
+                        logs_through_console(live.console):
                     while not stop.is_set():
                         await _wait(stop, period, deadline)
                         if deadline is not None and time.monotonic() >= deadline:
@@ -465,6 +484,46 @@ async def run_monitor(device: Device, *, seconds: float | None = None,
     if plain:
         console.print(view())
     return model
+
+
+class _ConsoleLogHandler(logging.Handler):
+    """Prints formatted log records above a ``rich.live.Live`` view (``console.print``), with
+    the formatter and filters of the handler it stands in for."""
+
+    def __init__(self, console: Console, like: logging.Handler) -> None:
+        super().__init__(like.level)
+        self.console = console
+        self.setFormatter(like.formatter)
+        for f in like.filters:
+            self.addFilter(f)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(Text(self.format(record)), soft_wrap=False, highlight=False, markup=False)
+        except Exception:  # noqa: BLE001 - logging must never raise (logging.Handler.handleError)
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def logs_through_console(console: Console) -> Any:
+    """While active, the root logger's terminal handlers (stream handlers on stdout/stderr)
+    are replaced by :class:`_ConsoleLogHandler` on ``console``; restored on exit."""
+    import sys
+
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    terminal = [sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__]
+    terminal += [getattr(f, "rich_proxied_file", None) for f in terminal]  # under a redirecting Live
+    root.handlers[:] = [
+        _ConsoleLogHandler(console, h)
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and h.stream in terminal
+        else h
+        for h in saved
+    ]
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved
 
 
 async def _wait(stop: asyncio.Event, period: float, deadline: float | None) -> None:

@@ -191,11 +191,46 @@ ABSENT: Final = "absent"
 
 @dataclass(frozen=True, slots=True)
 class EegState:
+    """The state in force and why.
+
+    ``label`` is the state in force (it changes only after a challenger has led for the dwell
+    time); ``probabilities`` are the smoothed per-label probabilities (0..1) of the latest
+    window and ``confidence`` is the one of ``label``. While another label leads (by the
+    hysteresis margin) but has not yet held it for ``dwell_s``, ``leading`` names it and
+    ``leading_s`` says for how long it has led (seconds of signal time); otherwise ``leading``
+    is None. ``probabilities`` is empty before the first window was classified.
+    """
+
     label: str
     probabilities: dict[str, float]
     confidence: float
     time: float
     index: int = 0
+    leading: str | None = None
+    leading_s: float = 0.0
+    dwell_s: float = 0.0
+
+    def ahead(self) -> str | None:
+        """The most probable label when it is not ``label`` (a challenger still within the
+        hysteresis margin or the dwell time), else None."""
+        if not self.probabilities:
+            return None
+        top = max(self.probabilities, key=lambda k: self.probabilities[k])
+        return top if top != self.label and self.probabilities[top] > self.confidence else None
+
+    def describe(self) -> str:
+        """One phrase that never contradicts the probabilities, e.g. ``calm 0.82``, ``neutral
+        0.24; calm leads with 0.76 for 0.4 of 1.0 s`` or ``neutral (no windows yet)``."""
+        if not self.probabilities:
+            return self.label if self.label == ABSENT else f"{self.label} (no windows yet)"
+        text = f"{self.label} {self.confidence:.2f}"
+        top = self.ahead()
+        if self.leading is not None:
+            text += (f"; {self.leading} leads with {self.probabilities.get(self.leading, 0.0):.2f} "
+                     f"for {self.leading_s:.1f} of {self.dwell_s:.1f} s")
+        elif top is not None:
+            text += f"; {top} is ahead with {self.probabilities[top]:.2f}, within the hysteresis margin"
+        return text
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from devices.monitor import MonitorModel, PipelinePanel, render_monitor, run_monitor, sparkline
 from devices.simulator import EegSimulator, SimulatedDevice
@@ -173,3 +174,89 @@ async def test_run_monitor_live_view_on_a_terminal() -> None:
     assert model.ended
     assert "signal=" not in out  # redrawn panels, not plain lines
     assert "dreamstate monitor" in out and "band powers (log scale)" in out
+
+
+# ---------------------------------------------------------------- issue 11, item 9: no contradictions
+def _tracked(probs_seq: list[dict[str, float]], *, dwell_s: float = 1.0, hysteresis: float = 0.15) -> object:
+    from engine.signal.states import StateTracker
+
+    tracker = StateTracker(["calm", "focused", "neutral"], dwell_s=dwell_s, hysteresis=hysteresis)
+    state = None
+    for i, p in enumerate(probs_seq):
+        state = tracker.update(p, 0.5 * i)
+    return state
+
+
+class _Fixed:
+    """A pipeline stand-in that holds one state (the panel only reads ``latest_state``)."""
+
+    latest_point = None
+
+    def __init__(self, state: object) -> None:
+        self.latest_state = state
+
+    def feed(self, reading: Reading) -> list[object]:
+        return []
+
+
+def test_a_challenger_waiting_out_the_dwell_is_named_not_contradicted() -> None:
+    state = _tracked([{"focused": 1.0}] * 3 + [{"calm": 1.0}] * 2)  # calm leads for 0.5 of 1.0 s
+    assert state.label == "focused" and state.confidence == 0.0
+    assert state.leading == "calm" and state.leading_s == 0.5 and state.dwell_s == 1.0
+    panel = PipelinePanel(_Fixed(state))
+    assert panel.summary() == "state=focused(0.00) leading=calm(1.00,0.5/1.0s)"
+    out = text_of(panel.render())
+    assert "calm leads, takes over after 1.0 s (0.5 s so far)" in out
+    assert state.describe() == "focused 0.00; calm leads with 1.00 for 0.5 of 1.0 s"
+    after = _tracked([{"focused": 1.0}] * 3 + [{"calm": 1.0}] * 4)
+    assert after.label == "calm" and after.leading is None and "leads" not in PipelinePanel(_Fixed(after)).summary()
+
+
+def test_a_challenger_within_the_hysteresis_is_said_to_be_ahead() -> None:
+    state = _tracked([{"neutral": 1.0}, {"neutral": 0.45, "calm": 0.55}])
+    assert state.label == "neutral" and state.leading is None and state.ahead() == "calm"
+    assert PipelinePanel(_Fixed(state)).summary() == "state=neutral(0.45) ahead=calm(0.55,within-hysteresis)"
+    assert "calm is ahead, not by the hysteresis margin yet" in text_of(PipelinePanel(_Fixed(state)).render())
+
+
+def test_before_any_window_the_state_says_so_instead_of_zero_confidence() -> None:
+    from engine.signal.states import StateTracker
+
+    state = StateTracker(["calm", "focused", "neutral"]).neutral(0.0)
+    panel = PipelinePanel(_Fixed(state))
+    assert panel.summary() == "state=neutral(no-windows-yet)"
+    assert "0.00" not in text_of(panel.render())
+
+
+async def test_log_lines_during_the_live_view_go_through_it(capfd: object) -> None:
+    """A log line written behind the live view's back shifts the terminal; its redraw then
+    leaves stale header copies and the wrapped tail of the line (a stray quote) on screen."""
+    import logging
+
+    from devices.monitor import logs_through_console
+    from engine.logs import KeyValueFormatter
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=60, height=40, force_terminal=True, color_system=None)
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    saved = list(root.handlers)
+    root.handlers[:] = [handler]
+    long_value = "x" * 150
+    try:
+        from rich.live import Live
+
+        with Live(Text("view"), console=console, auto_refresh=False, redirect_stderr=False) as live, \
+                logs_through_console(live.console):
+            logging.getLogger("dreamstate.test").warning("a long line", extra={"detail": long_value})
+            live.update(Text("view 2"), refresh=True)
+        assert root.handlers == [handler]  # restored
+    finally:
+        root.handlers[:] = saved
+    assert "a long line" not in capfd.readouterr().err  # type: ignore[attr-defined]
+    out = buf.getvalue()
+    flat = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r|\n", "", out)
+    assert f"detail='{long_value}'" in flat
+    # rich wrapped the 150+ characters itself, at the console width
+    assert all(len(line) <= 60 for line in re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", out).split("\n"))

@@ -139,3 +139,33 @@ def test_bench_signal_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> 
     assert code == 0
     for needle in ("ours p50", "naive", "p99", "total", "trustworthiness", "speed-up", "openTSNE"):
         assert needle in out, needle
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    ("no annotations", "the recording has no annotations"),
+    ("only BAD_", "annotations mark bad or edge stretches (BAD_blink)"),
+    ("labels past the end", "none of the 1 label spans covers a whole usable window (the spans reach 130 s"),
+])
+def test_map_says_when_there_are_no_usable_labels(tmp_path: Path, kind: str, reason: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Asked to colour by label with nothing usable, map said "coloured by label" and drew the
+    time colouring; now it says which it drew and why (issue 11, item 10)."""
+    import mne
+
+    rec = write_recording(tmp_path / "r_raw.fif", [("relaxed", 20.0)], seed=5, annotate=False)
+    argv = ["map", str(rec), "--out", str(tmp_path / "m.png"), "--perplexity", "5"]
+    if kind == "only BAD_":
+        raw = mne.io.read_raw_fif(rec, preload=True, verbose="error")
+        raw.set_annotations(mne.Annotations([1.0, 5.0], [0.5, 0.5], ["BAD_blink", "BAD_blink"]))
+        raw.save(rec, overwrite=True, verbose="error")
+    if kind == "labels past the end":
+        spans = tmp_path / "labels.csv"
+        spans.write_text("100,30,calm\n")
+        argv += ["--labels", str(spans)]
+    else:
+        argv += ["--annotations"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert "coloured by time (no usable labels)" in captured.out
+    assert "coloured by label" not in captured.out
+    assert reason in captured.err

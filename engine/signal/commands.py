@@ -50,6 +50,25 @@ class Collected:
     seconds: float = 0.0
     labels: list[str | None] = field(default_factory=list)
     pipeline: SignalPipeline | None = None
+    markers: list[str] = field(default_factory=list)
+    """Every marker label in the recording, in order (including ignored BAD_/EDGE_ ones)."""
+
+    def no_labels_reason(self, spans: list[LabelSpan] | None, *, usable_windows: int) -> str:
+        """Why no usable window got a label, in words a user can act on."""
+        if spans is not None:
+            last = max(s.onset + s.duration for s in spans)
+            return (f"none of the {len(spans)} label spans covers a whole usable window (the spans reach "
+                    f"{last:g} s; the recording lasts {self.seconds:.1f} s with {usable_windows} usable "
+                    f"windows; onsets count from the recording's first sample)")
+        if not self.markers:
+            return "the recording has no annotations"
+        kept = [m for m in self.markers if not m.startswith(IGNORED_LABEL_PREFIXES)]
+        if not kept:
+            names = sorted(set(self.markers))[:5]
+            return (f"all {len(self.markers)} of its annotations mark bad or edge stretches "
+                    f"({', '.join(names)}), which are never used as labels")
+        return (f"its {len(kept)} state annotations ({', '.join(sorted(set(kept))[:5])}) do not fall "
+                f"on any usable window (they may sit in rejected stretches)")
 
 
 def read_labels(path: str | Path) -> list[LabelSpan]:
@@ -111,6 +130,8 @@ def collect(path: str | Path, show: Show, *, labels: list[LabelSpan] | None = No
             out.first_index = dev.plan.first_index
             out.seconds = dev.plan.n / pipe.sfreq
             async for reading in dev.readings():
+                if isinstance(reading, Marker) and reading.label:
+                    out.markers.append(reading.label)
                 if isinstance(reading, Marker) and (
                         not annotations or reading.label.startswith(IGNORED_LABEL_PREFIXES)):
                     continue
@@ -205,7 +226,15 @@ def cmd_map(args: argparse.Namespace) -> int:
                       for i in keep])
     colours = [got.labels[i] for i in keep] if (labels is not None or args.annotations) else None
     name = Path(args.recording).name
-    how = "label" if colours else "time"
+    how = "label"
+    if colours is None:
+        how = "time"
+    elif not any(c is not None for c in colours):
+        reason = got.no_labels_reason(labels, usable_windows=len(keep))
+        log.warning("no usable labels; the map is coloured by time instead",
+                    extra={"recording": str(args.recording), "why": reason,
+                           "fix": "check the labels file's onsets, or the recording's annotations with MNE"})
+        colours, how = None, "time (no usable labels)"
     title = (f"{name}: t-SNE of {len(keep)} windows ({show.signal.window_s:g} s, hop "
              f"{show.signal.hop_s:g} s), coloured by {how}; {rejected} rejected")
     out = plot_map(coords, colours, times, Path(args.out), title=title)
@@ -216,7 +245,8 @@ def cmd_map(args: argparse.Namespace) -> int:
             rows.append(f"{r.window.index},{r.window.end_sample},{times[k]:.3f},{coords[k, 0]:.4f},"
                         f"{coords[k, 1]:.4f},{got.labels[i] or ''}")
         Path(args.csv).write_text("\n".join(rows) + "\n", encoding="utf-8")
-    Console().print(f"map of {len(keep)} windows ({rejected} rejected) written to [bold]{out}[/]")
+    Console().print(f"map of {len(keep)} windows ({rejected} rejected), coloured by {how}, "
+                    f"written to [bold]{out}[/]")
     return 0
 
 

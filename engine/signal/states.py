@@ -65,12 +65,16 @@ class StateTracker:
         self._since = 0.0
         self._pending: str | None = None
         self._pending_since = 0.0
+        self._t_now = 0.0
         self.switches = 0
 
     def _make(self, label: str, probs: Mapping[str, float], t: float) -> EegState:
         conf = 1.0 if label == ABSENT else float(probs.get(label, 0.0))
         idx = self.labels.index(label) if label in self.labels else -1
-        st = EegState(label=label, probabilities=dict(probs), confidence=conf, time=t, index=idx)
+        leading = self._pending if self._pending is not None and self._pending != label else None
+        st = EegState(label=label, probabilities=dict(probs), confidence=conf, time=t, index=idx,
+                      leading=leading, leading_s=max(0.0, self._t_now - self._pending_since) if leading else 0.0,
+                      dwell_s=self.dwell_s)
         self.state = st
         return st
 
@@ -95,6 +99,7 @@ class StateTracker:
         """One window's probabilities at time ``t`` (the clock the dwell and smoothing use:
         the signal's own, in seconds); the state is stamped ``stamp`` (default ``t``)."""
         probs = self._smooth(probs, t)
+        self._t_now = t
         candidate = max(probs, key=lambda k: probs[k]) if probs else fallback_label(self.labels)
         if self.current is None or self.current == ABSENT:
             self._switch(candidate, t)
