@@ -4,7 +4,8 @@
 ``dreamstate feedback IMAGE --seconds S --out video.mp4``: a zoom-feedback video, offline.
 ``M`` is a registry name (``efficientnet-lite0``, the default, ``starter``, ``squeezenet1.0``, ...)
 or an .onnx path; without
-``--layers`` the model's recommended layers are used. Long runs show a progress bar.
+``--layers`` the model's recommended layers are used. Long runs show a progress bar on a
+terminal and log a progress line every 10 s otherwise (``engine.progress``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.params import cli_type, finite
+from engine.progress import ProgressReporter
 
 if TYPE_CHECKING:
     from engine.render.dream import DreamParams, StepModel
@@ -167,13 +169,6 @@ def _upscale_to_model(rgb: Any, model: StepModel, what: str) -> Any:
     return resize(rgb, size)
 
 
-def _progress(label: str) -> Any:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(label), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                    TimeRemainingColumn(), transient=False)
-
-
 def cmd_dream(args: argparse.Namespace) -> int:
     from engine.render.dream import dream_image
     from engine.render.images import load_image, save_image
@@ -184,11 +179,9 @@ def cmd_dream(args: argparse.Namespace) -> int:
     h, w = rgb.shape[:2]
     mask = make_mask(args.mask, h, w) if args.mask else None
     t0 = time.perf_counter()
-    with _progress(f"dreaming {Path(args.image).name} ({w}x{h}, {model.name})") as bar:
-        task = bar.add_task("dream", total=params.octaves * params.steps_per_octave)
-        out = dream_image(model, rgb, params, mask=mask, guide=guide, seed=args.seed,
-                          progress=lambda done, total: bar.update(task, completed=done,
-                                                                  total=total))
+    with ProgressReporter(f"dreaming {Path(args.image).name} ({w}x{h}, {model.name})",
+                          params.octaves * params.steps_per_octave) as bar:
+        out = dream_image(model, rgb, params, mask=mask, guide=guide, seed=args.seed, progress=bar.update)
     save_image(args.out, out)
     print(f"wrote {args.out} ({w}x{h}, layers {', '.join(model.layers)}, "  # noqa: T201
           f"{time.perf_counter() - t0:.1f} s)")
@@ -218,14 +211,13 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     motion = Motion(zoom=args.zoom, rotate_deg=args.rotate, translate=tuple(args.translate),
                     center=tuple(args.center))
     t0 = time.perf_counter()
-    with _progress(f"feedback {Path(args.image).name} ({size[0]}x{size[1]}, {model.name})") as bar:
-        task = bar.add_task("feedback", total=None)
+    with ProgressReporter(f"feedback {Path(args.image).name} ({size[0]}x{size[1]}, {model.name})") as bar:
         n = render_feedback_video(
             model, source, args.out, seconds=args.seconds, fps=args.fps, size=size,
             params=params, motion=motion, blend=args.blend, source_mix=args.source_mix,
             realtime=args.realtime, steps_per_frame=args.steps_per_frame, flow=args.flow,
             mask=mask, guide=guide, seed=args.seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total))
+            progress=bar.update)
     dt = time.perf_counter() - t0
     print(f"wrote {args.out}: {n} frames {size[0]}x{size[1]} at {args.fps:g} fps "  # noqa: T201
           f"in {dt:.1f} s ({dt / n:.2f} s/frame)")

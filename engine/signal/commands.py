@@ -113,23 +113,27 @@ def _label_from_file(spans: list[LabelSpan], start_s: float, end_s: float) -> st
 
 def collect(path: str | Path, show: Show, *, labels: list[LabelSpan] | None = None,
             annotations: bool = False, timeout_s: float = 600.0) -> Collected:
-    """Replay ``path`` through a pipeline (no live map) and keep every window result."""
+    """Replay ``path`` through a pipeline (no live map) and keep every window result. Progress
+    (samples replayed of the total) goes to an ``engine.progress.ProgressReporter``."""
     import asyncio
 
     from devices.replay import ReplayDevice
-    from engine.records import Marker
+    from engine.progress import ProgressReporter
+    from engine.records import Marker, RawChunk
     from engine.signal.pipeline import SignalPipeline
 
     pipe = SignalPipeline(show.signal, show.map, show.states, live_map=False)
     out = Collected(pipeline=pipe)
 
-    async def run() -> None:
+    async def run(bar: ProgressReporter) -> None:
         dev = ReplayDevice(path, speed=0, chunk=512)
         async with dev:
             assert dev.plan is not None
             out.first_index = dev.plan.first_index
             out.seconds = dev.plan.n / pipe.sfreq
             async for reading in dev.readings():
+                if isinstance(reading, RawChunk):
+                    bar.update(reading.first_index + len(reading.samples) - out.first_index, dev.plan.n)
                 if isinstance(reading, Marker) and reading.label:
                     out.markers.append(reading.label)
                 if isinstance(reading, Marker) and (
@@ -138,7 +142,8 @@ def collect(path: str | Path, show: Show, *, labels: list[LabelSpan] | None = No
                 out.results.extend(pipe.feed(reading))
 
     async def bounded() -> None:
-        await asyncio.wait_for(run(), timeout_s)
+        with ProgressReporter(f"replaying {Path(path).name} (samples)") as bar:
+            await asyncio.wait_for(run(bar), timeout_s)
 
     try:
         asyncio.run(bounded())
@@ -221,6 +226,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     x = np.array([got.results[i].features.vector for i in keep], dtype=np.float64)  # type: ignore[union-attr]
     scale = x.std(axis=0)
     z = (x - x.mean(axis=0)) / np.where(scale > 1e-9, scale, 1.0)
+    log.info("fitting the t-SNE map", extra={"windows": len(keep), "perplexity": args.perplexity})
     coords, _ = fit_layout(z, "tsne", perplexity=args.perplexity, seed=args.seed, n_jobs=args.jobs)
     times = np.array([(got.results[i].window.end_sample + 1 - got.first_index) / 512.0
                       for i in keep])
