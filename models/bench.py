@@ -12,6 +12,7 @@ same thing. Both runtimes get the same input: seeded noise mapped into the model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -100,6 +101,9 @@ class TorchPeer:
             if self.proc.poll() is not None:
                 break
         if not line:
+            if ready:  # end of file: the child closed its stdout, so it is exiting; let it finish
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
             died = self.proc.poll() is not None
             err = self.proc.stderr.read() if (died and self.proc.stderr is not None) else ""
             self.close()
