@@ -69,9 +69,9 @@ def test_feedback_into_a_pipe_logs_progress(tmp_path: Path) -> None:
     from engine.render.images import save_image
 
     save_image(tmp_path / "a.png", np.random.default_rng(0).random((48, 64, 3), dtype=np.float32))
-    env = {**os.environ, "DREAMSTATE_PROGRESS_S": "0.2"}
+    env = {**os.environ, "DREAMSTATE_PROGRESS_S": "0.05"}
     res = subprocess.run([sys.executable, "-m", "engine", "feedback", str(tmp_path / "a.png"), "--model", "starter",
-                          "--seconds", "1", "--fps", "8", "--out", str(tmp_path / "o.avi")],
+                          "--seconds", "2", "--fps", "8", "--out", str(tmp_path / "o.avi")],
                          capture_output=True, text=True, timeout=120, env=env, check=False)
     assert res.returncode == 0, res.stderr
     lines = [ln for ln in res.stderr.splitlines() if "dreamstate.progress" in ln]
