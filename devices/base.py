@@ -21,8 +21,8 @@ import abc
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from engine.metrics import Counters
-from engine.records import Reading
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import Reading
 
 
 class Device(abc.ABC):

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devices.base import Device
-from engine.errors import DeviceError
+from dreamstate.devices.base import Device
+from dreamstate.engine.core.errors import DeviceError
 
 if TYPE_CHECKING:
-    from engine.show import DeviceConfig, LoadedShow
+    from dreamstate.engine.core.show import DeviceConfig, LoadedShow
 
 
 def open_device(cfg: DeviceConfig, loaded: LoadedShow | None = None) -> Device:
@@ -22,16 +22,16 @@ def open_device(cfg: DeviceConfig, loaded: LoadedShow | None = None) -> Device:
       given; it must exist), with speed and loop.
     """
     if cfg.kind == "thinkgear":
-        from devices.serial_port import ThinkGearSerialDevice
+        from dreamstate.devices.serial_port import ThinkGearSerialDevice
 
         return ThinkGearSerialDevice(port=cfg.port, baud=cfg.baud, headset_id=cfg.headset_id)
     if cfg.kind == "simulated":
-        from devices.simulator import SimulatedDevice
+        from dreamstate.devices.simulator import SimulatedDevice
 
         script = [(step.state, step.seconds) for step in cfg.script] or None
         return SimulatedDevice(script, seed=cfg.seed, loop=cfg.loop, speed=cfg.speed)
     if cfg.kind == "replay":
-        from devices.replay import ReplayDevice
+        from dreamstate.devices.replay import ReplayDevice
 
         if not cfg.file:
             raise DeviceError("device.kind = 'replay' needs device.file",

@@ -18,9 +18,9 @@ import time
 import tty
 from pathlib import Path
 
-from devices.simulator import EegSimulator
-from engine.errors import DeviceError
-from engine.metrics import Counters
+from dreamstate.devices.simulator import EegSimulator
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.metrics import Counters
 
 log = logging.getLogger("dreamstate.devices.pty")
 

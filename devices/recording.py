@@ -55,9 +55,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import RecordingError
-from engine.metrics import Counters
-from engine.records import (
+from dreamstate.engine.core.errors import RecordingError
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import (
     BAND_NAMES,
     SFREQ,
     BandPowers,

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from devices.base import Device
-from devices.recording import (
+from dreamstate.devices.base import Device
+from dreamstate.devices.recording import (
     EEG_CHANNEL,
     GAP_ANNOTATION,
     MISC_CHANNELS,
@@ -35,8 +35,8 @@ from devices.recording import (
     STIM_ESENSE,
     STIM_QUALITY,
 )
-from engine.errors import DeviceError
-from engine.records import (
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.records import (
     BAND_NAMES,
     SFREQ,
     BandPowers,

@@ -2,7 +2,7 @@
 
 A reader thread per open port does the blocking pyserial reads (each with a short timeout) and
 hands chunks to the event loop with ``call_soon_threadsafe``; nothing on the loop blocks. The
-loop side parses (``devices.thinkgear``), turns rows into ``engine.records`` readings and
+loop side parses (``devices.thinkgear``), turns rows into ``engine.core.records`` readings and
 watches the link: no bytes for ``stall_timeout`` s is a stall, a pyserial/OS error is a lost
 port; either way the port is closed and a reconnect loop with capped, jittered backoff reopens
 it (``port = "auto"`` rediscovers, so a dongle that comes back under a new name is found).
@@ -23,13 +23,14 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from devices import thinkgear as tg
-from devices.base import Device
-from devices.ports import PortInfo, list_ports, probe_order
-from engine.channels import BoundedQueue
-from engine.errors import DeviceError
-from engine.metrics import Counters
-from engine.records import (
+from dreamstate.devices import thinkgear as tg
+from dreamstate.devices.base import Device
+from dreamstate.devices.ports import PortInfo, list_ports, probe_order
+from dreamstate.engine.core.backoff import Backoff
+from dreamstate.engine.core.channels import BoundedQueue
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import (
     SFREQ,
     BandPowers,
     Blink,
@@ -62,7 +63,7 @@ _DONGLE_IDLE: Final = frozenset({DeviceEventKind.DONGLE_NOT_FOUND,
 
 
 class ReadingAssembler:
-    """Turns parser items into ``engine.records`` readings. Pure: the caller passes the time.
+    """Turns parser items into ``engine.core.records`` readings. Pure: the caller passes the time.
 
     After ``convert(items, now)``: every raw sample is in a ``RawChunk`` (at most ``max_batch``
     samples each) whose ``first_index`` continues ``next_index``; a ``LostRaw`` item advances
@@ -305,6 +306,7 @@ class ThinkGearSerialDevice(Device):
         self.dongle_retry_s = dongle_retry_s
         self._discover = discover or list_ports
         self._rng = random.Random(seed)
+        self._backoff = Backoff(base=backoff_min, cap=backoff_max, jitter=0.3, rng=self._rng)
         self.parser = tg.ThinkGearParser(self.counters)
         self.assembler = ReadingAssembler(self.counters, max_batch)
         self._queue: BoundedQueue[Reading | None] = BoundedQueue(queue_size, drop="oldest",
@@ -522,12 +524,10 @@ class ThinkGearSerialDevice(Device):
 
     async def _reconnect(self) -> _Link:
         """Retry with capped, jittered exponential backoff until a port opens (or cancelled)."""
-        attempt = 0
+        retries = self._backoff.retries()
         while True:
-            base = min(self.backoff_max, self.backoff_min * (2 ** min(attempt, 30)))
-            delay = min(self.backoff_max, max(self.backoff_min,
-                                              base * (0.75 + 0.5 * self._rng.random())))
-            attempt += 1
+            delay = retries.failed()
+            attempt = retries.attempt
             self._event(DeviceEventKind.RECONNECTING, f"attempt {attempt} in {delay:.2f} s")
             await asyncio.sleep(delay)
             try:

@@ -2,7 +2,7 @@
 
 ``EegSimulator`` is pure and deterministic for a given seed (no I/O, no clock). It follows a
 script of states (``relaxed``, ``focused``, ``neutral``, ``blinking``, ``off_head``: the same
-literals as ``engine.show.SimStep``) and produces, at the real rates:
+literals as ``engine.core.show.SimStep``) and produces, at the real rates:
 
 * raw samples (int16 counts, µV = raw × 0.2197) at 512 Hz: a 1/f (pink) background of about
   12 µV RMS, alpha (8-12 Hz) bursts that dominate when relaxed, beta (13-30 Hz) when focused,
@@ -37,9 +37,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import signal as sps
 
-from devices.base import Device
-from engine.errors import DeviceError
-from engine.records import (
+from dreamstate.devices.base import Device
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.records import (
     SFREQ,
     UV_PER_COUNT,
     BandPowers,
@@ -55,7 +55,7 @@ from engine.records import (
 log = logging.getLogger("dreamstate.devices.simulator")
 
 STATES: Final = ("relaxed", "focused", "neutral", "blinking", "off_head")
-"""Scripted states (the literals of ``engine.show.SimStep.state``)."""
+"""Scripted states (the literals of ``engine.core.show.SimStep.state``)."""
 
 DEFAULT_SCRIPT: Final[tuple[tuple[str, float], ...]] = (
     ("neutral", 15.0),
@@ -443,7 +443,7 @@ class EegSimulator:
     def encode(self, block: SimBlock) -> bytes:
         """The ThinkGear byte stream for ``block``: raw packets with the 1 Hz status packets and
         blink packets interleaved right after the sample they follow."""
-        from devices import thinkgear as tg
+        from dreamstate.devices import thinkgear as tg
 
         events = _events_by_index(block)
         out = bytearray()

@@ -58,7 +58,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.metrics import Counters
+from dreamstate.engine.core.metrics import Counters
 
 SYNC: Final = 0xAA
 EXCODE: Final = 0x55

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from engine.errors import DreamstateError
-from engine.records import ABSENT, DreamRecipe, EegState
-from engine.show import SceneConfig, Show
+from dreamstate.engine.core.errors import DreamstateError
+from dreamstate.engine.core.records import ABSENT, DreamRecipe, EegState
+from dreamstate.engine.core.show import SceneConfig, Show
 
 log = logging.getLogger("dreamstate.scenes")
 

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.errors import ModelError
-from models.graph import Node
+from dreamstate.engine.core.errors import ModelError
+from dreamstate.models.graph import Node
 
 if TYPE_CHECKING:
-    from models.compiler import Emitter
+    from dreamstate.models.compiler import Emitter
 
 Grad = str | None
 
@@ -741,7 +741,7 @@ def pad_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     (:func:`_pad_adjoint_axis`, or a plain crop in constant mode, which also works for pads
     computed at run time), then zero-pads the cropped cells back.
     """
-    from models.graph import constant_pads
+    from dreamstate.models.graph import constant_pads
 
     em = ctx.em
     x = n.inputs[0]

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.registry import cache_root
+from dreamstate.models.registry import cache_root
 
 log = logging.getLogger("dreamstate.models")
 

@@ -30,9 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.errors import ModelError
-from models.backward import Lowering
-from models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, fold_pads, needed_nodes
+from dreamstate.engine.core.errors import ModelError
+from dreamstate.models.backward import Lowering
+from dreamstate.models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, fold_pads, needed_nodes
 
 log = logging.getLogger("dreamstate.models")
 
@@ -152,7 +152,7 @@ def compile_step(
     import onnx
     from onnx import helper, numpy_helper
 
-    from models import backward
+    from dreamstate.models import backward
 
     if objective not in OBJECTIVES:
         raise ModelError(f"unknown objective {objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}")

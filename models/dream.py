@@ -31,9 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from engine.errors import ModelError
-from models.backward import Lowering
-from models.registry import ModelSpec, Preprocess
+from dreamstate.engine.core.errors import ModelError
+from dreamstate.models.backward import Lowering
+from dreamstate.models.registry import ModelSpec, Preprocess
 
 log = logging.getLogger("dreamstate.models")
 
@@ -57,8 +57,8 @@ def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
     or take it from the cache, and return it without opening a session. ``dreamstate check``
     calls this, so a model ``run`` could not dream is refused before the show starts.
     Raises ``ModelError`` (unsupported op, unknown layer, unreadable file) naming the cause."""
-    from models import cache, compiler, registry
-    from models.graph import load_forward
+    from dreamstate.models import cache, compiler, registry
+    from dreamstate.models.graph import load_forward
 
     path, spec = registry.resolve(model)
     fg = load_forward(path, label=str(path))
@@ -131,7 +131,7 @@ class DreamModel:
         self._device = device
         self._threads = threads
         self._features_session: Any = None
-        from models.graph import min_input_size
+        from dreamstate.models.graph import min_input_size
 
         self.min_size: tuple[int, int] = min_input_size(forward, tensors) if forward is not None else (1, 1)
         pre = spec.preprocess
@@ -165,8 +165,8 @@ class DreamModel:
         threads: int | None = None,
         cache_dir: Path | None = None,
     ) -> DreamModel:
-        from models import cache, compiler
-        from models.session import make_session
+        from dreamstate.models import cache, compiler
+        from dreamstate.models.session import make_session
 
         compiled = compile_cached(model, layers, objective=objective, guide=guide, cache_dir=cache_dir)
         fg, spec, names, tensors, data, step_path = (compiled.forward, compiled.spec, compiled.layers,
@@ -320,8 +320,8 @@ class DreamModel:
     def features(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Activations of the compiled layers for image ``x`` (keys: the layer names)."""
         if self._features_session is None:
-            from models.compiler import forward_features_model
-            from models.session import make_session
+            from dreamstate.models.compiler import forward_features_model
+            from dreamstate.models.session import make_session
 
             proto = forward_features_model(self._forward, self.tensors)
             device: Literal["auto", "cpu", "cuda"] = "cuda" if self.provider.startswith("CUDA") else "cpu"

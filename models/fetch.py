@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from engine.errors import ModelError, NetworkError
-from models.registry import ModelSpec, model_path, sha256_file
+from dreamstate.engine.core.errors import ModelError, NetworkError
+from dreamstate.models.registry import ModelSpec, model_path, sha256_file
 
 log = logging.getLogger("dreamstate.models")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import ModelError
+from dreamstate.engine.core.errors import ModelError
 
 log = logging.getLogger("dreamstate.models")
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.errors import ModelError
+from dreamstate.engine.core.errors import ModelError
 
 log = logging.getLogger("dreamstate.models")
 
@@ -256,7 +256,8 @@ def resolve(model: str | Path) -> tuple[Path, ModelSpec]:
     if not path.exists():
         if spec.name == "starter":
             raise ModelError(
-                f"the starter model file {path} is missing", hint="rebuild it with `python -m models.starter.train`"
+                f"the starter model file {path} is missing",
+                hint="rebuild it with `python -m dreamstate.engine.tools.train_starter`",
             )
         if spec.name in bundled():
             raise ModelError(

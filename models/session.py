@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from engine.errors import ModelError
+from dreamstate.engine.core.errors import ModelError
 
 log = logging.getLogger("dreamstate.models")
 

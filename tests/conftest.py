@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +23,21 @@ def shared_models() -> Path:
     if not (SHARED_MODELS / "SqueezeNet_fp16.onnx").exists():
         pytest.fail(f"real models not found at {SHARED_MODELS}; the checkout must sit beside shared/")
     return SHARED_MODELS
+
+
+# Errors in background threads and tasks are logged and the show goes on; in tests they must
+# not pass unnoticed. The switch keeps each one; the fixture below fails the test that caused
+# it (a test that provokes one on purpose takes it with take_background_errors()).
+os.environ.setdefault("DREAMSTATE_RAISE_BACKGROUND_ERRORS", "1")
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_background_errors() -> Iterator[None]:
+    from dreamstate.engine.core.background import take_background_errors
+
+    take_background_errors()
+    yield
+    errors = take_background_errors()
+    if errors:
+        pytest.fail("background errors during the test: "
+                    + "; ".join(f"{what}: {type(exc).__name__}: {exc}" for what, exc in errors))

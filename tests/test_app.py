@@ -11,8 +11,8 @@ import cv2
 import pytest
 from pythonosc.udp_client import SimpleUDPClient
 
-from engine.app import ShowRuntime
-from engine.show import load_show
+from dreamstate.engine.runtime.app import ShowRuntime
+from dreamstate.engine.runtime.showfile import load_show
 
 SHOW = """
 [show]

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from engine.channels import BoundedQueue, Broadcast, LatestSlot
+from dreamstate.engine.core.channels import BoundedQueue, Broadcast, LatestSlot
 
 
 def test_latest_slot_counts_overwrites_and_versions() -> None:

@@ -14,21 +14,21 @@ import numpy as np
 import pytest
 import serial
 
-from devices import thinkgear as tg
-from devices.factory import open_device
-from devices.pty_server import PtyServer
-from devices.replay import ReplayDevice
-from devices.serial_port import ThinkGearSerialDevice
-from devices.simulator import EegSimulator, SimulatedDevice
-from engine.errors import DeviceError, PathEscapeError
-from engine.records import RawChunk, SignalQuality
-from engine.show import DeviceConfig, LoadedShow, Show, SimStep
+from dreamstate.devices import thinkgear as tg
+from dreamstate.devices.factory import open_device
+from dreamstate.devices.pty_server import PtyServer
+from dreamstate.devices.replay import ReplayDevice
+from dreamstate.devices.serial_port import ThinkGearSerialDevice
+from dreamstate.devices.simulator import EegSimulator, SimulatedDevice
+from dreamstate.engine.core.errors import DeviceError, PathEscapeError
+from dreamstate.engine.core.records import RawChunk, SignalQuality
+from dreamstate.engine.core.show import DeviceConfig, LoadedShow, Show, SimStep
 
 SFREQ = 512
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine", *args]
+    return [sys.executable, "-m", "dreamstate", *args]
 
 
 def parse_raw(data: bytes) -> list[int]:

@@ -16,9 +16,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
-from models.backward import Lowering
-from models.compiler import compile_step, forward_features_model
-from models.graph import ForwardGraph, load_forward
+from dreamstate.models.backward import Lowering
+from dreamstate.models.compiler import compile_step, forward_features_model
+from dreamstate.models.graph import ForwardGraph, load_forward
 
 
 class G:

@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.errors import ModelError
-from models.compiler import compile_step
-from models.dream import DreamModel
-from models.graph import load_forward
+from dreamstate.engine.core.errors import ModelError
+from dreamstate.models.compiler import compile_step
+from dreamstate.models.dream import DreamModel
+from dreamstate.models.graph import load_forward
 from tests.test_compiler_helpers import G, check_gradient
 
 

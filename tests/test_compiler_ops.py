@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.backward import Lowering
-from models.compiler import compile_step
+from dreamstate.models.backward import Lowering
+from dreamstate.models.compiler import compile_step
 from tests.test_compiler_helpers import G, check_gradient, forward_graph, tiny
 
 Case = tuple[Callable[[G], str], tuple[int, ...]]
@@ -441,7 +441,7 @@ def test_zero_pads_fold_into_the_conv_exactly(fold: bool) -> None:
 
 def test_pad_folding_leaves_what_it_cannot_fold() -> None:
     """A nonzero fill, a Pad read by a non-Conv too, and a reflect Pad all stay Pads."""
-    from models.graph import fold_pads
+    from dreamstate.models.graph import fold_pads
 
     def build(g: G) -> str:
         a = g.op("Pad", ["x", g.c([0, 0, 1, 1, 0, 0, 1, 1], np.int64), g.c(0.5)])
@@ -456,7 +456,7 @@ def test_pad_folding_leaves_what_it_cannot_fold() -> None:
 
 @pytest.mark.parametrize("what", ["wrap", "reflect-runtime-pads"])
 def test_unsupported_pads_are_clear_errors(what: str) -> None:
-    from engine.errors import ModelError
+    from dreamstate.engine.core.errors import ModelError
 
     def build(g: G) -> str:
         if what == "wrap":

@@ -15,11 +15,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engine.cli import main as cli_main
-from engine.render.dream import DreamParams, dream_image
-from engine.render.images import load_image, resize
-from models import registry
-from models.dream import DreamModel
+from dreamstate.engine.core.images import load_image, resize
+from dreamstate.engine.render.dream import DreamParams, dream_image
+from dreamstate.engine.tools.cli import main as cli_main
+from dreamstate.models import registry
+from dreamstate.models.dream import DreamModel
 
 LITE0 = Path(registry.LITE0_DIR)
 ARCHITECTURE_TOP5 = {"palace", "bell cote", "monastery", "castle", "lakeside", "boathouse", "stupa"}
@@ -27,7 +27,7 @@ DOGS = slice(151, 269)  # ImageNet 151 (Chihuahua) .. 268 (Mexican hairless)
 
 
 def _china() -> np.ndarray:
-    from engine.app import default_source_path
+    from dreamstate.engine.runtime.app import default_source_path
 
     path = default_source_path()
     assert path is not None
@@ -61,7 +61,7 @@ def test_ranks_china_jpg_as_a_palace_or_temple(size: tuple[int, int]) -> None:
 
 
 def test_registry_default_is_the_bundled_imagenet_model() -> None:
-    from engine.show import Show
+    from dreamstate.engine.core.show import Show
 
     assert registry.DEFAULT_MODEL == "efficientnet-lite0"
     assert Show().show.model == registry.DEFAULT_MODEL
@@ -93,7 +93,7 @@ def test_a_dream_at_block10_puts_dogs_in_the_picture(shared_models: Path) -> Non
 
 
 def test_check_warns_when_a_scene_layer_is_far_from_the_recommended_depth(tmp_path: Path) -> None:
-    from engine.show import load_show
+    from dreamstate.engine.runtime.showfile import load_show
 
     show = tmp_path / "s.toml"
     body = '[show]\nmodel = "efficientnet-lite0"\ndefault_scene = "a"\n[scenes.a]\nlayers = {{ {} = 1.0 }}\n' \
@@ -116,7 +116,7 @@ def test_cli_check_prints_the_depth_warning(tmp_path: Path, capsys: pytest.Captu
 
 def test_export_script_reproduces_the_shipped_onnx(tmp_path: Path) -> None:
     pytest.importorskip("torch", reason="needs the 'export' extra: pip install 'dreamstate[export]'")
-    from models.efficientnet_lite0 import export
+    from dreamstate.models.efficientnet_lite0 import export
 
     weights = export.installed_weights()
     if weights is None:

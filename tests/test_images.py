@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.errors import RenderError
-from engine.render.images import load_image
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.images import load_image
 
 # 32 x 16 reference: top-left red, top-right green, bottom-left blue, bottom-right white
 REF = np.zeros((16, 32, 3), np.uint8)

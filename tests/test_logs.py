@@ -8,7 +8,7 @@ import sys
 
 
 def _run(*args: str) -> str:
-    code = ("import logging; from engine.logs import setup_logging; import sys; "
+    code = ("import logging; from dreamstate.engine.core.logs import setup_logging; import sys; "
             f"setup_logging(json_lines={'--log-json' in args}); "
             "logging.getLogger('dreamstate.test').warning('port lost', extra={'port': '/dev/rfcomm0', 'n': 3})")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

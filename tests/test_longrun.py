@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.app import default_source_path
-from engine.longrun import show_on_layers
-from engine.records import ABSENT, DreamRecipe, EegState
-from engine.render.health import HealthSettings, PictureHealth, measure
-from engine.render.images import load_image, resize
-from engine.render.renderer import DreamLoop
-from engine.scenes import SceneDirector
-from engine.show import Show, load_show
-from models import registry
-from models.dream import DreamModel
+from dreamstate.engine.core.images import load_image, resize
+from dreamstate.engine.core.records import ABSENT, DreamRecipe, EegState
+from dreamstate.engine.core.show import Show
+from dreamstate.engine.render.health import HealthSettings, PictureHealth, measure
+from dreamstate.engine.render.renderer import DreamLoop
+from dreamstate.engine.runtime.app import default_source_path
+from dreamstate.engine.runtime.showfile import load_show
+from dreamstate.engine.scenes import SceneDirector
+from dreamstate.engine.tools.bench_longrun import show_on_layers
+from dreamstate.models import registry
+from dreamstate.models.dream import DreamModel
 
 SIZE = (160, 90)
 FPS = 10.0  # frames (dream steps) per second of show time
@@ -152,7 +153,7 @@ def test_measures_of_a_healthy_photo_sit_inside_its_own_bounds() -> None:
 def test_bench_longrun_prints_its_figures_and_saves_a_contact_sheet(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The benchmark's short version: the real demo show, headless, at a tiny size."""
-    from engine.cli import main as cli_main
+    from dreamstate.engine.tools.cli import main as cli_main
 
     sheet = tmp_path / "sheet.png"
     code = cli_main(["bench", "longrun", "--minutes", "0.25", "--interval", "5", "--ab-seconds", "2",
@@ -161,6 +162,6 @@ def test_bench_longrun_prints_its_figures_and_saves_a_contact_sheet(tmp_path: Pa
     assert code == 0
     assert out.count(" min lum ") == 3 and "reseeds" in out and "display fps ratio on/off" in out
     assert "colour nudge alone" in out and "rows out of bounds" in out
-    from engine.render.images import load_image
+    from dreamstate.engine.core.images import load_image
 
     assert load_image(sheet).shape == (180, 320 * 6, 3)

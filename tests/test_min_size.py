@@ -19,10 +19,10 @@ import pytest
 from onnx import TensorProto, helper
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
 
-from engine.cli import main as cli_main
-from engine.render.dream import DreamParams, dream_image, model_min_size, octave_sizes, tiled_gradient
-from models.dream import DreamModel
-from models.graph import load_forward, min_input_size
+from dreamstate.engine.render.dream import DreamParams, dream_image, model_min_size, octave_sizes, tiled_gradient
+from dreamstate.engine.tools.cli import main as cli_main
+from dreamstate.models.dream import DreamModel
+from dreamstate.models.graph import load_forward, min_input_size
 
 SQUEEZE = "squeezenet"  # the shared SqueezeNet_fp16.onnx, opened by path
 
@@ -165,7 +165,7 @@ def test_step_model_without_min_size_defaults_to_one_pixel() -> None:
 ])
 def test_cli_checks_size_and_tile_against_the_model(tmp_path: Path, argv: list[str], message: str,
                                                     capfd: pytest.CaptureFixture[str], shared_models: Path) -> None:
-    from engine.render.images import save_image
+    from dreamstate.engine.core.images import save_image
 
     src = tmp_path / "a.png"
     save_image(src, np.full((64, 96, 3), 0.5, np.float32))
@@ -177,7 +177,7 @@ def test_cli_checks_size_and_tile_against_the_model(tmp_path: Path, argv: list[s
 
 
 def test_cli_dreams_a_7px_image_and_feedback_a_strip(tmp_path: Path, shared_models: Path) -> None:
-    from engine.render.images import load_image, save_image
+    from dreamstate.engine.core.images import load_image, save_image
 
     save_image(tmp_path / "tiny.png", np.random.default_rng(0).random((7, 7, 3), dtype=np.float32))
     save_image(tmp_path / "strip.png", np.random.default_rng(0).random((16, 640, 3), dtype=np.float32))
@@ -193,7 +193,7 @@ def test_cli_dreams_a_7px_image_and_feedback_a_strip(tmp_path: Path, shared_mode
 def test_check_refuses_a_dream_size_the_model_cannot_take(tmp_path: Path, shared_models: Path) -> None:
     import shutil
 
-    from engine.show import load_show
+    from dreamstate.engine.runtime.showfile import load_show
 
     shutil.copy(shared_models / "SqueezeNet_fp16.onnx", tmp_path / "squeeze.onnx")
     (tmp_path / "show.toml").write_text(

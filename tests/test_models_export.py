@@ -12,10 +12,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engine.cli import main as cli_main
-from engine.errors import ModelError
-from models.compiler import compile_step
-from models.graph import load_forward
+from dreamstate.engine.core.errors import ModelError
+from dreamstate.engine.tools.cli import main as cli_main
+from dreamstate.models.compiler import compile_step
+from dreamstate.models.graph import load_forward
 
 torch = pytest.importorskip("torch", reason="needs the 'export'/'bench' extra: pip install torch")
 
@@ -26,7 +26,7 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def googlenet_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    from models.export_torchvision import build_googlenet
+    from dreamstate.engine.tools.export_torchvision import build_googlenet
 
     torch.manual_seed(0)
     model = build_googlenet()
@@ -73,7 +73,7 @@ def test_export_googlenet_and_dream_gradient_matches_torch_autograd(
 
 
 def test_export_refuses_bad_weights(tmp_path: Path) -> None:
-    from models.export_torchvision import export_googlenet
+    from dreamstate.engine.tools.export_torchvision import export_googlenet
 
     with pytest.raises(ModelError, match="does not exist"):
         export_googlenet(tmp_path / "none.pth", tmp_path / "o.onnx")
@@ -88,8 +88,8 @@ def test_export_refuses_bad_weights(tmp_path: Path) -> None:
 
 
 def test_torch_peer_of_the_benchmark_computes_the_same_step(shared_models: Path) -> None:
-    from models.dream import DreamModel
-    from models.torch_ref import TorchDream, bench_input
+    from dreamstate.engine.tools.torch_ref import TorchDream, bench_input
+    from dreamstate.models.dream import DreamModel
 
     path = shared_models / "SqueezeNet_fp16.onnx"
     layers = ["fire3/concat", "fire5/concat"]

@@ -12,11 +12,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from engine.cli import main as cli_main
-from engine.errors import ModelError, NetworkError
-from models import fetch, registry
-from models.dream import DreamModel
-from models.registry import ModelSpec, Preprocess
+from dreamstate.engine.core.errors import ModelError, NetworkError
+from dreamstate.engine.tools.cli import main as cli_main
+from dreamstate.models import fetch, registry
+from dreamstate.models.dream import DreamModel
+from dreamstate.models.registry import ModelSpec, Preprocess
 
 
 @pytest.fixture(autouse=True)
@@ -320,7 +320,7 @@ def test_bench_dream_reports_a_failing_torch_child_at_once(tmp_path: Path, share
     back at once, not 'no answer within 300 s'."""
     import time
 
-    from models.bench import TorchPeer
+    from dreamstate.engine.tools.bench_dream import TorchPeer
 
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="torch reference process failed") as err:

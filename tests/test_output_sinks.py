@@ -9,8 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import RenderError
-from engine.output import (
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.images import load_image
+from dreamstate.engine.core.show import LoadedShow, OutputConfig, Show
+from dreamstate.engine.output import (
     MjpegOutput,
     NullOutput,
     PngOutput,
@@ -19,10 +22,7 @@ from engine.output import (
     WindowOutput,
     open_output,
 )
-from engine.output.factory import FallbackOutput
-from engine.render.cvlib import cv
-from engine.render.images import load_image
-from engine.show import LoadedShow, OutputConfig, Show
+from dreamstate.engine.output.factory import FallbackOutput
 
 
 def _frame(i: int, w: int = 96, h: int = 64) -> np.ndarray:

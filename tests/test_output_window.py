@@ -7,7 +7,6 @@ When they are missing these tests FAIL with a message saying what to install.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import struct
 import subprocess
@@ -19,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import RenderError
-from engine.output import FallbackOutput, VideoOutput, WindowOutput, open_output
-from engine.output.window import NoDisplayError, display_present
-from engine.records import DreamRecipe
-from engine.render.renderer import Renderer
-from engine.show import OutputConfig
-from models.dream import DreamModel
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.records import DreamRecipe
+from dreamstate.engine.core.show import OutputConfig
+from dreamstate.engine.output import FallbackOutput, VideoOutput, WindowOutput, open_output
+from dreamstate.engine.output.window import NoDisplayError, display_present
+from dreamstate.engine.render.renderer import Renderer
+from dreamstate.models.dream import DreamModel
 
 SCREEN = (320, 240)
 
@@ -252,4 +251,12 @@ def test_env_driven_display_detection() -> None:
     assert not display_present({})
     assert not display_present({"SDL_VIDEODRIVER": "dummy"})
     assert display_present({"SDL_VIDEODRIVER": "offscreen", "DREAMSTATE_ALLOW_DUMMY_WINDOW": "1"})
-    assert os.environ is not None
+
+
+
+def test_display_detection_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER", "DREAMSTATE_ALLOW_DUMMY_WINDOW"):
+        monkeypatch.delenv(key, raising=False)
+    assert not display_present()
+    monkeypatch.setenv("DISPLAY", ":99")
+    assert display_present()

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from engine.cli import build_parser
-from engine.cli import main as cli_main
-from engine.control.commands import ControlError, parse_command
-from engine.params import ParamError, check_scene_value, cli_type, scene_limits
-from engine.show import SceneConfig
+from dreamstate.engine.control.commands import ControlError, parse_command
+from dreamstate.engine.core.params import ParamError, check_scene_value, cli_type, scene_limits
+from dreamstate.engine.core.show import SceneConfig
+from dreamstate.engine.tools.cli import build_parser
+from dreamstate.engine.tools.cli import main as cli_main
 
 FIELDS = ["step", "octaves", "octave_scale", "zoom", "rotate", "blend", "steps", "layer_weight"]
 OSC = {"step": "/dreamstate/step", "octaves": "/dreamstate/octaves", "zoom": "/dreamstate/zoom",
@@ -124,8 +124,8 @@ def test_feedback_cli_refuses_bad_parameters(flag: str, value: str) -> None:
 @pytest.mark.parametrize("text", ["[states]\ndwell_s = nan\n", "[output]\nfps = inf\n",
                                   "[scenes.a]\nstep = nan\n", "[attract]\nscene = \"a\"\nafter_s = inf\n"])
 def test_show_files_refuse_non_finite_numbers_anywhere(tmp_path: Path, text: str) -> None:
-    from engine.errors import ShowError
-    from engine.show import load_show
+    from dreamstate.engine.core.errors import ShowError
+    from dreamstate.engine.runtime.showfile import load_show
 
     base = '[show]\nname = "t"\nmodel = "starter"\ndefault_scene = "a"\n'
     if "[scenes.a]" not in text:
@@ -136,7 +136,7 @@ def test_show_files_refuse_non_finite_numbers_anywhere(tmp_path: Path, text: str
 
 
 def test_valid_values_still_dream(tmp_path: Path) -> None:
-    from engine.render.images import save_image
+    from dreamstate.engine.core.images import save_image
 
     save_image(tmp_path / "a.png", np.random.default_rng(0).random((48, 64, 3), dtype=np.float32))
     assert cli_main(["dream", str(tmp_path / "a.png"), "--model", "starter", "--octave-scale", "1.43",

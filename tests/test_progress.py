@@ -2,7 +2,7 @@
 
 The kind of fault: ``dream``, ``feedback``, ``map`` and ``calibrate`` drew a rich bar, which
 prints nothing until the end when stdout is a pipe or a log; offline ``feedback`` ran for six
-minutes in silence. ``engine.progress.ProgressReporter`` logs a line at a steady rate instead.
+minutes in silence. ``engine.tools.progress.ProgressReporter`` logs a line at a steady rate instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.progress import ProgressReporter, default_interval
+from dreamstate.engine.tools.progress import ProgressReporter, default_interval
 
 
 class Clock:
@@ -66,11 +66,11 @@ def test_the_interval_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch
 
 
 def test_feedback_into_a_pipe_logs_progress(tmp_path: Path) -> None:
-    from engine.render.images import save_image
+    from dreamstate.engine.core.images import save_image
 
     save_image(tmp_path / "a.png", np.random.default_rng(0).random((48, 64, 3), dtype=np.float32))
     env = {**os.environ, "DREAMSTATE_PROGRESS_S": "0.05"}
-    res = subprocess.run([sys.executable, "-m", "engine", "feedback", str(tmp_path / "a.png"), "--model", "starter",
+    res = subprocess.run([sys.executable, "-m", "dreamstate", "feedback", str(tmp_path / "a.png"), "--model", "starter",
                           "--seconds", "2", "--fps", "8", "--out", str(tmp_path / "o.avi")],
                          capture_output=True, text=True, timeout=120, env=env, check=False)
     assert res.returncode == 0, res.stderr

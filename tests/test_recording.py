@@ -19,7 +19,7 @@ import mne
 import numpy as np
 import pytest
 
-from devices.recording import (
+from dreamstate.devices.recording import (
     GAP_ANNOTATION,
     MISC_CHANNELS,
     STIM_CHANNEL,
@@ -31,9 +31,9 @@ from devices.recording import (
     read_journal,
     recover,
 )
-from devices.simulator import EegSimulator, SimulatedDevice
-from engine.errors import RecordingError
-from engine.records import (
+from dreamstate.devices.simulator import EegSimulator, SimulatedDevice
+from dreamstate.engine.core.errors import RecordingError
+from dreamstate.engine.core.records import (
     Blink,
     DeviceEvent,
     DeviceEventKind,
@@ -205,7 +205,7 @@ async def test_finalise_writes_fif_and_removes_journal(tmp_path: Path) -> None:
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine", *args]
+    return [sys.executable, "-m", "dreamstate", *args]
 
 
 PROGRESS = re.compile(r"samples=(\d+) flushed=(\d+)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import main as cli_main
+from dreamstate.engine.tools.cli import main as cli_main
 
 
 def test_bench_render_prints_its_figures(shared_models: Path,

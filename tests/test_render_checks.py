@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import engine.render
-from engine.errors import ShowError
-from engine.render.checks import check_render
-from engine.render.images import save_image
-from engine.show import EXTRA_CHECKS, LoadedShow, Show, load_show
+from dreamstate.engine.core.errors import ShowError
+from dreamstate.engine.core.images import save_image
+from dreamstate.engine.core.show import LoadedShow, Show
+from dreamstate.engine.render.checks import check_render
+from dreamstate.engine.runtime.showfile import load_show
 
 SHOW = """
 [show]
@@ -55,10 +55,12 @@ def _write(folder: Path, **kw: str) -> Path:
     return p
 
 
-def test_check_is_registered_on_import() -> None:
-    assert engine.render.check_render in EXTRA_CHECKS
-    engine.render.register()
-    assert EXTRA_CHECKS.count(check_render) == 1
+def test_the_loader_calls_the_stage_checks_explicitly() -> None:
+    """No registry filled by import side effects: the runtime's loader names its checks."""
+    from dreamstate.engine.runtime.showfile import STAGE_CHECKS
+    from dreamstate.engine.signal.check import check_signal
+
+    assert (check_signal, check_render) == STAGE_CHECKS
 
 
 def test_a_good_show_passes(show_dir: Path) -> None:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engine.cli import main as cli_main
-from engine.errors import ModelError, RenderError
-from engine.render.cvlib import cv
-from engine.render.dream import (
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import ModelError, RenderError
+from dreamstate.engine.core.images import load_image, save_image
+from dreamstate.engine.render.dream import (
     DreamParams,
     ascent_step,
     dream_image,
@@ -22,9 +22,9 @@ from engine.render.dream import (
     tile_edges,
     tiled_gradient,
 )
-from engine.render.images import load_image, save_image
-from engine.render.masks import circle_mask, fit_mask, image_mask, make_mask, radial_mask
-from models.dream import DreamModel
+from dreamstate.engine.render.masks import circle_mask, fit_mask, image_mask, make_mask, radial_mask
+from dreamstate.engine.tools.cli import main as cli_main
+from dreamstate.models.dream import DreamModel
 
 LAYER = "fire5/concat"
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engine.errors import RenderError
-from engine.render.cvlib import cv
-from engine.render.dream import DreamParams
-from engine.render.feedback import FeedbackDreamer, Motion, OpticalFlow, render_feedback_video
-from engine.render.images import save_image
-from engine.render.renderer import noise_source
-from models.dream import DreamModel
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.images import save_image
+from dreamstate.engine.render.dream import DreamParams
+from dreamstate.engine.render.feedback import FeedbackDreamer, Motion, OpticalFlow, render_feedback_video
+from dreamstate.engine.render.renderer import noise_source
+from dreamstate.models.dream import DreamModel
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_feedback_video_zooms_and_dreams(squeezenet: DreamModel, tmp_path: Path)
 def test_cli_feedback_writes_a_video(shared_models: Path, tmp_path: Path) -> None:
     import logging
 
-    from engine.cli import main as cli_main
+    from dreamstate.engine.tools.cli import main as cli_main
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

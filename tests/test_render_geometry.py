@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.render.feedback import Motion
-from engine.render.geometry import motion_matrix, warp
+from dreamstate.engine.render.feedback import Motion
+from dreamstate.engine.render.geometry import motion_matrix, warp
 
 
 def _apply(m: np.ndarray, x: float, y: float) -> tuple[float, float]:

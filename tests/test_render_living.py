@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.app import default_source_path
-from engine.output.base import U8, Output
-from engine.records import DreamRecipe
-from engine.render.health import HealthSettings
-from engine.render.images import load_image, resize
-from engine.render.renderer import Renderer
-from models.dream import DreamModel
+from dreamstate.engine.core.images import load_image, resize
+from dreamstate.engine.core.records import DreamRecipe
+from dreamstate.engine.output.base import U8, Output
+from dreamstate.engine.render.health import HealthSettings
+from dreamstate.engine.render.renderer import Renderer
+from dreamstate.engine.runtime.app import default_source_path
+from dreamstate.models.dream import DreamModel
 
 SIZE = (160, 90)
 

@@ -16,10 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.output.base import U8, Output
-from engine.records import DreamRecipe
-from engine.render.renderer import Renderer
-from models.dream import DreamModel
+from dreamstate.engine.core.background import take_background_errors
+from dreamstate.engine.core.records import DreamRecipe
+from dreamstate.engine.output.base import U8, Output
+from dreamstate.engine.render.renderer import Renderer
+from dreamstate.models.dream import DreamModel
 
 LAYERS = ["fire3/concat", "fire5/concat"]
 
@@ -172,6 +173,8 @@ async def test_dead_worker_is_restarted_and_the_display_keeps_going(
     assert st.worker_errors == 1 and st.worker_restarts == 1
     assert st.dream_steps > steps_at_death + 2
     assert r.counters.get("worker_died") == 1
+    (what, exc), = take_background_errors()  # provoked on purpose: reported once, then restarted
+    assert what == "dream worker" and "fail" in str(exc).lower()
 
 
 async def test_bad_recipe_inputs_are_counted_and_skipped(squeezenet: DreamModel,
@@ -220,7 +223,7 @@ async def test_circle_mask_in_the_live_worker(squeezenet: DreamModel) -> None:
 async def test_guide_switches_to_the_guide_compiled_model(shared_models: Path,
                                                          squeezenet: DreamModel,
                                                          tmp_path: Path) -> None:
-    from engine.render.images import save_image
+    from dreamstate.engine.core.images import save_image
 
     guided = DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", LAYERS, guide=True,
                              device="cpu", threads=1)
@@ -237,8 +240,8 @@ async def test_guide_switches_to_the_guide_compiled_model(shared_models: Path,
 
 async def test_snapshot_writes_the_frame_on_screen(squeezenet: DreamModel,
                                                   tmp_path: Path) -> None:
-    from engine.errors import RenderError
-    from engine.render.images import load_image
+    from dreamstate.engine.core.errors import RenderError
+    from dreamstate.engine.core.images import load_image
 
     r = Renderer(Wrapped(squeezenet), Recording((96, 64)), dream_size=(48, 32),
                  output_size=(96, 64))

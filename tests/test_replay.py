@@ -9,11 +9,11 @@ import mne
 import numpy as np
 import pytest
 
-from devices.recording import Recorder
-from devices.replay import ReplayDevice
-from devices.simulator import SimulatedDevice
-from engine.errors import DeviceError
-from engine.records import (
+from dreamstate.devices.recording import Recorder
+from dreamstate.devices.replay import ReplayDevice
+from dreamstate.devices.simulator import SimulatedDevice
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.records import (
     BandPowers,
     Blink,
     DeviceEvent,
@@ -201,7 +201,7 @@ def _annotated_raw(meas_date: bool, crop: float) -> mne.io.RawArray:
 def test_replayed_annotations_land_on_their_samples(tmp_path: Path, fmt: str, crop: float, meas_date: bool) -> None:
     """Every combination of meas_date, cropping and format: the marker and blink come at the
     sample they annotate (they came 2.0 s late for a cropped FIF without meas_date)."""
-    from devices.replay import load_replay
+    from dreamstate.devices.replay import load_replay
 
     raw = _annotated_raw(meas_date, crop)
     path = tmp_path / ("s_raw.fif" if fmt == "fif" else "s.edf")
@@ -218,7 +218,7 @@ def test_replayed_annotations_land_on_their_samples(tmp_path: Path, fmt: str, cr
 def test_edf_with_latin1_annotations_is_read_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """An EDF+ whose annotation holds a Latin-1 byte ('Ruhe-Phase, Äpfel'): read as Latin-1,
     with a log line saying so (it died with a traceback before)."""
-    from devices.replay import load_replay
+    from dreamstate.devices.replay import load_replay
 
     raw = _annotated_raw(True, 0.0)
     raw.set_annotations(mne.Annotations([5.0], [1.0], ["marker:Ruhe-Phase, Apfel"], orig_time=raw.info["meas_date"]))
@@ -235,7 +235,7 @@ def test_edf_with_latin1_annotations_is_read_and_said(tmp_path: Path, caplog: py
 
 
 def test_an_unreadable_recording_is_one_clear_error(tmp_path: Path) -> None:
-    from devices.replay import load_replay
+    from dreamstate.devices.replay import load_replay
 
     raw = _annotated_raw(True, 0.0)
     path = tmp_path / "cut.edf"

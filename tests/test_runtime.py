@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from engine.runtime import Backoff, FunctionStage, Stage, StageStatus, Supervisor
+from dreamstate.engine.core.backoff import Backoff
+from dreamstate.engine.runtime import FunctionStage, Stage, StageStatus, Supervisor
 
 
 def test_backoff_is_capped_and_jittered() -> None:
@@ -122,7 +123,7 @@ def test_duplicate_stage_names_are_refused() -> None:
 def test_signal_shuts_down_within_two_seconds(sig: signal.Signals) -> None:
     script = textwrap.dedent("""
         import asyncio, sys
-        from engine.runtime import FunctionStage, Supervisor
+        from dreamstate.engine.runtime import FunctionStage, Supervisor
 
         async def forever():
             while True:
@@ -155,7 +156,7 @@ async def test_retries_log_one_line_each_and_the_traceback_once(expected: bool,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """A stage that keeps failing (a missing headset, a port in use): one line per retry with
     the thing and the fix; the traceback once, at debug for expected failures."""
-    from engine.errors import DeviceError
+    from dreamstate.engine.core.errors import DeviceError
 
     async def failing() -> None:
         if expected:
@@ -184,7 +185,7 @@ def test_opentsne_chatter_is_kept_out_of_the_installation_log(capsys: pytest.Cap
     import numpy as np
     from openTSNE import TSNE
 
-    from engine.logs import setup_logging
+    from dreamstate.engine.core.logs import setup_logging
 
     root = logging.getLogger()
     saved = root.handlers[:], root.level, logging.getLogger("openTSNE").level

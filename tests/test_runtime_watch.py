@@ -15,7 +15,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from engine.runtime.watch import LoopLagMonitor
+from dreamstate.engine.runtime.watch import LoopLagMonitor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,9 +39,9 @@ async def test_loop_lag_monitor_counts_a_blocked_loop() -> None:
 CHILD = textwrap.dedent("""
     import asyncio, sys, time
     import numpy as np
-    from devices.recording import Recorder
-    from engine.records import RawChunk
-    from engine.runtime import FunctionStage, Supervisor
+    from dreamstate.devices.recording import Recorder
+    from dreamstate.engine.core.records import RawChunk
+    from dreamstate.engine.runtime import FunctionStage, Supervisor
 
     async def main():
         rec = Recorder(sys.argv[1], flush_s=60.0)   # nothing is flushed on its own for a minute
@@ -72,7 +72,7 @@ def _child(tmp_path: Path, hang_s: float, hard_exit_s: float) -> tuple[subproces
 
 
 def _samples(journal: Path) -> int:
-    from devices.recording import read_journal
+    from dreamstate.devices.recording import read_journal
 
     return read_journal(journal).n_samples
 
@@ -137,7 +137,7 @@ def test_poison_osc_bundle_against_the_running_show_then_sigterm(tmp_path: Path)
         f'[output]\nkind = "none"\ndream_size = [96, 64]\nsize = [96, 64]\n'
         f'[osc]\nenabled = true\nlisten_port = {port}\n'
     )
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(show)], cwd=tmp_path, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "dreamstate", "run", str(show)], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.errors import DreamstateError
-from engine.records import ABSENT, EegState
-from engine.scenes import SceneDirector
-from engine.show import validate_show_data
+from dreamstate.engine.core.errors import DreamstateError
+from dreamstate.engine.core.records import ABSENT, EegState
+from dreamstate.engine.core.show import validate_show_data
+from dreamstate.engine.scenes import SceneDirector
 
 SHOW = """
 [show]
@@ -43,7 +43,7 @@ def director() -> tuple[SceneDirector, Clock]:
     import tomllib
     from pathlib import Path
 
-    return SceneDirector(validate_show_data(tomllib.loads(SHOW), Path.cwd(), "t", deep=False).show, clock=clock), clock
+    return SceneDirector(validate_show_data(tomllib.loads(SHOW), Path.cwd(), "t").show, clock=clock), clock
 
 
 def test_state_picks_its_scene_and_crossfades(director: tuple[SceneDirector, Clock]) -> None:

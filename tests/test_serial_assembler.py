@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from devices import thinkgear as tg
-from devices.serial_port import ReadingAssembler
-from engine.records import (
+from dreamstate.devices import thinkgear as tg
+from dreamstate.devices.serial_port import ReadingAssembler
+from dreamstate.engine.core.records import (
     UV_PER_COUNT,
     Blink,
     DeviceEvent,

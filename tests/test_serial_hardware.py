@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from devices.serial_port import ThinkGearSerialDevice
-from engine.records import DeviceEvent, DeviceEventKind, RawChunk
+from dreamstate.devices.serial_port import ThinkGearSerialDevice
+from dreamstate.engine.core.records import DeviceEvent, DeviceEventKind, RawChunk
 
 PORT = os.environ.get("DREAMSTATE_HARDWARE_PORT", "")
 

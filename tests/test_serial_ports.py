@@ -6,8 +6,8 @@ import termios
 
 import pytest
 
-from devices.ports import PortInfo, list_ports, make_port_info, probe_order, score_port
-from engine.cli import main
+from dreamstate.devices.ports import PortInfo, list_ports, make_port_info, probe_order, score_port
+from dreamstate.engine.tools.cli import main
 from tests.test_serial_pty import BaudHeadset, PtyHeadset
 
 

@@ -22,11 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.base import Device
-from devices.bench import build_streams
-from devices.ports import make_port_info
-from devices.serial_port import ThinkGearSerialDevice
-from devices.thinkgear import (
+from dreamstate.devices.base import Device
+from dreamstate.devices.ports import make_port_info
+from dreamstate.devices.serial_port import ThinkGearSerialDevice
+from dreamstate.devices.thinkgear import (
     Attention,
     DongleStatus,
     PoorSignal,
@@ -37,8 +36,8 @@ from devices.thinkgear import (
     encode_raw_block,
     encode_status_packet,
 )
-from engine.errors import DeviceError
-from engine.records import (
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.records import (
     UV_PER_COUNT,
     BandPowers,
     Blink,
@@ -49,6 +48,7 @@ from engine.records import (
     Reading,
     SignalQuality,
 )
+from dreamstate.engine.tools.bench_parser import build_streams
 
 
 class PtyHeadset:
@@ -488,7 +488,7 @@ async def test_a_second_reader_is_refused_clearly(pty: PtyHeadset) -> None:
 async def test_bytes_at_the_wrong_baud_rate_are_diagnosed(pty: PtyHeadset, caplog: pytest.LogCaptureFixture) -> None:
     """A 57600-baud headset read at 9600: bytes arrive but never a frame. The device says so,
     naming the port, the rate and the fix, in the log and as an event the monitor shows."""
-    from devices.monitor import MonitorModel, quality_text
+    from dreamstate.engine.tools.monitor import MonitorModel, quality_text
 
     dev = ThinkGearSerialDevice(pty.path, 9600, no_frames_timeout=1.0, **FAST)  # type: ignore[arg-type]
     model = MonitorModel()

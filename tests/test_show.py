@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import PathEscapeError, ShowError
-from engine.paths import resolve_inside
-from engine.show import load_show
+from dreamstate.engine.core.errors import PathEscapeError, ShowError
+from dreamstate.engine.core.paths import resolve_inside
+from dreamstate.engine.runtime.showfile import load_show
 
 
 def write(tmp_path: Path, text: str, name: str = "show.toml") -> Path:
@@ -100,13 +100,13 @@ def test_bad_toml_and_missing_file_give_one_clear_error(tmp_path: Path) -> None:
 
 def test_check_command_reports_and_exits_nonzero(tmp_path: Path) -> None:
     p = write(tmp_path, '[device]\nkind = "nope"\n')
-    r = subprocess.run([sys.executable, "-m", "engine", "check", str(p)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "dreamstate", "check", str(p)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 1
     assert "device.kind" in r.stderr
     ok = write(tmp_path, '[show]\nname = "fine"\n[scenes.calm]\nlayers = { block10 = 1.0 }\n'
                          '[scenes.attract]\nlayers = { block9 = 1.0 }\n', "ok.toml")
-    r = subprocess.run([sys.executable, "-m", "engine", "check", str(ok)], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "dreamstate", "check", str(ok)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "fine" in r.stdout

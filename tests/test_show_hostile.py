@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import ShowError
-from engine.show import load_show
+from dreamstate.engine.core.errors import ShowError
+from dreamstate.engine.runtime.showfile import load_show
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = '[scenes.calm]\nlayers = { block10 = 1.0 }\n[scenes.attract]\nlayers = { block9 = 1.0 }\n'
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=cwd, text=True, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "dreamstate", *args], cwd=cwd, text=True, capture_output=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
 
 

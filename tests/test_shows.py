@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.show import DEMO_SHOW, Show, load_show
+from dreamstate.engine.core.show import DEMO_SHOW, Show
+from dreamstate.engine.runtime.showfile import load_show
 
 SHOWS = sorted((Path(__file__).resolve().parents[1] / "shows").glob("*.toml"))
 
@@ -24,34 +25,59 @@ def test_demo_file_matches_the_embedded_demo() -> None:
 
 
 def test_show_reference_is_generated_from_the_schema() -> None:
-    """docs/SHOWS.md is exactly what `python -m engine.show_doc` writes today."""
-    from engine.show_doc import render
+    """docs/SHOWS.md is exactly what `python -m dreamstate.engine.tools.show_doc` writes today."""
+    from dreamstate.engine.tools.show_doc import render
 
     doc = (SHOWS[0].parents[1] / "docs" / "SHOWS.md").read_text()
-    assert doc == render(), "docs/SHOWS.md is stale: run `python -m engine.show_doc > docs/SHOWS.md`"
+    assert doc == render(), "docs/SHOWS.md is stale: run `python -m dreamstate.engine.tools.show_doc > docs/SHOWS.md`"
 
 
-def test_show_reference_has_a_row_for_every_key() -> None:
-    """The generator itself leaves no key out (a row per field, a section per table)."""
+def _sections(doc: str) -> dict[str, dict[str, str]]:
+    """'## `heading`' -> {key: its table row} for every table in the reference."""
+    out: dict[str, dict[str, str]] = {}
+    rows: dict[str, str] = {}
+    for line in doc.splitlines():
+        if line.startswith("## "):
+            rows = out.setdefault(line[3:].strip().strip("`"), {})
+        elif line.startswith("| `"):
+            rows[line.split("`")[1]] = line
+    return out
+
+
+def test_show_reference_has_a_row_for_every_key_in_its_own_table() -> None:
+    """The generator leaves no key out: each field has a row in its table's section (a key
+    named like one in another table does not count), showing its default."""
     from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
 
-    from engine.show import SceneConfig
-    from engine.show_doc import render
+    from dreamstate.engine.core.show import SceneConfig
+    from dreamstate.engine.tools.show_doc import render
 
-    doc = render()
+    sections = _sections(render())
     missing: list[str] = []
+    wrong_default: list[str] = []
 
-    def walk(prefix: str, model: type[BaseModel]) -> None:
+    def walk(section: str, model: type[BaseModel]) -> None:
+        rows = sections.get(section)
+        assert rows is not None, f"no section ## `{section}`"
         for name, field in model.model_fields.items():
             ann = field.annotation
             if isinstance(ann, type) and issubclass(ann, BaseModel):
-                assert f"## `{prefix}{name}`" in doc, f"no section for {prefix}{name}"
-                walk(f"{prefix}{name}.", ann)
-            elif model is Show and name == "scenes":
+                walk(f"{section}.{name}" if section else name, ann)
                 continue
-            elif f"| `{name}` |" not in doc:
-                missing.append(prefix + name)
+            if model is Show and name == "scenes":
+                continue
+            row = rows.get(name)
+            if row is None:
+                missing.append(f"{section}.{name}")
+            elif field.default is not PydanticUndefined and field.default_factory is None \
+                    and f"`{field.default!r}`" not in row:
+                wrong_default.append(f"{section}.{name}: {row}")
 
-    walk("", Show)
-    walk("scenes.<name>.", SceneConfig)
+    for name, field in Show.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            walk(name, ann)
+    walk("scenes.<name>", SceneConfig)
     assert not missing, missing
+    assert not wrong_default, wrong_default

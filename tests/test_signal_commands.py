@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.simulator import EegSimulator
-from engine.cli import main
-from engine.errors import RecordingError
-from engine.show import MapConfig, SignalConfig, StatesConfig
-from engine.signal.commands import read_labels
-from engine.signal.pipeline import SignalPipeline, WindowResult
+from dreamstate.devices.simulator import EegSimulator
+from dreamstate.engine.core.errors import RecordingError
+from dreamstate.engine.core.show import MapConfig, SignalConfig, StatesConfig
+from dreamstate.engine.signal.pipeline import SignalPipeline, WindowResult
+from dreamstate.engine.tools.cli import main
+from dreamstate.engine.tools.signal_cli import read_labels
 
 SF = 512.0
 
@@ -73,7 +73,7 @@ def replay_into(path: Path, pipe: SignalPipeline) -> list[WindowResult]:
     """Replay ``path`` (unpaced) through ``pipe`` with devices.replay, markers included."""
     import asyncio
 
-    from devices.replay import ReplayDevice
+    from dreamstate.devices.replay import ReplayDevice
 
     out: list[WindowResult] = []
 

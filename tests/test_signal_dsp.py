@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.errors import ShowError, SignalError
-from engine.metrics import Counters
-from engine.records import RawChunk, SignalQuality, Window
-from engine.show import (
+from dreamstate.engine.core.errors import ShowError, SignalError
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import RawChunk, SignalQuality, Window
+from dreamstate.engine.core.show import (
     KNOWN_FEATURES,
     LoadedShow,
     MapConfig,
@@ -21,13 +21,14 @@ from engine.show import (
     StatesConfig,
     validate_show_data,
 )
-from engine.signal.features import FeatureExtractor, welch_band_powers
-from engine.signal.filters import CausalFilter, design_sos
-from engine.signal.names import GROUP_NAMES, feature_names
-from engine.signal.pipeline import SignalPipeline
-from engine.signal.ring import SAMPLE_FILLED, SAMPLE_GAP, SAMPLE_NONFINITE, RingBuffer
-from engine.signal.rules import RuleSyntaxError, names_in, parse_rule
-from engine.signal.windows import WindowContext, Windower
+from dreamstate.engine.signal.check import check_signal
+from dreamstate.engine.signal.features import FeatureExtractor, welch_band_powers
+from dreamstate.engine.signal.filters import CausalFilter, design_sos
+from dreamstate.engine.signal.names import GROUP_NAMES, feature_names
+from dreamstate.engine.signal.pipeline import SignalPipeline
+from dreamstate.engine.signal.ring import SAMPLE_FILLED, SAMPLE_GAP, SAMPLE_NONFINITE, RingBuffer
+from dreamstate.engine.signal.rules import RuleSyntaxError, names_in, parse_rule
+from dreamstate.engine.signal.windows import WindowContext, Windower
 
 SF = 512.0
 ALL = list(KNOWN_FEATURES)
@@ -281,12 +282,10 @@ def test_rule_parser_handles_and_or_parentheses_and_refuses_code() -> None:
 def _show(tmp_path: Path, states: dict[str, Any], signal: dict[str, Any] | None = None) -> LoadedShow:
     scenes = {"calm": {"layers": {"block10": 1.0}}, "attract": {"layers": {"block9": 1.0}}}
     data = {"states": states, "signal": signal or {}, "scenes": scenes}
-    return validate_show_data(data, tmp_path, "test.toml")
+    return validate_show_data(data, tmp_path, "test.toml", checks=[check_signal])
 
 
 def test_show_check_rejects_unknown_rule_names_and_features(tmp_path: Path) -> None:
-    import engine.signal  # noqa: F401  (registers the check)
-
     ok = _show(tmp_path, {"mode": "rules", "labels": ["calm", "neutral"],
                           "rules": [{"state": "calm", "when": "alpha_rel > 0.3 and attention > 40"}]})
     assert ok.show.states.mode == "rules"

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.simulator import EegSimulator
-from engine.errors import CalibrationError
-from engine.records import ABSENT, DeviceEvent, DeviceEventKind, Marker, RawChunk
-from engine.show import CalibrationConfig, MapConfig, Rule, SignalConfig, StatesConfig
-from engine.signal.embedding import IncrementalMap, procrustes_align
-from engine.signal.pipeline import SignalPipeline, WindowResult
-from engine.signal.states import StateTracker
+from dreamstate.devices.simulator import EegSimulator
+from dreamstate.engine.core.errors import CalibrationError
+from dreamstate.engine.core.records import ABSENT, DeviceEvent, DeviceEventKind, Marker, RawChunk
+from dreamstate.engine.core.show import CalibrationConfig, MapConfig, Rule, SignalConfig, StatesConfig
+from dreamstate.engine.signal.embedding import IncrementalMap, procrustes_align
+from dreamstate.engine.signal.pipeline import SignalPipeline, WindowResult
+from dreamstate.engine.signal.states import StateTracker
 
 SF = 512.0
 RULES = [Rule(state="calm", when="alpha_rel > 0.30"), Rule(state="focused", when="beta_rel > 0.30")]
@@ -244,7 +244,7 @@ def _blobs() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_refit_is_aligned_to_the_old_map() -> None:
-    from engine.signal.embedding import build_reference
+    from dreamstate.engine.signal.embedding import build_reference
 
     data, labels = _blobs()
     probe, probe_labels = data[400:], labels[400:]
@@ -355,7 +355,7 @@ def test_clusters_mode_gives_stable_labels() -> None:
 
 
 def test_blinks_flag_windows_without_rejecting_them() -> None:
-    from engine.records import Blink
+    from dreamstate.engine.core.records import Blink
 
     pipe = SignalPipeline(SignalConfig(), MapConfig(reference_size=20000), StatesConfig(rules=RULES))
     rng = np.random.default_rng(3)
@@ -383,7 +383,7 @@ def test_demo_show_states_appear_in_proportion_to_the_simulator_script() -> None
     """Three cycles of the demo's simulator script through the demo show's own signal and state
     settings: every scripted stretch is mostly its state, and each state's share of the time
     is near the script's (relaxed 20 s, focused 20 s, neutral 10 s, off the head 8 s)."""
-    from engine.show import load_show
+    from dreamstate.engine.runtime.showfile import load_show
 
     show = load_show(None, deep=False).show
     script = [(s.state, s.seconds) for s in show.device.script]

@@ -11,8 +11,8 @@ import numpy.typing as npt
 import pytest
 from scipy import signal as sps
 
-from devices import thinkgear as tg
-from devices.simulator import (
+from dreamstate.devices import thinkgear as tg
+from dreamstate.devices.simulator import (
     ASIC_BANDS,
     EegSimulator,
     SimBlink,
@@ -21,8 +21,8 @@ from devices.simulator import (
     SimulatedDevice,
     parse_script,
 )
-from engine.errors import DeviceError
-from engine.records import (
+from dreamstate.engine.core.errors import DeviceError
+from dreamstate.engine.core.records import (
     UV_PER_COUNT,
     BandPowers,
     Blink,

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from models.starter import data
+from dreamstate.models.starter import data
 
 STARTER = Path(__file__).resolve().parents[1] / "models" / "starter"
 ONNX_PATH = STARTER / "starter.onnx"
@@ -148,8 +148,8 @@ def test_dreams_structure_through_the_engine(tmp_path: Path) -> None:
     keeps almost all of its energy below a quarter cycle per pixel (white noise keeps ~80 %
     above it).
     """
-    from engine.render.dream import DreamParams, dream_image
-    from models.dream import DreamModel
+    from dreamstate.engine.render.dream import DreamParams, dream_image
+    from dreamstate.models.dream import DreamModel
 
     model = DreamModel.load("starter", ["block4"], device="cpu", cache_dir=tmp_path)
     rng = np.random.default_rng(0)

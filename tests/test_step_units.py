@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.render.dream import DreamParams, ascent_step
-from engine.render.images import resize
-from models import registry
-from models.dream import DreamModel
+from dreamstate.engine.core.images import resize
+from dreamstate.engine.render.dream import DreamParams, ascent_step
+from dreamstate.models import registry
+from dreamstate.models.dream import DreamModel
 
 STEP = 1.5
 
@@ -31,8 +31,8 @@ SIDECARS: dict[str, dict[str, object]] = {
 
 
 def _china(w: int, h: int) -> np.ndarray:
-    from engine.app import default_source_path
-    from engine.render.images import load_image
+    from dreamstate.engine.core.images import load_image
+    from dreamstate.engine.runtime.app import default_source_path
 
     path = default_source_path()
     assert path is not None

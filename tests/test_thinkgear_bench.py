@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices import bench
-from engine.cli import main
+from dreamstate.engine.tools import bench_parser as bench
+from dreamstate.engine.tools.cli import main
 
 
 def test_streams_and_fault_injection() -> None:

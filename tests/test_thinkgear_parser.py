@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from devices.thinkgear import (
+from dreamstate.devices.thinkgear import (
     LOST_RAW,
     AsicPower,
     Attention,

@@ -7,7 +7,7 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.thinkgear import (
+from dreamstate.devices.thinkgear import (
     KNOWN_CODES,
     AsicPower,
     Attention,

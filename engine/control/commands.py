@@ -1,19 +1,30 @@
-"""Typed control commands, shared by every transport (OSC now; MQTT uses the same addresses).
+"""Typed control commands, one set for every transport (OSC and MQTT).
 
-``parse_command(address, args)`` turns ``/dreamstate/zoom 1.02`` into ``Command("zoom", 1.02)``
-or raises ``ControlError`` with a message that names the address and says what it expects. The
-address set follows ``../shared/DESIGN.md``. Dream parameters (zoom, rotate, step, octaves,
-layer weights) are checked against the show schema's own ranges (``engine.params``), so a value
-a show file refuses is refused over OSC and MQTT too.
+A command is one of the frozen dataclasses below; ``Command`` is their union, so the runtime
+matches on the class (``case SetZoom(value=v)``) and mypy checks every field. Each class names
+its address under ``/dreamstate/`` (``ADDRESS``) and, for dream parameters, the show schema
+field its value is checked against (``SCHEMA``): the ranges come from ``SceneConfig``'s field
+constraints through ``engine.core.params``, the one source the show file and the command line
+use as well, so a value a show file refuses is refused over OSC and MQTT too.
+
+``parse_command(address, args)`` is the decoder for both transports, generated from the
+dataclasses' fields. Wire values are first converted to the field's type the way control
+surfaces send them: an OSC ``T``/``F`` or 1/0 becomes a bool, a whole-number float (which
+TouchDesigner and Max send for integers) becomes an int. Anything else raises
+``ControlError`` naming the address and saying what it expects. Show files stay strictly
+typed; this leniency is only for the wire. The address set follows ``../shared/DESIGN.md``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from engine.errors import DreamstateError
-from engine.params import ParamError, check_scene_value
+from dreamstate.engine.core.errors import DreamstateError
+from dreamstate.engine.core.params import ParamError, check_scene_value, scene_limits
 
 PREFIX = "/dreamstate"
 
@@ -23,46 +34,116 @@ class ControlError(DreamstateError):
 
 
 @dataclass(frozen=True, slots=True)
-class Command:
-    """One control action. ``name`` is the address without the prefix; ``value`` is typed."""
+class SetScene:
+    """``/dreamstate/scene <name>``: switch to a scene (clears live edits)."""
 
+    ADDRESS: ClassVar[str] = "scene"
     name: str
-    value: Any = None
-    target: str | None = None  # the layer name for ``layer``
 
 
-def _scene_value(address: str, args: list[Any], field: str) -> float | int:
-    """One number checked against the show schema's range for ``SceneConfig.<field>`` (the same
-    limits a show file and the command line use, see ``engine.params``)."""
-    if len(args) != 1:
-        raise ControlError(f"{address} expects one number, got {_shown(args)}",
-                           hint=f"send one number, {_describe(field)}")
-    try:
-        return check_scene_value(field, args[0], where=address)
-    except ParamError as exc:
-        raise ControlError(str(exc)) from None
+@dataclass(frozen=True, slots=True)
+class OverrideState:
+    """``/dreamstate/state/override [label]``: force a state; an empty label (or none) releases it."""
+
+    ADDRESS: ClassVar[str] = "state/override"
+    label: str = dataclasses.field(default="", metadata={"empty_ok": True})
 
 
-def _describe(field: str) -> str:
-    from engine.params import scene_limits
+@dataclass(frozen=True, slots=True)
+class SetLayer:
+    """``/dreamstate/layer/<layer> <weight>``: one layer's weight in the current dream."""
 
-    return scene_limits(field).describe()
-
-
-def _one_str(address: str, args: list[Any], *, allow_empty: bool = False) -> str:
-    if len(args) != 1 or not isinstance(args[0], str) or (not allow_empty and not args[0]):
-        raise ControlError(f"{address} expects one string, got {_shown(args)}", hint="send a string argument")
-    return args[0]
+    ADDRESS: ClassVar[str] = "layer/"
+    layer: str
+    weight: float = dataclasses.field(metadata={"schema": "layer_weight"})
 
 
-def _one_int(address: str, args: list[Any], lo: int, hi: int) -> int:
-    if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int | float):
-        raise ControlError(f"{address} expects one integer, got {_shown(args)}", hint=f"send an int {lo} .. {hi}")
-    v = float(args[0])
-    if not v.is_integer() or not lo <= v <= hi:
-        raise ControlError(f"{address} value {args[0]!r} is not an integer in {lo} .. {hi}",
-                           hint=f"send an int {lo} .. {hi}")
-    return int(v)
+@dataclass(frozen=True, slots=True)
+class SetZoom:
+    """``/dreamstate/zoom <factor>``: zoom per motion step (``SceneConfig.zoom``)."""
+
+    ADDRESS: ClassVar[str] = "zoom"
+    value: float = dataclasses.field(metadata={"schema": "zoom"})
+
+
+@dataclass(frozen=True, slots=True)
+class SetRotate:
+    """``/dreamstate/rotate <degrees>``: rotation per motion step (``SceneConfig.rotate``)."""
+
+    ADDRESS: ClassVar[str] = "rotate"
+    value: float = dataclasses.field(metadata={"schema": "rotate"})
+
+
+@dataclass(frozen=True, slots=True)
+class SetStep:
+    """``/dreamstate/step <levels>``: gradient step in display levels (``SceneConfig.step``)."""
+
+    ADDRESS: ClassVar[str] = "step"
+    value: float = dataclasses.field(metadata={"schema": "step"})
+
+
+@dataclass(frozen=True, slots=True)
+class SetOctaves:
+    """``/dreamstate/octaves <n>``: DeepDream octaves (``SceneConfig.octaves``)."""
+
+    ADDRESS: ClassVar[str] = "octaves"
+    value: int = dataclasses.field(metadata={"schema": "octaves"})
+
+
+@dataclass(frozen=True, slots=True)
+class SetImage:
+    """``/dreamstate/image <index | path>``: the source image, by its index in ``show.images``
+    or a path inside the show folder (the runtime checks both)."""
+
+    ADDRESS: ClassVar[str] = "image"
+    image: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """``/dreamstate/pause``: hold the picture (no steps, no motion)."""
+
+    ADDRESS: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True, slots=True)
+class Play:
+    """``/dreamstate/play``: resume after ``pause``."""
+
+    ADDRESS: ClassVar[str] = "play"
+
+
+@dataclass(frozen=True, slots=True)
+class Blackout:
+    """``/dreamstate/blackout [on]``: black screen (``on`` true, the default) or back (false)."""
+
+    ADDRESS: ClassVar[str] = "blackout"
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrateStart:
+    """``/dreamstate/calibrate/start <label>``: label the coming windows for calibration."""
+
+    ADDRESS: ClassVar[str] = "calibrate/start"
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrateStop:
+    """``/dreamstate/calibrate/stop``: end the label and refit the classifier."""
+
+    ADDRESS: ClassVar[str] = "calibrate/stop"
+
+
+Command = (SetScene | OverrideState | SetLayer | SetZoom | SetRotate | SetStep | SetOctaves | SetImage
+           | Pause | Play | Blackout | CalibrateStart | CalibrateStop)
+"""One control action; match on its class."""
+
+COMMANDS: tuple[type[Any], ...] = typing.get_args(Command)
+BY_ADDRESS: dict[str, type[Any]] = {cls.ADDRESS: cls for cls in COMMANDS}
+_SPECS: dict[type[Any], tuple[dict[str, Any], tuple[dataclasses.Field[Any], ...]]] = {
+    cls: (typing.get_type_hints(cls), dataclasses.fields(cls)) for cls in COMMANDS}
 
 
 def _shown(value: Any, limit: int = 80) -> str:
@@ -70,43 +151,92 @@ def _shown(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 
+def _expects(kind: Any, meta: typing.Mapping[str, Any]) -> str:
+    if "schema" in meta:
+        return f"a number, {scene_limits(meta['schema']).describe()}"
+    return {bool: "true/false (or 1/0)", int: "an integer", float: "a number", str: "a string"}.get(
+        kind, "an image index or a path")
+
+
+def wire_value(address: str, name: str, kind: Any, meta: typing.Mapping[str, Any], value: Any) -> Any:
+    """One wire argument as the field's type ``kind`` (see the module docstring), checked
+    against the schema range when the field names one. Raises ``ControlError``."""
+    def bad(why: str) -> ControlError:
+        return ControlError(f"{address} {name} {_shown(value)} {why}", hint=f"send {_expects(kind, meta)}")
+
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if is_number and value in (0, 1):
+            return bool(value)
+        raise bad("is not true/false")
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("is not a string")
+        if not value and not meta.get("empty_ok"):
+            raise bad("is empty")
+        return value
+    if kind == (int | str):  # an index or a path
+        if isinstance(value, str):
+            return wire_value(address, name, str, meta, value)
+        return wire_value(address, name, int, meta, value)
+    if not is_number:
+        raise bad("is not a number")
+    if "schema" in meta:
+        try:
+            return check_scene_value(meta["schema"], value, where=address)
+        except ParamError as exc:
+            raise ControlError(str(exc)) from None
+    if not math.isfinite(value):
+        raise bad("is not finite")
+    if kind is int:
+        if not float(value).is_integer():
+            raise bad("is not an integer")
+        return int(value)
+    return float(value)
+
+
+def _spec(cls: type[Any]) -> tuple[dict[str, Any], tuple[dataclasses.Field[Any], ...]]:
+    """The field types and fields of a command class (resolved once, not per message)."""
+    return _SPECS[cls]
+
+
+def decode(cls: type[Any], address: str, args: list[Any], *, prefix: list[Any] | None = None) -> Any:
+    """Build ``cls`` from wire ``args`` (``prefix`` fills leading fields taken from the address,
+    like a layer name): one argument per field in order, defaults for missing trailing ones."""
+    hints, fields = _spec(cls)
+    values = list(prefix or []) + list(args)
+    usage = " ".join(f"<{f.name}>" if f.default is dataclasses.MISSING else f"[{f.name}]"
+                     for f in fields[len(prefix or []):])
+    required = sum(f.default is dataclasses.MISSING for f in fields)
+    if not required <= len(values) <= len(fields):
+        shown = f"got {_shown(args)}" if args else "got no arguments"
+        want = ", ".join(_expects(hints[f.name], f.metadata) for f in fields[len(prefix or []):]) or "no arguments"
+        raise ControlError(f"{address} expects {want}; {shown}",
+                           hint=f"send {address}{' ' + usage if usage else ''}")
+    kwargs = {f.name: wire_value(address, f.name, hints[f.name], f.metadata, v)
+              for f, v in zip(fields, values, strict=False)}
+    return cls(**kwargs)
+
+
 def parse_command(address: str, args: list[Any]) -> Command:
-    """Validate one message. Raises ``ControlError`` naming the address and the fix (values
-    in messages are cut to 80 characters)."""
+    """Validate one message into a typed command. Raises ``ControlError`` naming the address
+    and the fix (values in messages are cut to 80 characters)."""
     if len(address) > 256 or len(args) > 64:
         raise ControlError(f"OSC address {_shown(address)} with {len(args)} arguments is too long",
                            hint="addresses are short, like /dreamstate/zoom")
     if not address.startswith(PREFIX + "/"):
-        raise ControlError(f"unknown OSC address {address!r}", hint=f"addresses start with {PREFIX}/")
+        raise ControlError(f"unknown OSC address {_shown(address)}", hint=f"addresses start with {PREFIX}/")
     name = address[len(PREFIX) + 1:]
-    if name.startswith("layer/"):
-        layer = name[len("layer/"):]
+    if name.startswith(SetLayer.ADDRESS):
+        layer = name[len(SetLayer.ADDRESS):]
         if not layer:
             raise ControlError(f"{address} needs a layer name", hint="send /dreamstate/layer/<name> <weight>")
-        return Command("layer", _scene_value(address, args, "layer_weight"), target=layer)
-    match name:
-        case "scene":
-            return Command("scene", _one_str(address, args))
-        case "zoom":
-            return Command("zoom", _scene_value(address, args, "zoom"))
-        case "rotate":
-            return Command("rotate", _scene_value(address, args, "rotate"))
-        case "step":
-            return Command("step", _scene_value(address, args, "step"))
-        case "octaves":
-            return Command("octaves", _scene_value(address, args, "octaves"))
-        case "image":
-            if len(args) == 1 and isinstance(args[0], int) and not isinstance(args[0], bool):
-                return Command("image", args[0])
-            return Command("image", _one_str(address, args))
-        case "pause" | "play" | "calibrate/stop":
-            return Command(name)
-        case "blackout":
-            return Command("blackout", _one_int(address, args, 0, 1) if args else 1)
-        case "state/override":
-            return Command("override", _one_str(address, args, allow_empty=True) if args else "")
-        case "calibrate/start":
-            return Command("calibrate/start", _one_str(address, args))
-    raise ControlError(f"unknown OSC address {address!r}",
-                       hint="see the control table in README.md (scene, layer/<name>, zoom, rotate, step, "
-                            "octaves, image, pause, play, blackout, state/override, calibrate/start|stop)")
+        return typing.cast(Command, decode(SetLayer, address, args, prefix=[layer]))
+    cls = BY_ADDRESS.get(name)
+    if cls is None or cls is SetLayer:
+        raise ControlError(f"unknown OSC address {_shown(address)}",
+                           hint="see the control table in README.md (" + ", ".join(
+                               c.ADDRESS + ("<name>" if c is SetLayer else "") for c in COMMANDS) + ")")
+    return typing.cast(Command, decode(cls, address, args))

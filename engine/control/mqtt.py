@@ -33,14 +33,15 @@ from typing import Any
 
 import aiomqtt
 
-from engine.channels import BoundedQueue, LatestSlot
-from engine.control.commands import PREFIX, Command, ControlError, parse_command
-from engine.errors import NetworkError
-from engine.logs import LogLimiter
-from engine.metrics import Counters
-from engine.records import EegState
-from engine.runtime import Backoff
-from engine.show import MqttConfig
+from dreamstate.engine.control.commands import PREFIX, Command, ControlError, parse_command
+from dreamstate.engine.control.transport import ControlTransport
+from dreamstate.engine.core.backoff import Backoff
+from dreamstate.engine.core.channels import BoundedQueue, LatestSlot
+from dreamstate.engine.core.errors import NetworkError
+from dreamstate.engine.core.logs import LogLimiter
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import EegState
+from dreamstate.engine.core.show import MqttConfig
 
 log = logging.getLogger("dreamstate.mqtt")
 
@@ -169,7 +170,7 @@ def explain_connect_error(exc: BaseException, cfg: MqttConfig) -> tuple[str, str
             "check that the broker runs and [mqtt] host/port are right")
 
 
-class MqttLink:
+class MqttLink(ControlTransport):
     """One node's MQTT connection. After ``run()`` starts, it keeps (re)connecting until cancelled.
 
     Control payloads are parsed defensively (:func:`payload_args`); every message ends as
@@ -178,6 +179,8 @@ class MqttLink:
     Credentials come from ``[mqtt] password``, the environment variable ``password_env`` or the
     file ``password_file`` (inside the show folder); they are never logged.
     """
+
+    name = "mqtt"
 
     def __init__(self, cfg: MqttConfig, *, backoff: Backoff | None = None, connect_timeout: float = 5.0,
                  resolve: Callable[[str, str], Path] | None = None) -> None:
@@ -240,8 +243,15 @@ class MqttLink:
         key = str(self.resolve(cfg.keyfile, "mqtt.keyfile")) if cfg.keyfile else None
         return aiomqtt.TLSParameters(ca_certs=ca, certfile=cert, keyfile=key, cert_reqs=ssl.CERT_REQUIRED)
 
+    async def start(self) -> None:
+        """Read the credentials and certificates now, so a missing password file or variable
+        stops this transport with its name instead of failing every reconnect."""
+        self.password()
+        self.tls_params()
+
     async def run(self) -> None:
-        attempt = 0
+        """The reconnect loop (see the module docstring); never returns normally."""
+        retries = self.backoff.retries()
         while True:
             will = aiomqtt.Will(f"{self.base}/status", b"offline", qos=1, retain=True)
             client = aiomqtt.Client(self.cfg.host, self.cfg.port, will=will, timeout=self.connect_timeout,
@@ -251,7 +261,7 @@ class MqttLink:
             error: BaseException | None = None
             try:
                 async with client:
-                    attempt = 0
+                    retries.reset()
                     self.counters.inc("connects")
                     self.last_error = None
                     log.info("MQTT connected", extra={"broker": self.address, "base": self.base,
@@ -269,9 +279,8 @@ class MqttLink:
             if error is None:
                 continue
             # outside the except* block, so a cancellation while waiting stays a plain CancelledError
-            attempt += 1
             self.counters.inc("disconnects")
-            delay = self.backoff.delay(attempt)
+            delay = retries.failed()
             what, fix = explain_connect_error(error, self.cfg)
             if what != self.last_error:
                 log.warning("MQTT: %s; retrying in %.1f s", what, delay, extra={"broker": self.address, "fix": fix})

@@ -23,13 +23,14 @@ from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from engine.channels import BoundedQueue
-from engine.control import oscwire
-from engine.control.commands import Command, ControlError, parse_command
-from engine.errors import NetworkError
-from engine.logs import LogLimiter
-from engine.metrics import Counters
-from engine.records import BandPowers, EegState, ESense, MapPoint, SignalQuality
+from dreamstate.engine.control import oscwire
+from dreamstate.engine.control.commands import Command, ControlError, parse_command
+from dreamstate.engine.control.transport import ControlTransport
+from dreamstate.engine.core.channels import BoundedQueue
+from dreamstate.engine.core.errors import NetworkError
+from dreamstate.engine.core.logs import LogLimiter
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import BandPowers, EegState, ESense, MapPoint, SignalQuality
 
 log = logging.getLogger("dreamstate.osc")
 
@@ -39,7 +40,7 @@ DRAIN_MAX = 512  # datagrams per wake-up
 DRAIN_BUDGET_S = 0.003  # ... or this much time, whichever comes first: the loop never waits longer
 
 
-class OscControlServer:
+class OscControlServer(ControlTransport):
     """UDP OSC listener for a network where anyone can send.
 
     After ``await start()``, ``address`` is the bound (host, port) and valid commands appear in
@@ -55,6 +56,8 @@ class OscControlServer:
     ``received`` and ``messages`` count what came in. Bad input is logged through a
     :class:`~engine.logs.LogLimiter`: one line per kind per 10 s, then a summary.
     """
+
+    name = "osc"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 9000, *, queue_size: int = 256) -> None:
         self.host = host
@@ -84,6 +87,11 @@ class OscControlServer:
         loop.add_reader(sock.fileno(), self._drain)
         log.info("OSC control listening", extra={"address": f"{self.address[0]}:{self.address[1]}",
                                                  "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)})
+
+    async def run(self) -> None:
+        """Datagrams are drained by the event loop's reader callback (see ``start``); this only
+        waits, so the server has the same lifecycle as every ``ControlTransport``."""
+        await asyncio.Event().wait()
 
     def _drain(self) -> None:
         sock = self._sock

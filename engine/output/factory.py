@@ -18,10 +18,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from engine.output.base import U8, NullOutput, Output, TeeOutput
-from engine.output.sinks import MjpegOutput, PngOutput, VideoOutput
-from engine.output.window import NoDisplayError, WindowOutput, display_present
-from engine.show import LoadedShow, OutputConfig
+from dreamstate.engine.core.show import LoadedShow, OutputConfig
+from dreamstate.engine.output.base import U8, NullOutput, Output, TeeOutput
+from dreamstate.engine.output.sinks import MjpegOutput, PngOutput, VideoOutput
+from dreamstate.engine.output.window import NoDisplayError, WindowOutput, display_present
 
 log = logging.getLogger("dreamstate.output")
 

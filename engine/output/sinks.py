@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.channels import LatestSlot
-from engine.errors import RenderError
-from engine.metrics import Counters
-from engine.output.base import U8, Output
-from engine.render.cvlib import cv
+from dreamstate.engine.core.background import report_background_error
+from dreamstate.engine.core.channels import LatestSlot
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.output.base import U8, Output
 
 log = logging.getLogger("dreamstate.output")
 
@@ -70,8 +71,11 @@ class VideoOutput(Output):
             frame = self._q.get()
             if frame is None:
                 return
-            self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            self.written += 1
+            try:
+                self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                self.written += 1
+            except Exception as exc:  # noqa: BLE001 -- reported; the writer takes the next frame
+                report_background_error("video writer", exc, log, output=self.name, file=str(self.path))
 
     def present(self, frame: U8) -> None:
         try:
@@ -127,7 +131,7 @@ class PngOutput(Output):
         return self.size
 
     def _run(self) -> None:
-        from engine.render.images import save_image
+        from dreamstate.engine.core.images import save_image
 
         while True:
             item = self._q.get()

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import RenderError
-from engine.output.base import U8, Output
-from engine.render.cvlib import cv
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.output.base import U8, Output
 
 log = logging.getLogger("dreamstate.output")
 

@@ -1,4 +1,4 @@
-"""Show-file checks for the renderer, run by ``load_show`` through ``engine.show.EXTRA_CHECKS``.
+"""Show-file checks for the renderer, called by ``engine.runtime.showfile.load_show``.
 
 ``check_render(loaded)`` returns ``(key path, message)`` for every problem it finds:
 
@@ -15,8 +15,6 @@
 Warnings (``loaded.warnings``, printed by ``check`` and logged by ``run``): a scene layer far
 from the depth of the model's recommended layers (``models.graph.depth_warning``), the usual
 sign of a model swap that kept the old model's layer names.
-
-``register()`` adds the check to ``EXTRA_CHECKS`` once (importing ``engine.render`` does it).
 """
 
 from __future__ import annotations
@@ -25,16 +23,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DreamstateError, PathEscapeError
-from engine.render.masks import BUILTIN, parse_spec
-from engine.show import EXTRA_CHECKS, LoadedShow
-from models.graph import depth_warning
+from dreamstate.engine.core.errors import DreamstateError, PathEscapeError
+from dreamstate.engine.core.show import LoadedShow
+from dreamstate.engine.render.masks import BUILTIN, parse_spec
+from dreamstate.models.graph import depth_warning
 
 log = logging.getLogger("dreamstate.render")
 
 
 def _image_problem(loaded: LoadedShow, key: str, value: str) -> str | None:
-    from engine.render.images import load_image
+    from dreamstate.engine.core.images import load_image
 
     try:
         load_image(loaded.path(value, what=key), what=key)
@@ -48,8 +46,10 @@ def model_source(loaded: LoadedShow) -> str | Path:
     through ``dreamstate models fetch``), or else a file inside the show folder (relative to
     it, symlinks checked, like every other path in a show). Nothing else: an absolute path or
     ``../`` is refused, whatever its suffix. Raises ``ShowError``-ready ``DreamstateError``."""
-    from models import registry
+    from dreamstate.models import registry
 
+    if loaded.operator_model is not None:
+        return loaded.operator_model
     name = loaded.show.show.model
     if name in registry.names():
         return name
@@ -68,8 +68,8 @@ def model_source(loaded: LoadedShow) -> str | Path:
 
 def _model_graph(loaded: LoadedShow) -> tuple[Any | None, Any | None, str | None]:
     """The show model's forward graph (cheap: parsed, not compiled) and spec, or an error."""
-    from models import registry
-    from models.graph import load_forward
+    from dreamstate.models import registry
+    from dreamstate.models.graph import load_forward
 
     try:
         path, spec = registry.resolve(model_source(loaded))
@@ -82,7 +82,7 @@ def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
     """Compile the dream step ``run`` will use (the union of the scenes' layers; and the guide
     variant when a scene has a guide), or take it from the cache: an op without a backward rule
     must stop ``check``, not crash-loop the render stage of ``run``."""
-    from models.dream import compile_cached
+    from dreamstate.models.dream import compile_cached
 
     show = loaded.show
     layers = list(dict.fromkeys(k for s in show.scenes.values() for k in s.layers))
@@ -98,7 +98,7 @@ def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
 
 def _size_problem(graph: Any, spec: Any, show: Any) -> tuple[str, str] | None:
     """``output.dream_size`` against the smallest input the model accepts for the scenes' layers."""
-    from models.graph import min_input_size
+    from dreamstate.models.graph import min_input_size
 
     try:
         names = list(dict.fromkeys(k for s in show.scenes.values() for k in s.layers)) or list(spec.layers)
@@ -159,9 +159,3 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
         if compile_problem:
             problems.append(compile_problem)
     return problems
-
-
-def register() -> None:
-    """Add ``check_render`` to ``engine.show.EXTRA_CHECKS`` (idempotent)."""
-    if check_render not in EXTRA_CHECKS:
-        EXTRA_CHECKS.append(check_render)

@@ -36,10 +36,10 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import RenderError
-from engine.records import DreamRecipe
-from engine.render.images import RGB, resize
-from engine.render.masks import Mask, fit_mask
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.images import RGB, resize
+from dreamstate.engine.core.records import DreamRecipe
+from dreamstate.engine.render.masks import Mask, fit_mask
 
 log = logging.getLogger("dreamstate.render")
 

@@ -37,9 +37,10 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import RenderError
-from engine.render.cvlib import cv
-from engine.render.dream import (
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.images import RGB, resize
+from dreamstate.engine.render.dream import (
     DreamParams,
     Progress,
     StepModel,
@@ -48,10 +49,9 @@ from engine.render.dream import (
     model_min_size,
     octave_sizes,
 )
-from engine.render.geometry import Affine, motion_matrix, warp
-from engine.render.images import RGB, resize
-from engine.render.masks import Mask
-from engine.render.stabilise import Stabiliser, StabiliserParams
+from dreamstate.engine.render.geometry import Affine, motion_matrix, warp
+from dreamstate.engine.render.masks import Mask
+from dreamstate.engine.render.stabilise import Stabiliser, StabiliserParams
 
 FlowMethod = Literal["dis", "farneback"]
 
@@ -235,7 +235,7 @@ def render_feedback_video(model: StepModel, source: RGB | str | Path, out_path: 
     """
     cv2 = cv()
 
-    from engine.render.images import load_image
+    from dreamstate.engine.core.images import load_image
 
     cap: Any = None
     if isinstance(source, str | Path):

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from engine.render.cvlib import cv
+from dreamstate.engine.core.cvlib import cv
 
 Affine = npt.NDArray[np.float64]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import RenderError
-from engine.render.cvlib import cv
-from engine.render.images import load_image
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.images import load_image
 
 log = logging.getLogger("dreamstate.render")
 

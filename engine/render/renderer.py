@@ -20,10 +20,11 @@
   gains detail, never the motion.
 * **Priority**: the worker thread lowers its own scheduling priority (``worker_nice``, default
   +5; Linux applies it to that thread alone), so on a busy CPU the display thread wins.
-* **Failure**: if the worker dies, ``run`` restarts it with capped backoff (0.5 s doubling to
-  ``max_backoff_s``) from the last published frame; the display keeps showing and moving the
-  last frame meanwhile. Bad recipe inputs (unknown layer, unreadable mask/guide/image) are
-  logged, counted in ``counters`` and skipped; they never stop the worker.
+* **Failure**: if the worker dies, ``run`` restarts it with the shared capped, jittered backoff
+  (``engine.core.backoff``: 0.5 s doubling to ``max_backoff_s``, afresh after 30 s healthy)
+  from the last published frame; the display keeps showing and moving the last frame meanwhile.
+  Bad recipe inputs (unknown layer, unreadable mask/guide/image) are logged, counted in
+  ``counters`` and skipped; they never stop the worker.
 
 A guide needs a dream step compiled for it: pass ``guide_model`` (the same model loaded with
 ``guide=True``); the worker switches to it while the recipe names a guide.
@@ -45,19 +46,21 @@ from typing import Any
 
 import numpy as np
 
-from engine.channels import LatestSlot
-from engine.errors import DreamstateError, RenderError
-from engine.metrics import Counters
-from engine.output.base import U8, Output
-from engine.records import DreamRecipe
-from engine.render.cvlib import cv
-from engine.render.dream import DreamParams, StepModel, guide_features
-from engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
-from engine.render.health import HealthReport, HealthSettings, PictureHealth
-from engine.render.images import RGB, load_image, resize, save_image, to_uint8
-from engine.render.masks import Mask, make_mask
-from engine.render.stabilise import StabiliserParams
-from engine.render.stats import FrameStats, StatsTracker
+from dreamstate.engine.core.background import report_background_error
+from dreamstate.engine.core.backoff import Backoff
+from dreamstate.engine.core.channels import LatestSlot
+from dreamstate.engine.core.cvlib import cv
+from dreamstate.engine.core.errors import DreamstateError, RenderError
+from dreamstate.engine.core.images import RGB, load_image, resize, save_image, to_uint8
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import DreamRecipe
+from dreamstate.engine.output.base import U8, Output
+from dreamstate.engine.render.dream import DreamParams, StepModel, guide_features
+from dreamstate.engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
+from dreamstate.engine.render.health import HealthReport, HealthSettings, PictureHealth
+from dreamstate.engine.render.masks import Mask, make_mask
+from dreamstate.engine.render.stabilise import StabiliserParams
+from dreamstate.engine.render.stats import FrameStats, StatsTracker
 
 log = logging.getLogger("dreamstate.render")
 
@@ -341,11 +344,11 @@ class DreamWorker(threading.Thread):
                 log.debug("cannot lower the dream worker's priority: %s", exc)
         try:
             self._loop()
-        except BaseException as exc:  # the thread's last word: logged, counted, then restarted
+        except Exception as exc:  # noqa: BLE001 -- the thread's last word: reported, then restarted
             self.error = exc
-            self.counters.inc("worker_died")
             self.stats.error()
-            log.exception("dream worker died: %s", exc, extra={"model": self.model.name})
+            report_background_error("dream worker", exc, log, counters=self.counters, counter="worker_died",
+                                    model=self.model.name)
 
     def _loop(self) -> None:
         loop = self.loop
@@ -666,9 +669,9 @@ class Renderer:
         display = threading.Thread(target=self._display_main, name="display", daemon=True)
         display.start()
         self._start_worker()
-        backoff = 0.5
+        retries = Backoff(base=0.5, cap=max(0.5, self.max_backoff_s)).retries()
+        retries.started()
         restart_at: float | None = None
-        healthy_since = time.monotonic()
         try:
             while not self._stop.is_set() and display.is_alive():
                 await asyncio.sleep(0.05)
@@ -676,18 +679,16 @@ class Renderer:
                 now = time.monotonic()
                 if w is not None and not w.is_alive():
                     if restart_at is None:
-                        restart_at = now + backoff
+                        delay = retries.failed()
+                        restart_at = now + delay
                         log.warning("dream worker stopped (%s); restarting in %.1f s",
-                                    w.error, backoff, extra={"backoff_s": backoff})
+                                    w.error, delay, extra={"backoff_s": round(delay, 3), "attempt": retries.attempt})
                     elif now >= restart_at:
                         self.tracker.restarted()
                         self.counters.inc("worker_restarts")
                         self._start_worker()
-                        backoff = min(backoff * 2.0, self.max_backoff_s)
+                        retries.started()
                         restart_at = None
-                        healthy_since = now
-                elif now - healthy_since > 30.0:
-                    backoff = 0.5
         finally:
             self._stop.set()
             self._worker_stop.set()

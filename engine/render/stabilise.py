@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.render.cvlib import cv
+from dreamstate.engine.core.cvlib import cv
 
 RGB = npt.NDArray[np.float32]
 

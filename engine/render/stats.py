@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.render.health import HealthReport
+from dreamstate.engine.render.health import HealthReport
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """The asyncio supervisor: named stages in one TaskGroup, restarted with capped, jittered backoff."""
 
-from engine.runtime.supervisor import Backoff, FunctionStage, Stage, StageStatus, Supervisor
+from dreamstate.engine.runtime.supervisor import FunctionStage, Stage, StageStatus, Supervisor
 
-__all__ = ["Backoff", "FunctionStage", "Stage", "StageStatus", "Supervisor"]
+__all__ = ["FunctionStage", "Stage", "StageStatus", "Supervisor"]

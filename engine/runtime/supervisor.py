@@ -23,13 +23,11 @@ import asyncio
 import contextlib
 import enum
 import logging
-import random
-import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from engine.metrics import Counters
+from dreamstate.engine.core.backoff import Backoff
+from dreamstate.engine.core.metrics import Counters
 
 log = logging.getLogger("dreamstate.runtime")
 
@@ -68,21 +66,6 @@ class FunctionStage(Stage):
         await self._fn()
 
 
-@dataclass
-class Backoff:
-    """Capped exponential backoff with jitter: ``min(cap, base * 2**(n-1))``, minus up to
-    ``jitter`` of itself at random, so a room full of nodes does not retry in lockstep."""
-
-    base: float = 0.2
-    cap: float = 10.0
-    jitter: float = 0.3
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int) -> float:
-        raw = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
-        return float(raw * (1.0 - self.jitter * self.rng.random()))
-
-
 class StageStatus(enum.StrEnum):
     PENDING = "pending"
     STARTING = "starting"
@@ -90,10 +73,6 @@ class StageStatus(enum.StrEnum):
     BACKOFF = "backoff"
     FINISHED = "finished"
     STOPPED = "stopped"
-
-
-HEALTHY_AFTER_S = 30.0
-"""A stage that ran this long before crashing starts its backoff from the beginning again."""
 
 
 class Supervisor:
@@ -137,7 +116,7 @@ class Supervisor:
         and a second one (or a shutdown stuck for ``hard_exit_s``) exits at once after
         flushing the journals (``engine.runtime.watch.ShutdownSignals``). A loop-lag monitor
         (``lag``) runs meanwhile."""
-        from engine.runtime.watch import LoopLagMonitor, ShutdownSignals
+        from dreamstate.engine.runtime.watch import LoopLagMonitor, ShutdownSignals
 
         loop = asyncio.get_running_loop()
         self.lag = LoopLagMonitor(loop)
@@ -156,10 +135,10 @@ class Supervisor:
                 signals.uninstall()
 
     async def _supervise(self, stage: Stage) -> None:
-        attempt = 0
+        retries = self.backoff.retries()
         while not self._stopping.is_set():
             self.status[stage.name] = StageStatus.STARTING
-            started_at = time.monotonic()
+            retries.started()
             try:
                 await asyncio.wait_for(stage.start(), timeout=stage.start_timeout)
                 self.status[stage.name] = StageStatus.RUNNING
@@ -175,12 +154,9 @@ class Supervisor:
                     if stage.critical:
                         self.request_stop(f"critical stage {stage.name} failed")
                     return
-                if time.monotonic() - started_at > HEALTHY_AFTER_S:
-                    attempt = 0
-                attempt += 1
-                delay = self.backoff.delay(attempt)
+                delay = retries.failed()
                 self.status[stage.name] = StageStatus.BACKOFF
-                self._log_retry(stage, exc, attempt, delay)
+                self._log_retry(stage, exc, retries.attempt, delay)
                 self.counters.inc(f"{stage.name}.restarts")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=delay)
@@ -200,7 +176,7 @@ class Supervisor:
         """One line per retry naming the stage, the error and its fix; the traceback once per
         distinct error: at debug level for expected failures (a ``DreamstateError``: a missing
         headset, a port in use), at error level for anything else (a bug worth reporting)."""
-        from engine.errors import DreamstateError
+        from dreamstate.engine.core.errors import DreamstateError
 
         text = f"{type(exc).__name__}: {exc}"
         first = text not in self._seen_errors

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from engine.metrics import Counters
+from dreamstate.engine.core.metrics import Counters
 
 log = logging.getLogger("dreamstate.runtime")
 
@@ -189,7 +189,7 @@ class ShutdownSignals:
 
 def _flush_journals() -> None:
     try:
-        from devices.recording import flush_all
+        from dreamstate.devices.recording import flush_all
     except ImportError:  # pragma: no cover - the devices package always ships
         return
     flush_all()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import Counter as TallyCounter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import CalibrationError
+from dreamstate.engine.core.errors import CalibrationError
 
 log = logging.getLogger("dreamstate.signal")
 
@@ -76,6 +77,11 @@ class Calibrator:
     labelled window (the pipeline decides which label a window has). ``fit()`` returns a
     report and leaves ``model`` fitted; it raises ``CalibrationError`` with the per-label
     counts when data is short. ``save``/``load`` use JSON only.
+
+    Threads: ``add`` runs on the event loop while ``fit`` may run in a worker thread
+    (``asyncio.to_thread``). The windows are guarded by a lock and ``fit``/``save`` work on a
+    copy taken under it, so rows and labels always pair up; a window added during a fit counts
+    in the next one.
     """
 
     def __init__(self, feature_names: Sequence[str], *, classifier: ClassifierKind = "logistic",
@@ -84,29 +90,38 @@ class Calibrator:
         self.classifier: ClassifierKind = classifier
         self.min_windows_per_label = min_windows_per_label
         self.seed = seed
-        self._x: list[F64] = []
-        self._y: list[str] = []
+        self._lock = threading.Lock()
+        self._x: list[F64] = []  # guarded by _lock
+        self._y: list[str] = []  # guarded by _lock
         self.model: Any = None
         self.report: CalibrationReport | None = None
 
     def add(self, vector: npt.NDArray[np.floating[Any]], label: str) -> None:
         """Record one accepted window's feature vector under ``label``."""
-        self._x.append(np.asarray(vector, dtype=np.float64).copy())
-        self._y.append(label)
+        row = np.asarray(vector, dtype=np.float64).copy()
+        with self._lock:
+            self._x.append(row)
+            self._y.append(label)
 
     def counts(self) -> dict[str, int]:
-        return dict(TallyCounter(self._y))
+        """Accepted windows per label so far."""
+        with self._lock:
+            return dict(TallyCounter(self._y))
 
     @property
     def data(self) -> tuple[F64, list[str]]:
-        x = np.vstack(self._x) if self._x else np.zeros((0, len(self.feature_names)))
-        return x, list(self._y)
+        """A copy of the windows, shape (n, n_features), and their n labels, taken together."""
+        with self._lock:
+            rows, labels = list(self._x), list(self._y)
+        x = np.vstack(rows) if rows else np.zeros((0, len(self.feature_names)))
+        return x, labels
 
     def fit(self) -> CalibrationReport:
         from sklearn.metrics import confusion_matrix
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        counts = self.counts()
+        x, y = self.data  # one consistent copy: adds during the fit wait for the next one
+        counts = dict(TallyCounter(y))
         need = self.min_windows_per_label
         short = {k: v for k, v in counts.items() if v < need}
         if len(counts) < 2 or short:
@@ -117,7 +132,6 @@ class Calibrator:
                 hint=f"record longer clips (each window is one hop; {need} windows at hop 0.25 s "
                      f"is about {need * 0.25 + 0.25:.0f} s of good signal per label) or lower "
                      "states.calibration.min_windows_per_label")
-        x, y = self.data
         labels = sorted(counts)
         folds = int(min(5, *counts.values()))
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=self.seed)
@@ -186,8 +200,9 @@ class Calibrator:
         if x.shape[0] != len(y) or not np.isfinite(x).all():
             raise CalibrationError(f"calibration {p} is damaged (rows/labels mismatch or NaN)",
                                    hint="re-run `dreamstate calibrate`")
-        self._x = list(x)
-        self._y = y
+        with self._lock:
+            self._x = list(x)
+            self._y = y
         kind = doc.get("classifier", self.classifier)
         if kind in ("logistic", "lda", "knn"):
             self.classifier = kind

@@ -1,4 +1,4 @@
-"""Show-check for the signal area, registered in ``engine.show.EXTRA_CHECKS`` on import.
+"""Show-check for the signal area, called by ``engine.runtime.showfile.load_show``.
 
 It finds, with key paths: rules that do not parse, rules that name a value the configured
 features do not produce, rule states and calibration labels missing from ``states.labels``,
@@ -7,9 +7,9 @@ and too few labels for the chosen mode. Pure Python (no numpy).
 
 from __future__ import annotations
 
-from engine.show import LoadedShow
-from engine.signal.names import rule_names
-from engine.signal.rules import RuleSyntaxError, names_in, parse_rule
+from dreamstate.engine.core.show import LoadedShow
+from dreamstate.engine.signal.names import rule_names
+from dreamstate.engine.signal.rules import RuleSyntaxError, names_in, parse_rule
 
 
 def check_signal(loaded: LoadedShow) -> list[tuple[str, str]]:
@@ -47,11 +47,3 @@ def check_signal(loaded: LoadedShow) -> list[tuple[str, str]]:
                 problems.append((f"states.calibration.schedule[{i}]",
                                  f"label {label!r} is not in states.labels {labels}"))
     return problems
-
-
-def register() -> None:
-    """Add ``check_signal`` to ``engine.show.EXTRA_CHECKS`` once (idempotent)."""
-    from engine.show import EXTRA_CHECKS
-
-    if check_signal not in EXTRA_CHECKS:
-        EXTRA_CHECKS.append(check_signal)

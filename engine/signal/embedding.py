@@ -27,8 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import SignalError
-from engine.metrics import Counters
+from dreamstate.engine.core.background import report_background_error
+from dreamstate.engine.core.errors import SignalError
+from dreamstate.engine.core.metrics import Counters
 
 log = logging.getLogger("dreamstate.signal")
 
@@ -201,7 +202,10 @@ class IncrementalMap:
         self.counters = counters if counters is not None else Counters()
         self._hist = np.zeros((history or 4 * reference_size, dim), np.float64)
         self._hist_n = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the history ring
+        # The refit thread swaps in (reference, _norm, _blend) together under _ref_lock; the loop
+        # reads them together under it and advances the cross-fade under it.
+        self._ref_lock = threading.Lock()
         self.reference: Reference | None = None
         self._norm: tuple[F64, F64] | None = None
         self._last_fit_t: float | None = None
@@ -293,19 +297,23 @@ class IncrementalMap:
                 self._wake.set()
         if ref is None:
             return None
+        with self._ref_lock:  # one consistent view of the map, and the cross-fade advanced
+            ref, norm, blend = self.reference, self._norm, self._blend
+            old: Reference | None = None
+            a = 1.0
+            if ref is not None and blend is not None and blend[1] is ref:
+                old, _, t0 = blend
+                if t0 is None:
+                    t0 = t
+                    self._blend = (old, ref, t0)
+                a = (t - t0) / self.blend_s if self.blend_s > 0 else 1.0
+                if a >= 1.0:
+                    self._blend = None
+        assert ref is not None and norm is not None
         p = self._place_raw(v, ref)
-        blend = self._blend
-        if blend is not None and blend[1] is ref:
-            old, _, t0 = blend
-            if t0 is None:
-                t0 = t
-                self._blend = (old, ref, t0)
-            a = (t - t0) / self.blend_s if self.blend_s > 0 else 1.0
-            if a >= 1.0:
-                self._blend = None
-            else:  # cross-fade from where the old map puts this window to the new map
-                p = (1.0 - a) * self._place_raw(v, old) + a * p
-        return self._normalise(p)
+        if old is not None and a < 1.0:  # cross-fade from where the old map puts this window
+            p = (1.0 - a) * self._place_raw(v, old) + a * p
+        return self._normalise(p, norm)
 
     def _place_raw(self, x: F64, ref: Reference) -> F64:
         return ref.place_knn(x, self.k) if self.placement == "knn" else ref.place_transform(x)
@@ -313,21 +321,24 @@ class IncrementalMap:
     def place(self, x: F64, ref: Reference | None = None) -> tuple[float, float] | None:
         """0..1 map position of raw features ``x`` on the current reference (None if none;
         no cross-fade: ``add`` applies that)."""
-        ref = ref or self.reference
-        if ref is None:
+        with self._ref_lock:
+            ref, norm = ref or self.reference, self._norm
+        if ref is None or norm is None:
             return None
-        return self._normalise(self._place_raw(x, ref))
+        return self._normalise(self._place_raw(x, ref), norm)
 
-    def _normalise(self, p: F64) -> tuple[float, float]:
-        assert self._norm is not None
-        lo, span = self._norm
+    @staticmethod
+    def _normalise(p: F64, norm: tuple[F64, F64]) -> tuple[float, float]:
+        lo, span = norm
         q = np.clip((p - lo) / span, 0.0, 1.0)
         return float(q[0]), float(q[1])
 
     def normalise_many(self, p: F64) -> F64:
-        if self._norm is None:
+        """Map-frame positions (n, 2) to 0..1. Raises ``SignalError`` before the first fit."""
+        norm = self._norm
+        if norm is None:
             raise SignalError("the map has no reference yet", hint="add more windows first")
-        lo, span = self._norm
+        lo, span = norm
         out: F64 = np.clip((p - lo) / span, 0.0, 1.0)
         return out
 
@@ -338,15 +349,17 @@ class IncrementalMap:
         ref = build_reference(np.asarray(x, np.float64), method=self.method,
                               perplexity=self.perplexity, seed=self.seed,
                               previous=self.reference, n_jobs=self.n_jobs, k=self.k)
-        if self._norm is None:
-            lo = ref.coords.min(axis=0)
-            span = np.maximum(ref.coords.max(axis=0) - lo, 1e-9)
-            self._norm = (lo - 0.05 * span, span * 1.1)
+        with self._ref_lock:
+            if self._norm is None:  # set once, by the first fit; never changed after
+                lo = ref.coords.min(axis=0)
+                span = np.maximum(ref.coords.max(axis=0) - lo, 1e-9)
+                self._norm = (lo - 0.05 * span, span * 1.1)
         if self.on_fit is not None:  # e.g. re-cluster, before the new map is used
             self.on_fit(ref, self.normalise_many(ref.coords))
-        old = self.reference
-        self._blend = (old, ref, None) if old is not None else None
-        self.reference = ref
+        with self._ref_lock:  # reference and cross-fade change together
+            old = self.reference
+            self._blend = (old, ref, None) if old is not None else None
+            self.reference = ref
         self.last_fit_s = time.perf_counter() - t0
         self.counters.inc("map_fits")
         log.info("map reference fitted", extra={"version": ref.version, "windows": x.shape[0],
@@ -368,5 +381,7 @@ class IncrementalMap:
                 log.warning("map refit failed; keeping the previous map",
                             extra={"error": str(exc), "fix": "check the feature values; "
                                    "the refit retries at the next period"})
+            except Exception as exc:  # noqa: BLE001 -- a bug: reported; the thread keeps the old map
+                report_background_error("map refit", exc, log, counters=self.counters, counter="map_fit_errors")
             finally:
                 self._fit_pending = False

@@ -25,9 +25,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import SignalError
-from engine.records import ESense, Features
-from engine.signal.names import BANDS, GROUP_NAMES, N_MFCC, feature_names
+from dreamstate.engine.core.errors import SignalError
+from dreamstate.engine.core.records import ESense, Features
+from dreamstate.engine.signal.names import BANDS, GROUP_NAMES, N_MFCC, feature_names
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from engine.errors import SignalError
+from dreamstate.engine.core.errors import SignalError
 
 F64 = npt.NDArray[np.float64]
 

@@ -1,7 +1,7 @@
 """Feature groups and the names of the values each one adds to a feature vector.
 
 Pure Python (no numpy), so show checks can use it without loading the signal stack.
-``engine.show.KNOWN_FEATURES`` lists the group names a show may ask for; ``GROUP_NAMES`` here
+``engine.core.show.KNOWN_FEATURES`` lists the group names a show may ask for; ``GROUP_NAMES`` here
 must cover exactly those groups (a test keeps the two in sync).
 """
 

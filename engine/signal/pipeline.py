@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from engine.metrics import Counters
-from engine.records import (
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import (
     ABSENT,
     BandPowers,
     Blink,
@@ -52,20 +52,20 @@ from engine.records import (
     SignalQuality,
     Window,
 )
-from engine.show import MapConfig, SignalConfig, StatesConfig
-from engine.signal.calibration import CalibrationReport, CalibrationSchedule, Calibrator
-from engine.signal.embedding import IncrementalMap
-from engine.signal.features import FeatureExtractor
-from engine.signal.filters import CausalFilter, design_sos
-from engine.signal.ring import RingBuffer
-from engine.signal.states import (
+from dreamstate.engine.core.show import MapConfig, SignalConfig, StatesConfig
+from dreamstate.engine.signal.calibration import CalibrationReport, CalibrationSchedule, Calibrator
+from dreamstate.engine.signal.embedding import IncrementalMap
+from dreamstate.engine.signal.features import FeatureExtractor
+from dreamstate.engine.signal.filters import CausalFilter, design_sos
+from dreamstate.engine.signal.ring import RingBuffer
+from dreamstate.engine.signal.states import (
     ClusterModel,
     RulesModel,
     StateTracker,
     fallback_label,
     rule_values,
 )
-from engine.signal.windows import WindowContext, Windower
+from dreamstate.engine.signal.windows import WindowContext, Windower
 
 log = logging.getLogger("dreamstate.signal")
 
@@ -225,7 +225,7 @@ class SignalPipeline:
     def start_schedule(self, t0: float | None = None) -> None:
         """Run the show's calibration schedule from ``t0`` (default: now, by ``clock``)."""
         if self.schedule is None:
-            from engine.errors import CalibrationError
+            from dreamstate.engine.core.errors import CalibrationError
 
             raise CalibrationError("the show has no calibration schedule",
                                    hint="add states.calibration.schedule = [[label, seconds], ...]")

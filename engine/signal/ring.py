@@ -24,8 +24,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from engine.metrics import Counters
-from engine.signal.filters import CausalFilter
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.signal.filters import CausalFilter
 
 log = logging.getLogger("dreamstate.signal")
 

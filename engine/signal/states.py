@@ -24,15 +24,16 @@ entered at once when the headset is off the head or the link is lost, and after
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from engine.records import ABSENT, EegState
-from engine.show import Rule
-from engine.signal.rules import Expr, parse_rule
+from dreamstate.engine.core.records import ABSENT, EegState
+from dreamstate.engine.core.show import Rule
+from dreamstate.engine.signal.rules import Expr, parse_rule
 
 F64 = npt.NDArray[np.float64]
 
@@ -170,37 +171,52 @@ class ClusterModel:
         self.seed = seed
         self.rate = rate
         self.width = width
-        self.centres: F64 | None = None
+        self._lock = threading.Lock()
+        self.centres: F64 | None = None  # replaced whole under _lock, never edited in place
         self.fitted_version = 0
 
     def fit(self, points: F64, version: int = 0) -> None:
+        """Fit k-means on ``points`` (n, 2) in 0..1 and match the new centres to the old ones
+        (Hungarian assignment on squared distance) so each label keeps its region.
+
+        Runs on the map's refit thread while ``predict`` runs on the event loop: the k-means
+        fit runs outside the lock; matching and the swap run under it, against the centres as
+        ``predict`` left them, so no drift is lost and ``predict`` never sees a half-swap."""
         from scipy.optimize import linear_sum_assignment
         from sklearn.cluster import KMeans
 
         km = KMeans(n_clusters=self.n, n_init=4, random_state=self.seed).fit(points)
         new = np.asarray(km.cluster_centers_, dtype=np.float64)
-        if self.centres is None:
-            new = new[np.argsort(new[:, 0])]
-        else:
-            cost = ((self.centres[:, None, :] - new[None, :, :]) ** 2).sum(axis=2)
-            rows, cols = linear_sum_assignment(cost)
-            ordered = np.empty_like(new)
-            ordered[rows] = new[cols]
-            new = ordered
-        self.centres = new
-        self.fitted_version = version
+        with self._lock:
+            if self.centres is None:
+                new = new[np.argsort(new[:, 0])]
+            else:
+                cost = ((self.centres[:, None, :] - new[None, :, :]) ** 2).sum(axis=2)
+                rows, cols = linear_sum_assignment(cost)
+                ordered = np.empty_like(new)
+                ordered[rows] = new[cols]
+                new = ordered
+            self.centres = new
+            self.fitted_version = version
 
     def predict(self, p: tuple[float, float]) -> dict[str, float]:
-        if self.centres is None:
-            return {}
+        """Label -> probability (Gaussian of the distance to each centre, width ``width``) for
+        the map point ``p`` in 0..1; moves the nearest centre toward ``p`` by ``rate``. {}
+        before the first fit. The centres are replaced, never changed in place, so a reader
+        holding ``centres`` keeps a consistent copy."""
         x = np.asarray(p, dtype=np.float64)
-        d2 = ((self.centres - x) ** 2).sum(axis=1)
+        with self._lock:
+            if self.centres is None:
+                return {}
+            centres = self.centres.copy()
+            d2 = ((centres - x) ** 2).sum(axis=1)
+            j = int(np.argmin(d2))
+            centres[j] += self.rate * (x - centres[j])
+            self.centres = centres
         logits = -d2 / (2 * self.width**2)
         logits -= logits.max()
         w = np.exp(logits)
         probs = w / w.sum()
-        j = int(np.argmin(d2))
-        self.centres[j] += self.rate * (x - self.centres[j])
         return {label: float(v) for label, v in zip(self.labels, probs, strict=True)}
 
 

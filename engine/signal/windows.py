@@ -3,7 +3,7 @@
 Windows end at fixed stream positions (``win``, ``win + hop``, ``win + 2*hop``, ...), so which
 windows exist, and what they hold, does not depend on how the samples arrived in chunks.
 
-Flags (``engine.records.WindowFlags``):
+Flags (``engine.core.records.WindowFlags``):
 
 * ``poor_signal``: the latest POOR_SIGNAL value is at or above the show's threshold;
 * ``clipped``: a raw sample at or beyond ``clip_uv`` (saturated ADC) in the window or in the
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.metrics import Counters
-from engine.records import ESense, Window, WindowFlags
-from engine.signal.ring import (
+from dreamstate.engine.core.metrics import Counters
+from dreamstate.engine.core.records import ESense, Window, WindowFlags
+from dreamstate.engine.signal.ring import (
     SAMPLE_CLIPPED,
     SAMPLE_GAP,
     SAMPLE_NONFINITE,

@@ -1,0 +1,161 @@
+"""One source of truth for dream parameter limits: the show schema.
+
+A dream parameter (``step``, ``octaves``, ``octave_scale``, ``zoom``, a layer weight, ...) has
+its type and range declared once, on ``engine.core.show.SceneConfig``. This module reads those
+declarations so that every way in checks a value the same way:
+
+- show files: pydantic validates ``[scenes.*]`` directly;
+- the command line: ``dreamstate dream/feedback`` flags use :func:`cli_type` as argparse type;
+- control: OSC and MQTT commands (``engine.control.commands``) use :func:`check_scene_value`.
+
+Floats must be finite everywhere (``nan``/``inf`` are refused, ``Section`` sets
+``allow_inf_nan=False``). :func:`check_scene_value` raises ``ParamError`` naming the parameter,
+the value, the allowed range and, where a value looks like another tool's convention (an
+``octave_scale`` below 1 is a shrink factor elsewhere), what it means here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import annotated_types as at
+
+from dreamstate.engine.core.errors import DreamstateError
+from dreamstate.engine.core.show import SceneConfig
+
+
+class ParamError(DreamstateError):
+    """A dream parameter outside its declared range (message: name, value, range, fix)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The declared range of one parameter. ``lo``/``hi`` are None when open-ended;
+    ``lo_open``/``hi_open`` say whether the bound itself is excluded (``gt``/``lt``)."""
+
+    name: str
+    kind: type  # int or float
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+
+    def describe(self) -> str:
+        """E.g. ``0 < step <= 20`` or ``1 <= octaves <= 10`` (an integer)."""
+        left = f"{self.lo:g} {'<' if self.lo_open else '<='} " if self.lo is not None else ""
+        right = f" {'<' if self.hi_open else '<='} {self.hi:g}" if self.hi is not None else ""
+        return f"{left}{self.name}{right}" + (" (an integer)" if self.kind is int else "")
+
+
+def _limits_from(name: str, annotation: Any, metadata: list[Any]) -> Limits:
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in metadata:
+        if isinstance(m, at.Gt):
+            lo, lo_open = float(m.gt), True  # type: ignore[arg-type]
+        elif isinstance(m, at.Ge):
+            lo, lo_open = float(m.ge), False  # type: ignore[arg-type]
+        elif isinstance(m, at.Lt):
+            hi, hi_open = float(m.lt), True  # type: ignore[arg-type]
+        elif isinstance(m, at.Le):
+            hi, hi_open = float(m.le), False  # type: ignore[arg-type]
+    kind = int if annotation is int else float
+    return Limits(name, kind, lo, hi, lo_open, hi_open)
+
+
+def scene_limits(field: str) -> Limits:
+    """The range of ``SceneConfig.<field>`` as declared in the schema; ``layer_weight`` is the
+    value range of ``SceneConfig.layers``. Raises ``KeyError`` for a field with no numeric range."""
+    if field == "layer_weight":
+        value_type = typing.get_args(SceneConfig.model_fields["layers"].annotation)[1]
+        base, *extra = typing.get_args(value_type)
+        meta = [m for info in extra for m in getattr(info, "metadata", [info])]
+        return _limits_from("layer weight", base, meta)
+    info = SceneConfig.model_fields[field]
+    if info.annotation not in (int, float):
+        raise KeyError(f"scene parameter {field!r} has no numeric range")
+    return _limits_from(field, info.annotation, list(info.metadata))
+
+
+def _hint(field: str, value: float, limits: Limits) -> str:
+    if field == "octave_scale" and 0 < value < 1:
+        return (f"octave_scale here is the growth from one octave to the next (1.4 by default); "
+                f"{value:g} looks like another tool's shrink factor: 1/{value:g} = {1 / value:.2f} here")
+    return f"use {limits.describe()}"
+
+
+def _problem(field: str, value: Any) -> tuple[str, str] | None:
+    """(what is wrong, the fix) for ``value`` as ``SceneConfig.<field>``, or None when it fits."""
+    limits = scene_limits(field)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"expects a number, got {value!r}", f"use {limits.describe()}"
+    v = float(value)
+    if not math.isfinite(v):
+        return f"{value!r} is out of range (not a finite number)", f"use {limits.describe()}"
+    if limits.kind is int and not v.is_integer():
+        return f"{value!r} is not an integer", f"use {limits.describe()}"
+    if not limits.contains(v):
+        return f"{value!r} is out of range", _hint(field, v, limits)
+    return None
+
+
+def check_scene_value(field: str, value: Any, *, where: str | None = None) -> float | int:
+    """``value`` as the declared type of ``SceneConfig.<field>`` (or ``layer_weight``), checked
+    against the schema's range. ``where`` names the source in the message (``--step``, an OSC
+    address). Raises ``ParamError`` for a non-number, a non-finite number, a fraction where an
+    integer is declared, or a value out of range."""
+    problem = _problem(field, value)
+    if problem is not None:
+        raise ParamError(f"{where or field} {problem[0]}", hint=problem[1])
+    return int(value) if scene_limits(field).kind is int else float(value)
+
+
+def cli_type(field: str, flag: str) -> Callable[[str], float | int]:
+    """An argparse ``type=`` that parses and checks ``SceneConfig.<field>``; errors become
+    argparse's usage errors naming ``flag``."""
+    kind = scene_limits(field).kind
+
+    def parse(text: str) -> float | int:
+        try:
+            raw: float | int = int(text) if kind is int else float(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} ({scene_limits(field).describe()})") from None
+        problem = _problem(field, raw)
+        if problem is not None:  # argparse already names the flag
+            raise argparse.ArgumentTypeError(f"{text} {problem[0].partition(' ')[2]} (fix: {problem[1]})")
+        return check_scene_value(field, raw, where=flag)
+
+    parse.__name__ = field  # argparse names the type in its messages
+    return parse
+
+
+def finite(kind: type, *, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+           name: str = "value") -> Callable[[str], Any]:
+    """An argparse ``type=`` for a command-line-only number (``--seconds``, ``--fps``, ...):
+    finite, of ``kind``, within the given bounds."""
+    limits = Limits(name, kind, lo, hi, lo_open, False)
+
+    def parse(text: str) -> Any:
+        try:
+            v = int(text) if kind is int else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number ({limits.describe()})") from None
+        if not limits.contains(float(v)):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: use {limits.describe()}")
+        return v
+
+    parse.__name__ = name
+    return parse

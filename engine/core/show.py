@@ -1,0 +1,588 @@
+"""Show files: TOML, validated in full before anything starts.
+
+``load_show(path)`` parses and validates the whole file and raises one ``ShowError`` listing
+every problem with its key path, the bad value and a hint. Unknown keys are errors. Relative
+paths resolve against the show file's folder and must stay inside it.
+
+``DEMO_SHOW`` is the embedded default (simulated headset, bundled EfficientNet-Lite0 model).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dreamstate.engine.core.errors import PathEscapeError, ShowError
+from dreamstate.engine.core.paths import resolve_inside
+
+KNOWN_FEATURES: tuple[str, ...] = (
+    "log_band_power",   # log power in delta, theta, alpha, beta, gamma
+    "relative_power",   # the same bands as a share of the total
+    "spectral_entropy",
+    "spectral_edge",    # 90 % spectral edge frequency
+    "hjorth",           # activity, mobility, complexity
+    "esense",           # device attention and meditation
+    "mfcc",             # cepstral coefficients of the window (the audio t-SNE recipe)
+)
+
+
+class Section(BaseModel):
+    # nan and inf are refused in every float of a show (TOML can spell both)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ShowMeta(Section):
+    name: str = "untitled"
+    model: str = "efficientnet-lite0"
+    images: list[str] = Field(default_factory=list)
+    default_scene: str = "calm"
+
+
+class SimStep(Section):
+    state: Literal["relaxed", "focused", "neutral", "blinking", "off_head"]
+    seconds: Annotated[float, Field(gt=0)]
+
+
+class DeviceConfig(Section):
+    kind: Literal["thinkgear", "simulated", "replay"] = "simulated"
+    port: str = "auto"
+    baud: Literal[1200, 9600, 57600, 115200] | None = None
+    headset_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    file: str | None = None
+    speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    loop: StrictBool = True
+    script: list[SimStep] = Field(default_factory=list)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _replay_needs_file(self) -> DeviceConfig:
+        if self.kind == "replay" and not self.file:
+            raise ValueError("kind = 'replay' needs file = 'recording.fif' (a path inside the show folder)")
+        return self
+
+
+class SignalConfig(Section):
+    window_s: Annotated[float, Field(gt=0.1, le=4.0)] = 0.5
+    hop_s: Annotated[float, Field(gt=0.01, le=4.0)] = 0.25
+    notch_hz: Literal[50, 60] | None = 50
+    band_hz: tuple[float, float] = (1.0, 45.0)
+    poor_signal_threshold: Annotated[int, Field(ge=0, le=200)] = 50
+    clip_uv: Annotated[float, Field(gt=0)] = 7000.0
+    features: list[str] = Field(default_factory=lambda: ["log_band_power", "relative_power",
+                                                         "spectral_entropy", "hjorth"])
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str]) -> list[str]:
+        unknown = [f for f in value if f not in KNOWN_FEATURES]
+        if unknown:
+            raise ValueError(f"unknown feature(s) {unknown}; known: {list(KNOWN_FEATURES)}")
+        if not value:
+            raise ValueError(f"at least one feature is needed; known: {list(KNOWN_FEATURES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _hop_le_window(self) -> SignalConfig:
+        if self.hop_s > self.window_s:
+            raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        lo, hi = self.band_hz
+        if not 0 < lo < hi < 256:
+            raise ValueError(f"band_hz must be (low, high) with 0 < low < high < 256, got {self.band_hz}")
+        return self
+
+
+class MapConfig(Section):
+    method: Literal["tsne", "pca"] = "tsne"
+    placement: Literal["knn", "transform"] = "knn"
+    reference_size: Annotated[int, Field(ge=20, le=20000)] = 240
+    refit_every_s: Annotated[float, Field(ge=5)] = 60.0
+    perplexity: Annotated[float, Field(gt=1, le=200)] = 30.0
+    seed: int = 0
+
+
+class Rule(Section):
+    state: str
+    when: str = Field(description="feature comparison, e.g. 'attention > 60' or 'alpha_rel > 0.3'")
+
+
+class CalibrationConfig(Section):
+    schedule: list[tuple[str, float]] = Field(default_factory=list,
+                                             description="[label, seconds] clips in order")
+    min_windows_per_label: Annotated[int, Field(ge=5)] = 20
+    classifier: Literal["logistic", "lda", "knn"] = "logistic"
+    save: str | None = None
+
+
+class StatesConfig(Section):
+    mode: Literal["rules", "clusters", "calibrated"] = "rules"
+    labels: list[str] = Field(default_factory=lambda: ["calm", "focused", "neutral"])
+    dwell_s: Annotated[float, Field(ge=0)] = 3.0
+    hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.15
+    smooth_s: Annotated[float, Field(ge=0, le=60, description="average per-window state votes over about "
+                                     "this long (0 = no smoothing)")] = 1.0
+    rules: list[Rule] = Field(default_factory=list)
+    clusters: Annotated[int, Field(ge=2, le=12)] = 3
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+
+
+class SceneConfig(Section):
+    layers: dict[str, Annotated[float, Field(ge=-10, le=10)]] = Field(default_factory=dict)
+    channels: dict[str, list[int]] = Field(default_factory=dict)
+    zoom: Annotated[float, Field(gt=0.5, lt=2.0)] = 1.01
+    rotate: Annotated[float, Field(ge=-45, le=45)] = 0.0
+    translate: tuple[float, float] = (0.0, 0.0)
+    step: Annotated[float, Field(gt=0, le=20)] = 1.5
+    octaves: Annotated[int, Field(ge=1, le=10)] = 3
+    octave_scale: Annotated[float, Field(ge=1.05, le=3.0)] = 1.4
+    steps: Annotated[int, Field(ge=1, le=50)] = 2
+    blend: Annotated[float, Field(ge=0, le=1)] = 0.5
+    mask: str | None = None
+    guide: str | None = None
+    image: str | None = None
+    crossfade_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    # stabilisers that keep the zoom-feedback loop alive (engine/render/stabilise.py)
+    color_nudge: Annotated[float, Field(ge=0, le=0.5, description="per step, pull the colour statistics this "
+                                        "share of the way to the source palette (0 = off)")] = 0.02
+    contrast: Annotated[float, Field(gt=0, le=2.0, description="luminance contrast the colour nudge aims "
+                                     "for, as a share of the source's")] = 0.85
+    warp_px: Annotated[float, Field(ge=0, le=256, description="resample the dream only after the motion "
+                                    "moved some pixel this far (fewer resamples, less blur; 0 = every step)")] = 16.0
+
+
+class AttractConfig(Section):
+    scene: str = "attract"
+    after_s: Annotated[float, Field(ge=0)] = 5.0
+
+
+class OutputConfig(Section):
+    kind: Literal["auto", "window", "video", "png", "none"] = "auto"
+    display: Annotated[int, Field(ge=0)] = 0
+    fullscreen: StrictBool = False
+    size: tuple[Annotated[int, Field(ge=16, le=8192)], Annotated[int, Field(ge=16, le=8192)]] = (1280, 720)
+    dream_size: tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] = (640, 360)
+    fps: Annotated[float, Field(gt=0, le=240)] = 60.0
+    vsync: StrictBool = True
+    path: str = "dreamstate.mp4"
+    seconds: Annotated[float, Field(gt=0)] | None = None
+    mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    mjpeg_clients: Annotated[int, Field(ge=1, le=64, description="viewers of the MJPEG preview at once; "
+                                        "more get 503 (each costs a thread and an encode per frame)")] = 4
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class OscTarget(Section):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 7000
+
+
+class OscConfig(Section):
+    enabled: StrictBool = False
+    listen_host: str = "127.0.0.1"
+    listen_port: Annotated[int, Field(ge=0, le=65535)] = 9000
+    targets: list[OscTarget] = Field(default_factory=list)
+    rate_hz: Annotated[float, Field(gt=0, le=120)] = 30.0
+
+
+class MqttConfig(Section):
+    enabled: StrictBool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    installation: str = "gallery"
+    node: str = "node1"
+    role: Literal["all", "eeg", "render"] = "all"
+    telemetry_hz: Annotated[float, Field(gt=0, le=50)] = 4.0
+    username: Annotated[str | None, Field(description="broker login")] = None
+    password: Annotated[SecretStr | None, Field(description="broker password (prefer password_env or "
+                                                "password_file; never logged)")] = None
+    password_env: Annotated[str | None, Field(description="read the password from this environment "
+                                              "variable")] = None
+    password_file: Annotated[str | None, Field(description="read the password from this file (inside "
+                                               "the show folder)")] = None
+    tls: Annotated[StrictBool, Field(description="connect with TLS (the broker's TLS port, often 8883)")] = False
+    ca_file: Annotated[str | None, Field(description="CA certificate that signed the broker's "
+                                         "certificate (inside the show folder)")] = None
+    certfile: Annotated[str | None, Field(description="client certificate, when the broker asks for one")] = None
+    keyfile: Annotated[str | None, Field(description="the client certificate's key")] = None
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        given = [k for k in ("password", "password_env", "password_file") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give the password one way, not {given}; password_env or password_file keep it "
+                             "out of the show file")
+        if (self.ca_file or self.certfile or self.keyfile) and not self.tls:
+            raise ValueError("ca_file/certfile/keyfile are set but tls = false; set tls = true")
+        return self
+
+
+HealthLimit = tuple[float, float]
+
+
+class HealthConfig(Section):
+    """Is the picture alive? Measures, bounds and the reseed watchdog (engine/render/health.py).
+
+    Bounds come from each source image's own measures with tolerances; a limit given here
+    replaces the derived one for that measure (in 0..1 units, see docs/SHOWS.md).
+    """
+
+    enabled: Annotated[StrictBool, Field(description="measure the picture and reseed it when it dies")] = True
+    watchdog_s: Annotated[float, Field(ge=1, le=3600, description="seconds out of bounds before a reseed")] = 20.0
+    luminance: HealthLimit | None = None
+    contrast: HealthLimit | None = None
+    red: HealthLimit | None = None
+    green: HealthLimit | None = None
+    blue: HealthLimit | None = None
+    colourfulness: HealthLimit | None = None
+    detail: HealthLimit | None = None
+    clipped: HealthLimit | None = None
+    hue_entropy: HealthLimit | None = None
+    motion: HealthLimit | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthConfig:
+        for name, value in self.limits().items():
+            if not value[0] <= value[1]:
+                raise ValueError(f"{name} = [{value[0]}, {value[1]}]: the low limit must not exceed the high one")
+        return self
+
+    def limits(self) -> dict[str, HealthLimit]:
+        skip = {"enabled", "watchdog_s"}
+        return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
+
+
+class RecordConfig(Section):
+    enabled: StrictBool = False
+    path: str = "recordings/session.fif"
+
+
+class Show(Section):
+    show: ShowMeta = Field(default_factory=ShowMeta)
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    signal: SignalConfig = Field(default_factory=SignalConfig)
+    map: MapConfig = Field(default_factory=MapConfig)
+    states: StatesConfig = Field(default_factory=StatesConfig)
+    scenes: dict[str, SceneConfig] = Field(default_factory=dict)
+    attract: AttractConfig = Field(default_factory=AttractConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    osc: OscConfig = Field(default_factory=OscConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+
+class LoadedShow:
+    """A validated show plus the folder its relative paths resolve against."""
+
+    def __init__(self, show: Show, folder: Path, source: str, *, operator_model: Path | None = None) -> None:
+        self.show = show
+        self.folder = folder
+        self.source = source
+        self.operator_model = operator_model
+        """A model file named on the command line by the operator (``bench longrun --model``):
+        trusted, so it may live outside the show folder; a show file's own ``show.model`` may not."""
+        self.warnings: list[tuple[str, str]] = []  # (key path, message): valid, but probably not meant
+
+    def with_show(self, show: Show) -> LoadedShow:
+        """The same folder, source, warnings and operator model with another (edited) show."""
+        out = LoadedShow(show, self.folder, self.source, operator_model=self.operator_model)
+        out.warnings = list(self.warnings)
+        return out
+
+    def path(self, value: str, *, what: str = "path") -> Path:
+        """Resolve a show-relative path, refusing anything outside the show folder."""
+        return resolve_inside(self.folder, value, what=what)
+
+
+HINTS: dict[str, str] = {
+    "extra_forbidden": "remove the key or check its spelling against docs/SHOWS.md",
+    "literal_error": "use one of the allowed values",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+    "missing": "add this key",
+    "bool_type": "write true or false (no quotes, lower case)",
+}
+
+ShowCheck = Callable[[LoadedShow], list[tuple[str, str]]]
+"""A deeper check of a valid show (images readable, layers exist, ...): (key path, message) pairs.
+The stages define them (``engine.signal.check``, ``engine.render.checks``); the show loader of
+the runtime (``engine.runtime.showfile.load_show``) passes them in."""
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = tuple(p for p in e["loc"] if p not in ("function-after",))
+        msg = e["msg"].removeprefix("Value error, ")
+        hint = HINTS.get(e["type"], "")
+        value = e.get("input")
+        secret = any(isinstance(p, str) and "password" in p for p in loc)
+        shown = "" if e["type"] == "missing" or isinstance(value, dict) or secret else f" (got {value!r})"
+        problems.append((_key_path(loc), f"{msg}{shown}" + (f"; {hint}" if hint else "")))
+    return problems
+
+
+def _path_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
+    show = loaded.show
+    items: list[tuple[str, str | None]] = [("device.file", show.device.file),
+                                           ("states.calibration.save", show.states.calibration.save),
+                                           ("record.path", show.record.path),
+                                           ("output.path", show.output.path)]
+    items += [(f"show.images[{i}]", p) for i, p in enumerate(show.show.images)]
+    items += [(f"mqtt.{k}", getattr(show.mqtt, k)) for k in ("password_file", "ca_file", "certfile", "keyfile")]
+    for name, scene in show.scenes.items():
+        items += [(f"scenes.{name}.mask", scene.mask), (f"scenes.{name}.guide", scene.guide),
+                  (f"scenes.{name}.image", scene.image)]
+    problems: list[tuple[str, str]] = []
+    must_exist = {"device.file"} | {k for k, _ in items if k.startswith(("show.images", "scenes.", "mqtt."))}
+    for key, raw in items:
+        if raw is None or (key.startswith("scenes.") and raw in BUILTIN_MASKS):
+            continue
+        # image masks may say how to read the image: "edges:img.png", "luminance:img.png"
+        value = raw.removeprefix("edges:").removeprefix("luminance:") if key.endswith(".mask") else raw
+        try:
+            p = loaded.path(value, what=key)
+        except PathEscapeError as exc:
+            problems.append((key, str(exc)))
+            continue
+        if key in must_exist and not p.exists():
+            problems.append((key, f"file {value!r} not found at {p}; put it in the show folder or fix the name"))
+        elif p.is_dir():
+            problems.append((key, f"{value!r} is a folder, not a file; name a file inside it"))
+    return problems
+
+
+BUILTIN_MASKS = ("circle", "radial")
+
+
+def _scene_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
+    show = loaded.show
+    problems: list[tuple[str, str]] = []
+    if not show.scenes:
+        problems.append(("scenes", "the show defines no scenes; add at least one [scenes.<state>] table with "
+                                   "layers = { ... } (see shows/demo.toml)"))
+    if show.scenes and show.show.default_scene not in show.scenes:
+        problems.append(("show.default_scene", f"scene {show.show.default_scene!r} is not defined; "
+                         f"defined scenes: {sorted(show.scenes)}"))
+    if show.scenes and show.attract.scene not in show.scenes:
+        problems.append(("attract.scene", f"scene {show.attract.scene!r} is not defined; "
+                         f"defined scenes: {sorted(show.scenes)}"))
+    return problems
+
+
+def _without(data: Any, loc: tuple[int | str, ...]) -> Any:
+    """``data`` with the value at ``loc`` removed (a list item removes its whole list)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    parent: Any = out
+    path = [p for p in loc if p not in ("function-after",)]
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(parent, dict) and part in parent:
+            if last or isinstance(parent[part], list):
+                del parent[part]
+                return out
+            parent = parent[part]
+        else:
+            return out
+    return out
+
+
+def _partial_show(data: dict[str, Any]) -> Show | None:
+    """A Show built from what is valid in ``data`` (bad values fall back to their defaults),
+    so paths and images can be checked in the same run as the type errors."""
+    current: Any = data
+    for _ in range(50):
+        try:
+            return Show.model_validate(current)
+        except ValidationError as err:
+            pruned = current
+            for e in err.errors():
+                pruned = _without(pruned, tuple(e["loc"]))
+            if pruned == current:
+                return None
+            current = pruned
+    return None
+
+
+def validate_show_data(data: dict[str, Any], folder: Path, source: str, *,
+                       checks: Sequence[ShowCheck] = ()) -> LoadedShow:
+    """Validate a parsed TOML document; raise ``ShowError`` listing every problem in one go:
+    type and range errors, then (on what is valid) paths and scenes, then each of ``checks``
+    (images, layers and models, ...)."""
+    problems: list[tuple[str, str]] = []
+    try:
+        show = Show.model_validate(data)
+    except ValidationError as err:
+        problems += _format_errors(err)
+        partial = _partial_show(data)
+        if partial is None:
+            raise ShowError(source, problems) from None
+        show = partial
+    loaded = LoadedShow(show, folder, source)
+    problems += _path_problems(loaded) + _scene_problems(loaded)
+    bad = {k for k, _ in problems}
+    for check in checks:
+        # a check never repeats a problem already named for the same key
+        problems += [(k, m) for k, m in check(loaded) if k not in bad]
+    if problems:
+        raise ShowError(source, problems)
+    return loaded
+
+
+MAX_SHOW_BYTES = 1 << 20  # a show file is a page of settings, not a data file
+MAX_NESTING = 32
+
+
+def _nesting(text: str) -> int:
+    """Deepest [ / { nesting outside strings and comments (linear scan, no recursion)."""
+    depth = best = 0
+    quote: str | None = None
+    escaped = comment = False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            if escaped:
+                escaped = False
+            elif ch == "\\" and quote == '"':
+                escaped = True
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            best = max(best, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return best
+
+
+def read_show_text(path: Path) -> str:
+    """The show file's text, or one ``ShowError`` saying what is wrong with the file itself:
+    unreadable, a folder, too large, not UTF-8 text (binary), empty, or nested too deeply."""
+    where = str(path)
+    if path.is_dir():
+        raise ShowError(where, [("(file)", "is a folder, not a show file; give the .toml file inside it")])
+    try:
+        size = path.stat().st_size
+        if size > MAX_SHOW_BYTES:
+            raise ShowError(where, [("(file)", f"is {size} bytes; a show file is a small TOML file "
+                                               f"(at most {MAX_SHOW_BYTES} bytes): check the path")])
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ShowError(where, [("(file)", f"cannot read show file: {exc.strerror}; check the path")]) from None
+    if b"\x00" in raw:
+        raise ShowError(where, [("(file)", "is a binary file, not a TOML show file; check the path")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ShowError(where, [("(file)", f"is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                                           "save it as UTF-8 (any text editor can)")]) from None
+    if not any(line.strip() and not line.strip().startswith("#") for line in text.splitlines()):
+        raise ShowError(where, [("(file)", "is empty (nothing but blanks and comments); start from shows/demo.toml")])
+    if _nesting(text) > MAX_NESTING:
+        raise ShowError(where, [("(toml)", f"arrays or tables nested deeper than {MAX_NESTING}; "
+                                           "a show needs a few levels at most")])
+    return text
+
+
+def read_show(path: str | Path | None, *, checks: Sequence[ShowCheck] = ()) -> LoadedShow:
+    """Read and validate a show file, or the embedded demo show when ``path`` is None: the
+    schema, paths and scene references, then ``checks``. Raises ``ShowError`` listing every
+    problem. ``engine.runtime.showfile.load_show`` adds the stages' checks; ``check`` and
+    ``run`` both come through it, so they accept and refuse the same files."""
+    if path is None:
+        # The embedded demo reads no files; its outputs (the fallback video) go to the current folder.
+        return validate_show_data(tomllib.loads(DEMO_SHOW), Path.cwd(), "<demo show>", checks=checks)
+    p = Path(path)
+    text = read_show_text(p)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ShowError(str(p), [("(toml)", f"not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise ShowError(str(p), [("(toml)", "nested too deeply to read")]) from None
+    return validate_show_data(data, p.resolve().parent, str(p), checks=checks)
+
+
+DEMO_SHOW = """
+[show]
+name = "demo"
+model = "efficientnet-lite0"
+default_scene = "calm"
+
+[device]
+kind = "simulated"
+script = [
+  { state = "relaxed", seconds = 20 },
+  { state = "focused", seconds = 20 },
+  { state = "neutral", seconds = 10 },
+  { state = "off_head", seconds = 8 },
+]
+
+[states]
+mode = "rules"
+labels = ["calm", "focused", "neutral"]
+dwell_s = 1.0          # the smoothed state must lead this long before it takes over
+smooth_s = 1.5         # per-window votes are noisy: average them over about this long
+rules = [
+  { state = "calm", when = "alpha_rel > 0.50" },
+  { state = "focused", when = "beta_rel > 0.30" },
+]
+
+[scenes.calm]              # slow, soft: eyes and ornament
+layers = { block7 = 1.0 }
+zoom = 1.003
+rotate = 0.15
+step = 1.2
+blend = 0.6
+contrast = 0.75
+
+[scenes.focused]           # fast and sharp: faces and fur
+layers = { block10 = 1.0 }
+zoom = 1.010
+rotate = -0.3
+step = 1.8
+contrast = 0.95
+
+[scenes.neutral]           # plants, flowers and buildings
+layers = { block12 = 1.0 }
+zoom = 1.005
+
+[scenes.attract]           # nobody wears the headset: a slow porthole into the dream
+layers = { block9 = 1.0 }
+zoom = 1.002
+rotate = 0.1
+step = 1.2
+mask = "circle"
+crossfade_s = 3
+
+[output]
+kind = "auto"
+"""

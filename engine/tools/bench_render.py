@@ -1,0 +1,181 @@
+"""``dreamstate bench render``: the live renderer's own figures, and the classic loop beside it.
+
+For each ``--model`` (default: the starter model; add ``../shared/models/SqueezeNet_fp16.onnx``)
+it runs the real ``Renderer`` for ``--seconds`` (default 60) at a 640x360 dream size and a
+1280x720 output, with the dream worker saturating onnxruntime, and prints:
+
+* dream steps/s, display fps, display frame-time p50 and p99, dropped frames;
+* the latency from a recipe change (one every 5 s) to the first frame that shows it;
+* RSS every second: after a 10 s warm-up, first/last/max and the drift (target: flat within 5 %);
+* for comparison, the classic offline loop at the same size: 4 octaves x 10 steps per frame,
+  in seconds per frame, and the ratio to the live display's frame time.
+
+The display loop renders to the headless ``none`` sink by default (it does the full per-frame
+work: fused upscale+zoom warp at output size, crossfade, uint8 frame; only the present is a
+no-op), or to a real SDL window with ``--output window`` (needs a display).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, h = (int(v) for v in text.lower().split("x"))
+    return w, h
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", nargs="+", default=["starter"],
+                        help="registry names or .onnx paths (default: starter)")
+    parser.add_argument("--layers", nargs="+", help="layers (default: the model's recommended)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="run length per model (60)")
+    parser.add_argument("--warmup", type=float, default=10.0, help="seconds before RSS/frames count")
+    parser.add_argument("--dream-size", type=_size, default=(640, 360))
+    parser.add_argument("--output-size", type=_size, default=(1280, 720))
+    parser.add_argument("--fps", type=float, default=60.0)
+    parser.add_argument("--output", choices=["none", "window"], default="none",
+                        help="display sink: headless (none) or a real SDL window")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="onnxruntime threads (default: CPU cores - 1, leaving one for the display)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--classic-frames", type=int, default=1,
+                        help="frames of the classic 4x10 loop to time (1)")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, round(q / 100.0 * (len(s) - 1))))
+    return s[k]
+
+
+def _bench_one(name: str, args: argparse.Namespace, console: Any) -> dict[str, Any]:
+    import numpy as np
+    import psutil
+
+    from dreamstate.engine.core.records import DreamRecipe
+    from dreamstate.engine.output import NullOutput, Output, WindowOutput
+    from dreamstate.engine.render.dream import DreamParams, dream_image
+    from dreamstate.engine.render.renderer import Renderer, noise_source
+    from dreamstate.models.dream import DreamModel
+
+    threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
+    model = DreamModel.load(name, args.layers, device=args.device, threads=threads)
+    layers = list(model.layers)
+    out: Output = WindowOutput(args.output_size, vsync=True) if args.output == "window" \
+        else NullOutput(args.output_size)
+    r = Renderer(model, out, dream_size=args.dream_size, output_size=args.output_size,
+                 fps=args.fps, seed=0)
+    recipes = [DreamRecipe(layer_weights={layers[i % len(layers)]: 1.0}, zoom=1.01,
+                           rotate_deg=0.3, steps_per_octave=2, octaves=4, blend=0.0,
+                           generation=i) for i in range(1000)]
+    r.set_recipe(recipes[0])
+    proc = psutil.Process()
+    rss: list[tuple[float, float]] = []
+    state = {"next_change": 5.0, "i": 0, "warm": False, "steps0": 0, "t0": 0.0}
+
+    def tick(rr: Renderer, t: float) -> None:
+        rss.append((t, proc.memory_info().rss / 2**20))
+        if t >= args.warmup and not state["warm"]:
+            state["warm"] = True
+            rr.tracker.record_all = True
+            state["steps0"], state["t0"] = rr.tracker.steps, t
+            state["disp0"] = rr.tracker.displayed
+            state["drop0"] = rr.tracker.dropped
+        if t >= state["next_change"]:
+            state["i"] = int(state["i"]) + 1
+            rr.set_recipe(recipes[int(state["i"])])
+            state["next_change"] = float(state["next_change"]) + 5.0
+        if int(t) % 10 == 0 and t - int(t) < 0.99:
+            console.print(f"  {name} {t:5.1f} s  {rr.stats.line()}", markup=False)
+
+    t_start = time.monotonic()
+    r.run_for(args.seconds, on_tick=tick, tick_s=1.0)
+    elapsed = time.monotonic() - t_start
+    tr = r.tracker
+    warm_s = max(1e-9, elapsed - float(state["t0"])) if state["warm"] else elapsed
+    steps = tr.steps - int(state["steps0"])
+    frames = tr.all_frame_times if tr.all_frame_times else list(tr._frame_times)
+    disp = tr.displayed - int(state.get("disp0", 0))
+    dropped = tr.dropped - int(state.get("drop0", 0))
+    warm_rss = [m for t, m in rss if t >= args.warmup] or [m for _, m in rss]
+    first, last = warm_rss[0], warm_rss[-1]
+    res: dict[str, Any] = {
+        "model": model.name, "threads": threads, "sink": out.describe(),
+        "steps_per_s": steps / warm_s, "display_fps": disp / warm_s,
+        "p50_ms": _percentile(frames, 50) * 1000, "p99_ms": _percentile(frames, 99) * 1000,
+        "dropped": dropped, "frames": disp,
+        "latency_med_ms": statistics.median(tr.latencies[1:] or tr.latencies or [float("nan")])
+        * 1000,
+        "latency_max_ms": max(tr.latencies[1:] or tr.latencies or [float("nan")]) * 1000,
+        "changes": max(0, len(tr.latencies) - 1),
+        "rss_first": first, "rss_last": last, "rss_max": max(warm_rss),
+        "rss_drift_pct": (last - first) / first * 100.0,
+        "restarts": tr.worker_restarts,
+    }
+    src = noise_source(args.dream_size, 1)
+    params = DreamParams(layer_weights=None, octaves=4, steps_per_octave=10)
+    times = []
+    for _ in range(max(1, args.classic_frames)):
+        t0 = time.perf_counter()
+        dream_image(model, src, params, seed=0)
+        times.append(time.perf_counter() - t0)
+    res["classic_s_per_frame"] = statistics.median(times)
+    res["classic_steps_per_s"] = 40 / res["classic_s_per_frame"]
+    del np
+    return res
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    results = []
+    for name in args.model:
+        console.print(f"render bench {name}: dream {args.dream_size[0]}x"
+                      f"{args.dream_size[1]}, output {args.output_size[0]}x"
+                      f"{args.output_size[1]} @ {args.fps:g} fps, {args.seconds:g} s, "
+                      f"{os.cpu_count()} CPU cores", markup=False)
+        results.append(_bench_one(name, args, console))
+    table = Table(title="dreamstate bench render: live renderer, and the classic loop beside it")
+    table.add_column("figure")
+    for r in results:
+        table.add_column(r["model"], justify="right")
+    rows: list[tuple[str, str]] = [
+        ("onnxruntime threads", "{threads}"), ("dream steps/s (live)", "{steps_per_s:.2f}"),
+        ("display fps", "{display_fps:.1f}"), ("display frame time p50 (ms)", "{p50_ms:.1f}"),
+        ("display frame time p99 (ms)", "{p99_ms:.1f}"), ("dropped display frames", "{dropped}"),
+        ("recipe change -> shown, median (ms)", "{latency_med_ms:.0f}"),
+        ("recipe change -> shown, max (ms)", "{latency_max_ms:.0f}"),
+        ("recipe changes measured", "{changes}"),
+        ("RSS after warm-up first / last / max (MiB)", "{rss_first:.0f} / {rss_last:.0f} / {rss_max:.0f}"),
+        ("RSS drift after warm-up", "{rss_drift_pct:+.1f} %"),
+        ("classic 4 octaves x 10 steps (s/frame)", "{classic_s_per_frame:.2f}"),
+        ("classic loop steps/s", "{classic_steps_per_s:.2f}"),
+        ("display frames per classic frame", "{ratio:.0f}"),
+    ]
+    for r in results:
+        r["ratio"] = r["classic_s_per_frame"] * r["display_fps"]
+    for label, fmt in rows:
+        table.add_row(label, *(fmt.format(**r) for r in results))
+    console.print(table)
+    for r in results:
+        ok_fps = r["display_fps"] >= 55.0
+        ok_p99 = r["p99_ms"] <= 25.0
+        ok_rss = abs(r["rss_drift_pct"]) <= 5.0
+        console.print(
+            f"{r['model']}: display sink = {r['sink']}; targets: fps >= 55 "
+            f"{'PASS' if ok_fps else 'MISS'}, p99 <= 25 ms {'PASS' if ok_p99 else 'MISS'}, "
+            f"RSS flat within 5 % {'PASS' if ok_rss else 'MISS'}; worker restarts "
+            f"{r['restarts']}. The classic loop makes one frame per "
+            f"{r['classic_s_per_frame']:.2f} s ({r['classic_steps_per_s']:.1f} steps/s); the live "
+            f"display shows {r['display_fps']:.1f} frames in each second meanwhile.",
+            markup=False)
+    return 0

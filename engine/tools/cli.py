@@ -1,0 +1,97 @@
+"""The ``dreamstate`` command.
+
+Each area registers its own subcommands from its own module, so areas stay independent:
+a module in ``COMMAND_MODULES`` defines ``register(sub)`` that adds parsers to ``sub`` and sets
+``func=handler`` where ``handler(args) -> int``. Benchmarks register under ``dreamstate bench``
+from ``BENCH_MODULES`` the same way. Heavy imports happen inside handlers, so ``--help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from dreamstate import __version__
+from dreamstate.engine.core.errors import DreamstateError
+from dreamstate.engine.core.logs import setup_logging
+
+log = logging.getLogger("dreamstate.cli")
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "dreamstate.engine.tools.show_cli",          # run, check
+    "dreamstate.engine.tools.devices_cli",       # devices, simulate
+    "dreamstate.engine.tools.session_cli",      # monitor, record, recover
+    "dreamstate.engine.tools.signal_cli",   # map, calibrate
+    "dreamstate.engine.tools.models_cli",          # models layers|compile|fetch|list|export-torchvision
+    "dreamstate.engine.tools.render_cli",   # dream, feedback
+)
+
+BENCH_MODULES: dict[str, str] = {
+    "parser": "dreamstate.engine.tools.bench_parser",
+    "signal": "dreamstate.engine.tools.bench_signal",
+    "dream": "dreamstate.engine.tools.bench_dream",
+    "render": "dreamstate.engine.tools.bench_render",
+    "longrun": "dreamstate.engine.tools.bench_longrun",
+    "osc-flood": "dreamstate.engine.tools.bench_osc",
+}
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dreamstate",
+        description="EEG-steered DeepDream for installations. Run `dreamstate run` for the demo show.",
+    )
+    parser.add_argument("--version", action="version", version=f"dreamstate {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="-v: dreamstate debug lines; -vv: every library's too")
+    parser.add_argument("--log-json", action="store_true", help="structured JSON log lines on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        # a command module that does not import is a packaging fault: fail loudly, naming it
+        importlib.import_module(name).register(sub)
+    bench = sub.add_parser("bench", help="benchmarks that print their figures "
+                                         "(parser, signal, dream, render, longrun, osc-flood)")
+    bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    for bench_name, module_name in BENCH_MODULES.items():
+        bp = bench_sub.add_parser(bench_name, help=f"benchmark: {bench_name}")
+        bp.set_defaults(func=_bench_runner(module_name), bench_module=module_name)
+        module = importlib.import_module(module_name)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(bp)
+    return parser
+
+
+def _bench_runner(module_name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        module = importlib.import_module(module_name)
+        result: int = module.main(args)
+        return result
+
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(verbosity=args.verbose, json_lines=args.log_json)
+    if not getattr(args, "func", None):
+        if args.command is None:
+            # No command: the embedded default, the demo show.
+            args = parser.parse_args(["run", *(argv or [])])
+        else:
+            parser.print_help()
+            return 2
+    try:
+        code: int = args.func(args)
+        return code
+    except DreamstateError as exc:
+        log.error("%s", exc)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

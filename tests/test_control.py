@@ -1,0 +1,190 @@
+"""Typed control: one command set (a union of dataclasses), decoded the same way for OSC and
+MQTT, with ranges from the show schema and the wire's own types converted first. OSC messages
+come from liblo's ``oscsend`` and telemetry is read by ``oscdump``: clients written by others."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from dreamstate.engine.control.commands import (
+    COMMANDS,
+    Blackout,
+    CalibrateStart,
+    CalibrateStop,
+    ControlError,
+    OverrideState,
+    Pause,
+    Play,
+    SetImage,
+    SetLayer,
+    SetOctaves,
+    SetRotate,
+    SetScene,
+    SetStep,
+    SetZoom,
+    parse_command,
+)
+from dreamstate.engine.control.mqtt import MqttLink
+from dreamstate.engine.control.osc import OscControlServer, OscTelemetry
+from dreamstate.engine.control.transport import ControlTransport
+from dreamstate.engine.core.params import scene_limits
+from dreamstate.engine.core.records import EegState, ESense
+from dreamstate.engine.core.show import MqttConfig
+
+P = "/dreamstate/"
+
+
+@pytest.mark.parametrize(("address", "args", "command"), [
+    ("scene", ["calm"], SetScene("calm")),
+    ("state/override", ["focused"], OverrideState("focused")),
+    ("state/override", [], OverrideState("")),
+    ("layer/block7", [0.5], SetLayer("block7", 0.5)),
+    ("zoom", [1.02], SetZoom(1.02)),
+    ("rotate", [-0.5], SetRotate(-0.5)),
+    ("step", [1.5], SetStep(1.5)),
+    ("octaves", [3], SetOctaves(3)),
+    ("octaves", [3.0], SetOctaves(3)),          # TouchDesigner and Max send floats
+    ("image", [1], SetImage(1)),
+    ("image", [1.0], SetImage(1)),
+    ("image", ["pagoda.jpg"], SetImage("pagoda.jpg")),
+    ("pause", [], Pause()),
+    ("play", [], Play()),
+    ("blackout", [], Blackout(True)),
+    ("blackout", [False], Blackout(False)),    # OSC F
+    ("blackout", [0], Blackout(False)),
+    ("blackout", [1.0], Blackout(True)),
+    ("calibrate/start", ["calm"], CalibrateStart("calm")),
+    ("calibrate/stop", [], CalibrateStop()),
+])
+def test_every_address_decodes_to_its_typed_command(address: str, args: list[Any], command: object) -> None:
+    got = parse_command(P + address, args)
+    assert got == command and type(got) is type(command)
+    for name, value in vars(command).items() if hasattr(command, "__dict__") else []:
+        assert type(getattr(got, name)) is type(value)
+
+
+def test_wire_numbers_become_the_schema_types() -> None:
+    octaves = parse_command(P + "octaves", [4.0])
+    assert isinstance(octaves, SetOctaves) and type(octaves.value) is int
+    zoom = parse_command(P + "zoom", [1])
+    assert isinstance(zoom, SetZoom) and type(zoom.value) is float
+    blackout = parse_command(P + "blackout", [1])
+    assert isinstance(blackout, Blackout) and blackout.on is True
+
+
+@pytest.mark.parametrize(("address", "args", "match"), [
+    ("octaves", [2.5], "integer"),
+    ("image", [1.5], "not an integer"),
+    ("blackout", [2], "not true/false"),
+    ("blackout", ["yes"], "not true/false"),
+    ("zoom", [True], "number"),                 # a bool is not a number on the wire
+    ("zoom", [1.0, 2.0], "expects"),
+    ("scene", [], "expects a string"),
+    ("scene", [""], "empty"),
+    ("pause", [1], "expects no arguments"),
+    ("step", [0.0], "out of range"),
+    ("layer/fire3", [float("inf")], "out of range"),
+    ("dance", [1], "unknown OSC address"),
+])
+def test_bad_messages_name_the_address_and_what_it_expects(address: str, args: list[Any], match: str) -> None:
+    with pytest.raises(ControlError, match=match) as info:
+        parse_command(P + address, args)
+    assert "/dreamstate/" in str(info.value)
+
+
+def test_ranges_are_the_show_schema_ranges() -> None:
+    """The decoder has no ranges of its own: the edges of the schema's range are the edges here."""
+    for cls, field in ((SetZoom, "zoom"), (SetStep, "step"), (SetOctaves, "octaves"), (SetRotate, "rotate")):
+        limits = scene_limits(field)
+        for edge, open_ in ((limits.lo, limits.lo_open), (limits.hi, limits.hi_open)):
+            if edge is None:
+                continue
+            value = int(edge) if limits.kind is int else float(edge)
+            if open_:
+                with pytest.raises(ControlError, match="out of range"):
+                    parse_command(P + cls.ADDRESS, [value])
+            else:
+                assert isinstance(parse_command(P + cls.ADDRESS, [value]), cls)
+
+
+def test_every_command_class_has_an_address_and_a_docstring() -> None:
+    addresses = [c.ADDRESS for c in COMMANDS]
+    assert len(set(addresses)) == len(addresses) == 13
+    assert all(c.__doc__ and c.__doc__.strip().startswith("``/dreamstate/") for c in COMMANDS)
+
+
+def test_osc_and_mqtt_are_one_kind_of_transport() -> None:
+    assert issubclass(OscControlServer, ControlTransport)
+    assert issubclass(MqttLink, ControlTransport)
+    link = MqttLink(MqttConfig(enabled=True, port=1))
+    mqtt_cmds = []
+    for topic, payload in (("zoom", b"1.02"), ("blackout", b"true"), ("octaves", b"3.0"), ("image", b"[2]")):
+        link.handle_message(f"dreamstate/{link.cfg.installation}/control/{topic}", payload)
+        mqtt_cmds += link.commands.drain()
+    assert mqtt_cmds == [SetZoom(1.02), Blackout(True), SetOctaves(3), SetImage(2)]
+
+
+needs_liblo = pytest.mark.skipif(shutil.which("oscsend") is None or shutil.which("oscdump") is None,
+                                 reason="liblo-tools (oscsend/oscdump) not installed; scripts/setup.sh installs it")
+
+
+@needs_liblo
+async def test_oscsend_wire_types_become_typed_commands() -> None:
+    """liblo's own encoder: T/F (no payload bytes), f for integers, i for floats, s strings."""
+    server = OscControlServer("127.0.0.1", 0)
+    await server.start()
+    try:
+        port = str(server.address[1])
+        for address, types, *values in (
+                ("/dreamstate/blackout", "T"), ("/dreamstate/blackout", "F"),
+                ("/dreamstate/octaves", "f", "3.0"), ("/dreamstate/zoom", "i", "1"),
+                ("/dreamstate/layer/block7", "f", "0.25"), ("/dreamstate/scene", "s", "calm"),
+                ("/dreamstate/octaves", "f", "2.5")):
+            await asyncio.to_thread(subprocess.run, ["oscsend", "127.0.0.1", port, address, types, *values],
+                                    check=True, timeout=10)
+        deadline = time.monotonic() + 5
+        while len(server.commands) < 6 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        got = server.commands.drain()
+        assert got == [Blackout(True), Blackout(False), SetOctaves(3), SetZoom(1.0), SetLayer("block7", 0.25),
+                       SetScene("calm")]
+        assert type(got[2].value) is int  # type: ignore[union-attr]
+        assert server.counters.total("rejected.") == 1  # octaves 2.5
+    finally:
+        server.close()
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@needs_liblo
+def test_oscdump_reads_the_telemetry() -> None:
+    port = _free_udp_port()
+    dump = subprocess.Popen(["oscdump", "-L", str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)  # oscdump binds
+        tele = OscTelemetry([("127.0.0.1", port)], labels=["calm", "focused"])
+        tele.esense(ESense(40, 80, 0.0))
+        tele.state(EegState("focused", {"calm": 0.25, "focused": 0.75}, 0.75, 0.0))
+        tele.heartbeat()
+        tele.close()
+        time.sleep(0.5)
+    finally:
+        dump.terminate()
+        out, _ = dump.communicate(timeout=10)
+    messages = [line.split(" ", 1)[1] for line in out.splitlines() if " " in line]  # after the time tag
+    assert "/dreamstate/eeg/attention f 0.400000" in messages, out
+    assert "/dreamstate/eeg/meditation f 0.800000" in messages, out
+    assert '/dreamstate/state isf 1 "focused" 0.750000' in messages, out
+    assert "/dreamstate/state/focused f 0.750000" in messages, out
