@@ -58,6 +58,7 @@ def show_dir(tmp_path: Path, shared_models: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 async def test_show_runs_end_to_end_and_obeys_osc(show_dir: Path) -> None:
     loaded = load_show(show_dir / "show.toml")
     rt = ShowRuntime(loaded, seconds=8.0)
@@ -106,6 +107,7 @@ CALIBRATED = SHOW.replace('mode = "rules"', 'mode = "calibrated"').replace(
           ).replace('kind = "video"', 'kind = "none"')
 
 
+@pytest.mark.slow
 async def test_calibration_labels_over_osc_fit_and_save(tmp_path: Path, shared_models: Path) -> None:
     import json
 
@@ -218,3 +220,80 @@ async def test_telemetry_out_over_osc_and_mqtt(tmp_path: Path, shared_models: Pa
     finally:
         rx.close()
         broker.stop()
+
+
+INJECTED = """
+[show]
+name = "injected"
+model = "starter"
+default_scene = "calm"
+[states]
+mode = "rules"
+labels = ["calm", "focused", "neutral"]
+dwell_s = 0.5
+rules = [{ state = "calm", when = "alpha_rel > 0.30" }, { state = "focused", when = "beta_rel > 0.30" }]
+[scenes.calm]
+layers = { block2 = 1.0 }
+[scenes.focused]
+layers = { block3 = 1.0 }
+[scenes.neutral]
+layers = { block2 = 1.0 }
+[scenes.attract]
+layers = { block2 = 0.5 }
+[output]
+kind = "none"
+size = [96, 64]
+dream_size = [96, 64]
+fps = 30
+"""
+
+
+async def test_device_model_and_output_can_be_injected(tmp_path: Path) -> None:
+    """The runtime builds nothing it was given: a scripted simulator as fast as the loop allows,
+    a model loaded once by the test, and an output that keeps what it is shown."""
+    import numpy as np
+
+    from dreamstate.devices.simulator import SimulatedDevice
+    from dreamstate.engine.core.show import LoadedShow
+    from dreamstate.engine.output.base import Output
+    from dreamstate.models.dream import DreamModel
+
+    class Kept(Output):
+        name = "kept"
+
+        def __init__(self, size: tuple[int, int]) -> None:
+            super().__init__(size)
+            self.last: np.ndarray | None = None
+
+        def open(self) -> tuple[int, int]:
+            return self.size
+
+        def present(self, frame: np.ndarray) -> None:
+            self.last = frame
+            self.frames += 1
+
+        def close(self) -> None:
+            pass
+
+    (tmp_path / "show.toml").write_text(INJECTED)
+    loaded = load_show(tmp_path / "show.toml")
+    model = DreamModel.load("starter", ["block2", "block3"])
+    output = Kept((96, 64))
+    calls: list[str] = []
+
+    def device(given: LoadedShow) -> SimulatedDevice:
+        calls.append(f"device {given.show.show.name}")
+        return SimulatedDevice([("relaxed", 600.0)], seed=1, speed=8.0)
+
+    def load(given: LoadedShow, layers: list[str] | None, guide: bool) -> DreamModel:
+        calls.append(f"model {sorted(layers or [])} guide={guide}")
+        return model
+
+    rt = ShowRuntime(loaded, seconds=4.0, open_device=device, load_model=load, open_output=lambda _l: output)
+    await asyncio.wait_for(rt.run(), 30)
+    assert calls == ["device injected", "model ['block2', 'block3'] guide=False"]
+    assert output.frames > 20 and output.last is not None and output.last.shape == (64, 96, 3)
+    state = rt.latest_state
+    assert state is not None and state.label == "calm"  # 8x speed: the relaxed script is well under way
+    assert rt.renderer is not None and rt.renderer.stats.dream_steps > 5
+    assert rt.telemetry().doc()["state"] == "calm"

@@ -46,11 +46,11 @@ async def test_a_fire_and_forget_task_error_is_reported() -> None:
 
 async def test_show_calibration_fit_error_is_not_lost(monkeypatch: pytest.MonkeyPatch) -> None:
     """The calibration fit runs as a task in a thread; a bug in it used to vanish with the task."""
-    from dreamstate.engine.runtime.app import ShowRuntime, SignalStage
+    from dreamstate.engine.runtime.app import ShowRuntime
     from dreamstate.engine.runtime.showfile import load_show
 
     rt = ShowRuntime(load_show(None, deep=False))
-    stage = SignalStage(rt)
+    stage = rt.signal_stage
 
     def broken() -> None:
         raise ZeroDivisionError("fold of zero windows")

@@ -89,6 +89,7 @@ async def test_serial_device_reads_the_pty_simulator(tmp_path: Path) -> None:
     assert qualities[0] == 0
 
 
+@pytest.mark.slow
 def test_cli_simulate_pty_then_monitor_through_the_serial_port(tmp_path: Path) -> None:
     link = tmp_path / "headset"
     sim = subprocess.Popen(cli("simulate", "--pty", "--link", str(link), "--seed", "2",

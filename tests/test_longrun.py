@@ -99,6 +99,7 @@ def models(shared_models: Path) -> dict[str, DreamModel]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_long_run_with_stabilisers_stays_alive(models: dict[str, DreamModel], name: str) -> None:
     """2,000 frames (the demo's 58 s script three and a half times over, at 10 steps a second):
@@ -114,6 +115,7 @@ def test_long_run_with_stabilisers_stays_alive(models: dict[str, DreamModel], na
     assert loop.health.reseeds == 0
 
 
+@pytest.mark.slow
 def test_without_stabilisers_the_same_loop_dies(models: dict[str, DreamModel]) -> None:
     """The same loop with the stabilisers off leaves the bounds: the test above can fail."""
     checks, _loop = run_loop(models["efficientnet-lite0"], 1200, stabilise=False, watchdog_s=3600)
@@ -150,6 +152,7 @@ def test_measures_of_a_healthy_photo_sit_inside_its_own_bounds() -> None:
     assert bounds.check(measure(photo, photo)) == ["motion=0.000 (0.004..)"]  # a frozen picture is not
 
 
+@pytest.mark.slow
 def test_bench_longrun_prints_its_figures_and_saves_a_contact_sheet(tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """The benchmark's short version: the real demo show, headless, at a tiny size."""

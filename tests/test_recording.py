@@ -236,6 +236,7 @@ def expected_uv(n: int) -> np.ndarray:
     return sim.advance(n).uv()
 
 
+@pytest.mark.slow
 def test_kill_9_then_recover_loses_at_most_a_second(tmp_path: Path) -> None:
     out = tmp_path / "k.fif"
     proc = subprocess.Popen(cli("record", "--simulate", "--seed", "11", "--script", SCRIPT,
@@ -370,6 +371,7 @@ def test_the_fif_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert mne.io.read_raw_fif(result.fif, verbose="error").n_times == 3 * SFREQ
 
 
+@pytest.mark.slow
 def test_kill_9_during_finalisation_leaves_a_whole_fif_or_the_journal(tmp_path: Path) -> None:
     """SIGINT, then SIGKILL a moment later, at several moments: never an empty or partial FIF."""
     for i, delay in enumerate((0.02, 0.1, 0.3)):
@@ -390,7 +392,8 @@ def test_kill_9_during_finalisation_leaves_a_whole_fif_or_the_journal(tmp_path: 
             assert mne.io.read_raw_fif(out, verbose="error").n_times >= SFREQ
         else:
             assert journal.exists()
-        assert not list(tmp_path.glob(".*partial*")) or not out.exists()
+        # a kill during the write may leave this file's temporary behind, never beside a whole FIF
+        assert not list(tmp_path.glob(f".{out.name}.*partial*")) or not out.exists()
 
 
 def test_a_leftover_journal_is_announced_with_the_command_to_recover_it(tmp_path: Path) -> None:

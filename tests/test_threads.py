@@ -57,15 +57,18 @@ def test_calibrator_rows_and_labels_pair_up_while_windows_arrive() -> None:
         while not stop.is_set():
             x, y = cal.data
             seen.append((x.shape[0], len(y)))
-            if len(seen) == 100:
+            if len(seen) == 20:
                 cal.fit()  # the show's fit reads the same copy
 
     thread, stop, errors = _in_thread(reader)
     t_end = time.monotonic() + 8.0
     i = 0
     while time.monotonic() < t_end and len(seen) < 150 and thread.is_alive():
-        cal.add(rng.normal(size=3) + (i % 2), "calm" if i % 2 else "focused")
-        i += 1
+        if i < 4000:
+            cal.add(rng.normal(size=3) + (i % 2), "calm" if i % 2 else "focused")
+            i += 1
+        else:
+            time.sleep(0.001)
     stop.set()
     thread.join(10)
     assert not errors, errors

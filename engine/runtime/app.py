@@ -1,22 +1,33 @@
-"""The show runtime: every part of dreamstate wired together under one supervisor.
+"""The show runtime: the composition root that wires the stages of a show under one supervisor.
 
-``ShowRuntime(loaded)`` builds these stages (see ``engine.runtime``):
+``ShowRuntime(loaded)`` builds these stages; each acquires what it needs in ``start()``,
+releases it in ``stop()`` and talks to the others only through typed channels or the calls
+the runtime wires (see ``engine.runtime.supervisor`` for the lifecycle):
 
-* ``device``: opens the show's headset backend and publishes every reading on a
-  ``Broadcast`` (each consumer has its own bounded, counted queue);
-* ``signal``: windows, features, map point and state (``engine.signal.pipeline``); the state
-  goes to the scene director and to OSC/MQTT telemetry;
-* ``scenes``: turns state, overrides and live edits into the current ``DreamRecipe`` and hands
-  it to the renderer (latest wins) about 20 times a second;
-* ``render``: the dream worker and the display loop (``engine.render.renderer``); critical, so
-  closing the window ends the show;
-* ``osc`` / ``mqtt`` (when enabled in the show): control in, telemetry out;
-* ``record`` (when enabled): the crash-safe journal, finalised to FIF on shutdown;
+* ``device`` (:class:`DeviceStage`): opens the show's headset backend and publishes every
+  reading on a ``Broadcast[Reading]`` (each consumer has its own bounded, counted queue); when
+  it stops, a crash included, it publishes ``DISCONNECTED`` so the state turns ``absent``;
+* ``signal`` (:class:`SignalStage`): windows, features, map point and state
+  (``engine.signal.pipeline``); publishes ``states: LatestSlot[EegState]`` and
+  ``eeg: LatestSlot[EegSnapshot]`` (latest wins);
+* ``scenes`` (:class:`ScenesStage`): reads the newest state, runs the ``SceneDirector`` and
+  hands the current ``DreamRecipe`` (scene plus live edits) to the render stage about 20 times
+  a second;
+* ``render`` (:class:`RenderStage`): builds the renderer (model, output) in ``start()``; the
+  dream worker and the display loop (``engine.render.renderer``); critical, so closing the
+  window ends the show;
+* ``osc`` / ``mqtt`` (:class:`ControlStage`, when enabled): one ``ControlTransport`` each;
+  control in, applied by ``ShowRuntime.apply_command``; telemetry out from one
+  :class:`Telemetry` snapshot;
+* ``record`` (:class:`RecordStage`, when enabled): the crash-safe journal, finalised to FIF
+  when the stage stops;
 * ``status``: one log line every 10 s with fps, state and error counters;
 * ``timer`` (``--seconds``): ends the show.
 
-A stage that crashes is restarted with backoff while the others carry on with the last good
-state and frame.
+The device, the dream model and the output are made by factories the caller may replace
+(``open_device``, ``load_model``, ``open_output``), so tests run a show on a small model or a
+scripted device. A stage that crashes is restarted with backoff while the others carry on with
+the last good state and frame.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import time
 import typing
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamstate.engine.control.commands import (
     Blackout,
@@ -50,7 +61,7 @@ from dreamstate.engine.control.commands import (
 )
 from dreamstate.engine.control.transport import ControlTransport
 from dreamstate.engine.core.background import watch_task
-from dreamstate.engine.core.channels import BoundedQueue, Broadcast
+from dreamstate.engine.core.channels import BoundedQueue, Broadcast, LatestSlot
 from dreamstate.engine.core.errors import CalibrationError, DreamstateError
 from dreamstate.engine.core.metrics import Counters
 from dreamstate.engine.core.records import (
@@ -59,9 +70,9 @@ from dreamstate.engine.core.records import (
     DeviceEvent,
     DeviceEventKind,
     DreamRecipe,
+    EegSnapshot,
     EegState,
     ESense,
-    MapPoint,
     Reading,
     SignalQuality,
 )
@@ -70,7 +81,26 @@ from dreamstate.engine.runtime import FunctionStage, Stage, Supervisor
 from dreamstate.engine.runtime.showfile import load_show
 from dreamstate.engine.scenes import SceneDirector
 
+if TYPE_CHECKING:
+    from dreamstate.devices.base import Device
+    from dreamstate.devices.recording import Recorder
+    from dreamstate.engine.control.mqtt import MqttLink
+    from dreamstate.engine.control.osc import OscControlServer, OscTelemetry
+    from dreamstate.engine.output.base import Output
+    from dreamstate.engine.render.renderer import Renderer
+    from dreamstate.engine.render.stats import FrameStats
+    from dreamstate.engine.signal.pipeline import SignalPipeline
+    from dreamstate.models.dream import DreamModel
+
 log = logging.getLogger("dreamstate.app")
+
+DeviceFactory = Callable[[LoadedShow], "Device"]
+"""Makes the (unopened) headset backend for a show; default ``devices.factory.open_device``."""
+ModelLoader = Callable[[LoadedShow, "list[str] | None", bool], "DreamModel"]
+"""Loads the dream model for a show's layers (``guide`` True for the guide-image model);
+default :func:`load_show_model`."""
+OutputFactory = Callable[[LoadedShow], "Output"]
+"""Makes the (unopened) output for a show; default ``engine.output.factory.open_output``."""
 
 
 def default_source_path() -> Path | None:
@@ -82,6 +112,29 @@ def default_source_path() -> Path | None:
     except ImportError:  # pragma: no cover - sklearn is a dependency
         return None
     return p if p.is_file() else None
+
+
+def default_device(loaded: LoadedShow) -> Device:
+    from dreamstate.devices.factory import open_device
+
+    return open_device(loaded.show.device, loaded)
+
+
+def default_output(loaded: LoadedShow) -> Output:
+    from dreamstate.engine.output.factory import open_output
+
+    return open_output(loaded.show.output, loaded)
+
+
+def load_show_model(loaded: LoadedShow, layers: list[str] | None, guide: bool) -> DreamModel:
+    """The show's model (``show.model``, or the operator's) compiled for ``layers``, on the
+    show's ``output.device``, leaving a core to the display thread and the event loop."""
+    from dreamstate.engine.render.checks import model_source
+    from dreamstate.models.dream import DreamModel
+
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    return DreamModel.load(model_source(loaded), layers, guide=guide, device=loaded.show.output.device,
+                           threads=threads)
 
 
 class LiveEdits:
@@ -102,49 +155,95 @@ class LiveEdits:
         self.layers.clear()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Telemetry:
+    """One snapshot of the show for telemetry (OSC and MQTT read the same one): the latest
+    device values, the state, the scene, the renderer's figures (None before it runs), the
+    recording's status (None when not recording) and the input counters."""
+
+    eeg: EegSnapshot
+    state: EegState | None
+    scene: str
+    stats: FrameStats | None
+    recording: dict[str, Any] | None
+    counters: dict[str, int | float]
+
+    def doc(self) -> dict[str, Any]:
+        """JSON-able: eSense and signal 0..1, map x y, state, fps, picture health (MQTT)."""
+        out: dict[str, Any] = {"scene": self.scene}
+        e, q, p = self.eeg.esense, self.eeg.quality, self.eeg.point
+        if e is not None:
+            out.update(attention=e.attention / 100.0, meditation=e.meditation / 100.0)
+        if q is not None:
+            out["signal"] = round(1.0 - min(q.poor_signal, 200) / 200.0, 3)
+        if p is not None:
+            out["map"] = [round(p.x, 4), round(p.y, 4)]
+        if self.state is not None:
+            out.update(state=self.state.label, confidence=round(self.state.confidence, 3))
+        if self.recording is not None:
+            out["recording"] = self.recording
+        out["counters"] = self.counters
+        if self.stats is not None:
+            out["fps"] = round(self.stats.display_fps, 1)
+            if self.stats.health is not None:
+                out["picture"] = {**self.stats.health.as_dict(), "reseeds": self.stats.reseeds}
+        return out
+
+
 class DeviceStage(Stage):
+    """Opens the headset backend in ``start()``; ``run()`` publishes every reading; ``stop()``
+    closes it and publishes ``DISCONNECTED`` (so the state becomes ``absent`` and the attract
+    scene plays while the supervisor retries)."""
+
     name = "device"
 
-    def __init__(self, runtime: ShowRuntime) -> None:
-        self.rt = runtime
-        self.device: Any = None
+    def __init__(self, loaded: LoadedShow, readings: Broadcast[Reading], factory: DeviceFactory) -> None:
+        self.loaded = loaded
+        self.readings = readings
+        self.factory = factory
+        self.device: Device | None = None
 
     async def start(self) -> None:
-        from dreamstate.devices.factory import open_device
-
-        self.device = open_device(self.rt.show.device, self.rt.loaded)
+        self.device = self.factory(self.loaded)
         await self.device.open()
         log.info("device open", extra={"device": self.device.describe()})
 
     async def run(self) -> None:
+        assert self.device is not None
         async for reading in self.device.readings():
-            self.rt.readings.publish(reading)
+            self.readings.publish(reading)
 
     async def stop(self) -> None:
-        """Close the device and tell the rest of the show it is gone (so the state becomes
-        ``absent`` and the attract scene takes over while the supervisor retries)."""
         if self.device is not None:
             await self.device.close()
             self.device = None
-        self.rt.readings.publish(DeviceEvent(DeviceEventKind.DISCONNECTED, time.monotonic(),
-                                             detail="device stage stopped"))
+        self.readings.publish(DeviceEvent(DeviceEventKind.DISCONNECTED, time.monotonic(),
+                                          detail="device stage stopped"))
 
 
 class SignalStage(Stage):
+    """Readings in, states out. After ``__init__`` it is subscribed to the readings and has
+    loaded a saved calibration (or started the show's schedule); ``start()`` starts the map's
+    refit thread; ``run()`` publishes ``states`` (every window's state, and ``absent`` on a
+    device event) and ``eeg`` (the latest device values); ``stop()`` joins the refit thread."""
+
     name = "signal"
 
-    def __init__(self, runtime: ShowRuntime) -> None:
+    def __init__(self, loaded: LoadedShow, readings: Broadcast[Reading], counters: Counters) -> None:
         from dreamstate.engine.signal.pipeline import SignalPipeline
 
-        self.rt = runtime
-        show = runtime.show
-        self.queue: BoundedQueue[Reading] = runtime.readings.subscribe(16384, name="signal")
-        self.pipeline = SignalPipeline(show.signal, show.map, show.states)
+        self.loaded = loaded
+        show = loaded.show
+        self.counters = counters
+        self.states: LatestSlot[EegState] = LatestSlot()
+        self.eeg: LatestSlot[EegSnapshot] = LatestSlot(EegSnapshot())
+        self.queue: BoundedQueue[Reading] = readings.subscribe(16384, name="signal")
+        self.pipeline: SignalPipeline = SignalPipeline(show.signal, show.map, show.states)
         self.pipeline.on_schedule_end = self.fit_soon
         self._fits: set[asyncio.Task[None]] = set()
         cal = show.states.calibration
         if show.states.mode == "calibrated" and cal.save:
-            path = runtime.loaded.path(cal.save, what="states.calibration.save")
+            path = loaded.path(cal.save, what="states.calibration.save")
             if path.is_file():
                 report = self.pipeline.load_calibration(path)
                 log.info("calibration loaded", extra={"file": str(path), "counts": report.counts})
@@ -159,19 +258,33 @@ class SignalStage(Stage):
         self.pipeline.start()
 
     async def run(self) -> None:
-        rt = self.rt
+        latest: EegState | None = None
         while True:
             reading = await self.queue.get()
-            if isinstance(reading, Blink) and rt.osc_telemetry is not None:
-                rt.osc_telemetry.blink()
-            rt.on_reading(reading)
+            self._note(reading)
             for result in self.pipeline.feed(reading):
-                rt.on_state(result.state)
+                latest = result.state
+                self.states.put(result.state)
                 if result.point is not None:
-                    rt.eeg["point"] = result.point
+                    self._update(point=result.point)
             state = self.pipeline.latest_state
-            if state is not None and state is not rt.latest_state:  # e.g. absent on a device event
-                rt.on_state(state)
+            if state is not None and state is not latest:  # e.g. absent on a device event
+                latest = state
+                self.states.put(state)
+
+    def _note(self, reading: Reading) -> None:
+        if isinstance(reading, ESense):
+            self._update(esense=reading)
+        elif isinstance(reading, SignalQuality):
+            self._update(quality=reading)
+        elif isinstance(reading, BandPowers):
+            self._update(bands=reading)
+        elif isinstance(reading, Blink):
+            snap = self.eeg.get() or EegSnapshot()
+            self._update(blinks=snap.blinks + 1)
+
+    def _update(self, **changes: Any) -> None:
+        self.eeg.put(dataclasses.replace(self.eeg.get() or EegSnapshot(), **changes))
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.pipeline.close, 1.0)
@@ -187,7 +300,7 @@ class SignalStage(Stage):
     def fit_soon(self) -> None:
         """Fit the calibration in a worker thread (about 100 ms of scikit-learn)."""
         task = asyncio.get_running_loop().create_task(asyncio.to_thread(self._fit_and_save), name="calibration-fit")
-        watch_task(task, log, counters=self.rt.counters)  # an unexpected error is logged, not lost
+        watch_task(task, log, counters=self.counters)  # an unexpected error is logged, not lost
         self._fits.add(task)
         task.add_done_callback(self._fits.discard)
 
@@ -198,27 +311,40 @@ class SignalStage(Stage):
             log.warning("calibration not fitted yet: %s", exc)
             return
         log.info("calibration fitted", extra={"counts": report.counts, "accuracy": round(report.accuracy, 3)})
-        cal = self.rt.show.states.calibration
+        cal = self.loaded.show.states.calibration
         if cal.save:
-            saved = self.pipeline.save_calibration(self.rt.loaded.path(cal.save, what="states.calibration.save"))
+            saved = self.pipeline.save_calibration(self.loaded.path(cal.save, what="states.calibration.save"))
             log.info("calibration saved", extra={"file": str(saved)})
 
 
 class RenderStage(Stage):
+    """``start()`` builds the renderer (loading or compiling the model, opening the output
+    happens in ``Renderer.run``) off the event loop; ``run()`` runs it until it stops or the
+    viewer closes the window; ``stop()`` stops it. ``set_recipe`` may be called at any time;
+    the latest recipe is handed to each renderer this stage builds."""
+
     name = "render"
     critical = True
     start_timeout = 300.0  # compiling a large model's dream step the first time
 
-    def __init__(self, runtime: ShowRuntime) -> None:
-        self.rt = runtime
-        self.renderer: Any = None
+    def __init__(self, build: Callable[[], Renderer]) -> None:
+        self.build = build
+        self.renderer: Renderer | None = None
+        self._recipe: DreamRecipe | None = None
+
+    def set_recipe(self, recipe: DreamRecipe) -> None:
+        self._recipe = recipe
+        if self.renderer is not None:
+            self.renderer.set_recipe(recipe)
 
     async def start(self) -> None:
-        self.renderer = await asyncio.to_thread(self.rt.build_renderer)
-        self.rt.renderer = self.renderer
-        self.renderer.set_recipe(self.rt.current_recipe())
+        renderer = await asyncio.to_thread(self.build)
+        if self._recipe is not None:
+            renderer.set_recipe(self._recipe)
+        self.renderer = renderer
 
     async def run(self) -> None:
+        assert self.renderer is not None
         await self.renderer.run()
         if self.renderer.quit_requested:
             log.info("window closed by the viewer")
@@ -228,10 +354,143 @@ class RenderStage(Stage):
             self.renderer.stop()
 
 
-class ShowRuntime:
-    """Builds the stages of a show and runs them; see the module docstring."""
+class ScenesStage(Stage):
+    """Every ``period_s``: the newest state to the ``SceneDirector``, then the current recipe
+    (the scene's, with the live edits on top) to the render stage when it changed."""
 
-    def __init__(self, loaded: LoadedShow, *, seconds: float | None = None) -> None:
+    name = "scenes"
+
+    def __init__(self, director: SceneDirector, states: LatestSlot[EegState], edits: LiveEdits,
+                 render: RenderStage, *, period_s: float = 0.05) -> None:
+        self.director = director
+        self.states = states
+        self.edits = edits
+        self.render = render
+        self.period_s = period_s
+        self._version = 0
+        self._last: DreamRecipe | None = None
+
+    def recipe(self) -> DreamRecipe:
+        return self.edits.apply(self.director.recipe())
+
+    def tick(self) -> None:
+        state, self._version = self.states.get_if_newer(self._version)
+        if state is not None:
+            self.director.on_state(state)
+        self.director.tick()
+        recipe = self.recipe()
+        if recipe != self._last:
+            self.render.set_recipe(recipe)
+            self._last = recipe
+
+    async def run(self) -> None:
+        while True:
+            self.tick()
+            await asyncio.sleep(self.period_s)
+
+
+class ControlStage(Stage):
+    """One control transport (OSC or MQTT). ``start()`` makes and starts it (binding its
+    socket, reading its credentials); ``run()`` serves it beside its companion loops
+    (telemetry) while handing every command to ``apply``; ``stop()`` closes it."""
+
+    def __init__(self, name: str, make: Callable[[], ControlTransport], apply: Callable[[Command], None],
+                 companions: Callable[[ControlTransport], Sequence[tuple[str, Coroutine[Any, Any, None]]]]
+                 = lambda _t: ()) -> None:
+        self.name = name
+        self.make = make
+        self.apply = apply
+        self.companions = companions
+        self.transport: ControlTransport | None = None
+
+    async def start(self) -> None:
+        transport = self.make()
+        await transport.start()
+        self.transport = transport
+
+    async def run(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(transport.run(), name=f"{self.name}.run")
+            for name, coro in self.companions(transport):
+                tg.create_task(coro, name=f"{self.name}.{name}")
+            while True:
+                self.apply(await transport.commands.get())
+
+    async def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class RecordStage(Stage):
+    """``start()`` opens a new journal beside ``record.path`` (and names journals that earlier
+    runs left behind); ``run()`` journals every reading; ``stop()`` writes the FIF, or keeps
+    the journal and says how to recover it."""
+
+    name = "record"
+
+    def __init__(self, loaded: LoadedShow, readings: Broadcast[Reading]) -> None:
+        self.loaded = loaded
+        self.queue: BoundedQueue[Reading] = readings.subscribe(65536, name="record")
+        self.recorder: Recorder | None = None
+        self._fif: Path | None = None
+
+    async def start(self) -> None:
+        from dreamstate.devices.recording import Recorder, journal_path_for, unrecovered_journals
+
+        show = self.loaded.show
+        out = self.loaded.path(show.record.path, what="record.path")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = out.name.removesuffix(".gz").removesuffix(".fif").removesuffix("_raw")
+        fif = out.with_name(f"{name}-{stamp}_raw.fif")
+        journal = journal_path_for(fif)
+        for old in unrecovered_journals(out.parent, exclude=journal):
+            log.warning("an earlier recording did not finish: its journal %s is still there; "
+                        "recover it with `dreamstate recover %s`", old, old, extra={"journal": str(old)})
+        recorder = Recorder(journal, device=show.device.kind)
+        self.queue.drain()  # readings from before this recording belong to no file
+        await recorder.start()
+        self.recorder, self._fif = recorder, fif
+
+    async def run(self) -> None:
+        assert self.recorder is not None
+        while True:
+            self.recorder.add(await self.queue.get())
+
+    async def stop(self) -> None:
+        recorder, fif = self.recorder, self._fif
+        self.recorder = None
+        if recorder is not None and fif is not None:
+            await asyncio.shield(self._finish(recorder, fif))
+
+    @staticmethod
+    async def _finish(recorder: Recorder, fif: Path) -> None:
+        """Write the FIF, or, with nothing recorded, remove the empty journal; say which."""
+        if recorder.counters.get("samples") == 0:
+            await recorder.close()
+            recorder.journal.unlink(missing_ok=True)
+            log.info("nothing recorded (no EEG arrived); no file written", extra={"file": str(fif)})
+            return
+        try:
+            result = await recorder.finalise(fif)
+        except DreamstateError as exc:
+            log.error("recording not saved: %s; the journal %s is kept: run `dreamstate recover %s`",
+                      exc, recorder.journal, recorder.journal, extra={"journal": str(recorder.journal)})
+            return
+        log.info("recording saved", extra={"file": str(result.fif), "seconds": round(result.seconds, 1)})
+
+
+class ShowRuntime:
+    """Builds the stages of a show and runs them; see the module docstring.
+
+    ``open_device``, ``load_model`` and ``open_output`` replace the factories for the headset,
+    the dream model and the output (tests use a small model; a kiosk could pass its own
+    output)."""
+
+    def __init__(self, loaded: LoadedShow, *, seconds: float | None = None,
+                 open_device: DeviceFactory | None = None, load_model: ModelLoader | None = None,
+                 open_output: OutputFactory | None = None) -> None:
         self.loaded = loaded
         self.show: Show = loaded.show
         self.seconds = seconds
@@ -239,29 +498,32 @@ class ShowRuntime:
         self.readings: Broadcast[Reading] = Broadcast("readings")
         self.director = SceneDirector(self.show)
         self.edits = LiveEdits()
-        self.renderer: Any = None
-        self.latest_state: EegState | None = None
-        self.osc_telemetry: Any = None
-        self.mqtt: Any = None
-        self.osc_server: Any = None
-        self.recorder: Any = None
         self.last_counters: dict[str, int | float] = {}
-        self.eeg: dict[str, ESense | SignalQuality | BandPowers | MapPoint] = {}
-        self._last_recipe: DreamRecipe | None = None
-        self.signal_stage = SignalStage(self)
+        self._load_model = load_model or load_show_model
+        self._open_output = open_output or default_output
+        self.device_stage = DeviceStage(loaded, self.readings, open_device or default_device)
+        self.signal_stage = SignalStage(loaded, self.readings, self.counters)
+        self.render_stage = RenderStage(self.build_renderer)
+        self.scenes_stage = ScenesStage(self.director, self.signal_stage.states, self.edits, self.render_stage)
+        self.osc_stage: ControlStage | None = None
+        self.mqtt_stage: ControlStage | None = None
+        self.record_stage: RecordStage | None = None
         self.supervisor = Supervisor(self._stages())
 
     # --- wiring ---------------------------------------------------------------------------------
     def _stages(self) -> list[Stage]:
         show = self.show
-        stages: list[Stage] = [DeviceStage(self), self.signal_stage, RenderStage(self),
-                               FunctionStage("scenes", self._scenes_loop), FunctionStage("status", self._status_loop)]
+        stages: list[Stage] = [self.device_stage, self.signal_stage, self.render_stage, self.scenes_stage,
+                               FunctionStage("status", self._status_loop)]
         if show.osc.enabled:
-            stages.append(FunctionStage("osc", self._osc_loop))
+            self.osc_stage = ControlStage("osc", self._make_osc, self.apply_command, self._osc_companions)
+            stages.append(self.osc_stage)
         if show.mqtt.enabled:
-            stages.append(FunctionStage("mqtt", self._mqtt_loop))
+            self.mqtt_stage = ControlStage("mqtt", self._make_mqtt, self.apply_command, self._mqtt_companions)
+            stages.append(self.mqtt_stage)
         if show.record.enabled:
-            stages.append(FunctionStage("record", self._record_loop))
+            self.record_stage = RecordStage(self.loaded, self.readings)
+            stages.append(self.record_stage)
         if self.seconds is not None:
             seconds = self.seconds
 
@@ -271,65 +533,69 @@ class ShowRuntime:
             stages.append(FunctionStage("timer", timer, critical=True, restart=False))
         return stages
 
+    # --- what the stages hold, for tools and tests ------------------------------------------------
+    @property
+    def renderer(self) -> Renderer | None:
+        return self.render_stage.renderer
+
+    @property
+    def latest_state(self) -> EegState | None:
+        return self.signal_stage.states.get()
+
+    @property
+    def osc_server(self) -> OscControlServer | None:
+        from dreamstate.engine.control.osc import OscControlServer
+
+        t = self.osc_stage.transport if self.osc_stage is not None else None
+        return t if isinstance(t, OscControlServer) else None
+
+    @property
+    def mqtt(self) -> MqttLink | None:
+        from dreamstate.engine.control.mqtt import MqttLink
+
+        t = self.mqtt_stage.transport if self.mqtt_stage is not None else None
+        return t if isinstance(t, MqttLink) else None
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self.record_stage.recorder if self.record_stage is not None else None
+
     def scene_layers(self) -> list[str]:
         names: dict[str, None] = {}
         for scene in self.show.scenes.values():
             names.update(dict.fromkeys(scene.layers))
         return list(names)
 
-    def build_renderer(self) -> Any:
-        """Load the model (compiling or reusing its cached dream step) and make the renderer."""
+    def current_recipe(self) -> DreamRecipe:
+        return self.scenes_stage.recipe()
+
+    def build_renderer(self) -> Renderer:
+        """Load the model (compiling or reusing its cached dream step) and make the renderer
+        with the show's images and output (blocking: the render stage calls it in a thread)."""
         from dreamstate.engine.core.images import load_image
-        from dreamstate.engine.output.factory import open_output
-        from dreamstate.engine.render.checks import model_source
         from dreamstate.engine.render.health import HealthSettings
         from dreamstate.engine.render.renderer import Renderer
-        from dreamstate.models.dream import DreamModel
 
         show = self.show
         out_cfg = show.output
         layers = self.scene_layers() or None
-        model_ref = model_source(self.loaded)
-        # Leave a core to the display thread and the event loop.
-        threads = max(1, (os.cpu_count() or 2) - 1)
-        model = DreamModel.load(model_ref, layers, device=out_cfg.device, threads=threads)
+        model = self._load_model(self.loaded, layers, False)
         log.info("dream model ready", extra={"model": model.name, "layers": list(model.layers),
                                              "provider": model.provider})
-        guide_model = None
-        if any(s.guide for s in show.scenes.values()):
-            guide_model = DreamModel.load(model_ref, layers, guide=True, device=out_cfg.device, threads=threads)
+        guide_model = self._load_model(self.loaded, layers, True) if any(s.guide for s in show.scenes.values()) \
+            else None
         paths = [self.loaded.path(img, what=f"show.images[{i}]") for i, img in enumerate(show.show.images)]
         if not paths and default_source_path() is not None:
             paths = [p for p in [default_source_path()] if p is not None]
         sources = [load_image(p, what="source image") for p in paths]
         hc = show.health
         health = HealthSettings(enabled=hc.enabled, watchdog_s=hc.watchdog_s, limits=hc.limits())
-        output = open_output(out_cfg, self.loaded)
-        return Renderer(model, output, dream_size=out_cfg.dream_size, output_size=out_cfg.size, fps=out_cfg.fps,
-                        source=sources[0] if sources else None, sources=sources,
-                        resolve=lambda p: self.loaded.path(p, what="recipe path"),
+        return Renderer(model, self._open_output(self.loaded), dream_size=out_cfg.dream_size,
+                        output_size=out_cfg.size, fps=out_cfg.fps, source=sources[0] if sources else None,
+                        sources=sources, resolve=lambda p: self.loaded.path(p, what="recipe path"),
                         guide_model=guide_model, health=health)
 
-    # --- events ---------------------------------------------------------------------------------
-    def on_reading(self, reading: Reading) -> None:
-        """Keep the latest device values; telemetry sends them at its own steady rate."""
-        if isinstance(reading, ESense):
-            self.eeg["esense"] = reading
-        elif isinstance(reading, SignalQuality):
-            self.eeg["quality"] = reading
-        elif isinstance(reading, BandPowers):
-            self.eeg["bands"] = reading
-
-    def on_state(self, state: EegState) -> None:
-        changed = self.latest_state is None or state.label != self.latest_state.label
-        self.latest_state = state
-        self.director.on_state(state)
-        if self.mqtt is not None and changed:
-            self.mqtt.publish_state(state)
-
-    def current_recipe(self) -> DreamRecipe:
-        return self.edits.apply(self.director.recipe())
-
+    # --- control ----------------------------------------------------------------------------------
     def apply_command(self, cmd: Command) -> None:
         """One control command from OSC or MQTT. Bad values are logged, never raised."""
         try:
@@ -386,103 +652,17 @@ class ShowRuntime:
             case Blackout(on=on):
                 r.set_blackout(on)
 
-    # --- small loops ----------------------------------------------------------------------------
-    async def _scenes_loop(self) -> None:
-        while True:
-            self.director.tick()
-            recipe = self.current_recipe()
-            if recipe != self._last_recipe and self.renderer is not None:
-                self.renderer.set_recipe(recipe)
-                self._last_recipe = recipe
-            await asyncio.sleep(0.05)
+    # --- telemetry --------------------------------------------------------------------------------
+    def telemetry(self) -> Telemetry:
+        """The snapshot OSC and MQTT telemetry send (see :class:`Telemetry`)."""
+        r, rec = self.renderer, self.recorder
+        return Telemetry(eeg=self.signal_stage.eeg.get() or EegSnapshot(), state=self.latest_state,
+                         scene=self.director.scene_name, stats=r.stats if r is not None else None,
+                         recording=rec.status() if rec is not None else None, counters=self.input_counters())
 
-    async def _status_loop(self) -> None:
-        while True:
-            await asyncio.sleep(10.0)
-            extra: dict[str, Any] = {"scene": self.director.scene_name,
-                                     "state": self.latest_state.label if self.latest_state else None}
-            if self.renderer is not None:
-                s = self.renderer.stats
-                extra.update(display_fps=round(s.display_fps, 1), dream_steps_s=round(s.dream_steps_per_s, 2))
-                if s.health is not None:
-                    extra.update(picture="ok" if s.health.in_bounds else "out: " + ", ".join(s.health.out_of_bounds),
-                                 reseeds=s.reseeds)
-            extra.update({k: v for k, v in self.readings.dropped.items() if v})
-            if self.recorder is not None and self.recorder.status()["state"] != "ok":
-                st = self.recorder.status()
-                extra["recording"] = f"{st['state'].replace('_', ' ')}, {st['buffered_s']} s buffered"
-            log.info("status", extra=extra)
-
-    async def _control(self, transport: ControlTransport,
-                       companions: Sequence[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = ()) -> None:
-        """Wire one control transport: start it, run it beside its companion loops (telemetry)
-        while applying its commands, close it whatever happens."""
-        await transport.start()
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(transport.run(), name=f"{transport.name}.run")
-                for name, loop in companions:
-                    tg.create_task(loop(), name=f"{transport.name}.{name}")
-                while True:
-                    self.apply_command(await transport.commands.get())
-        finally:
-            transport.close()
-
-    async def _osc_loop(self) -> None:
-        from dreamstate.engine.control.osc import OscControlServer, OscTelemetry
-
-        cfg = self.show.osc
-        server = OscControlServer(cfg.listen_host, cfg.listen_port)
-        self.osc_server = server
-        tele = await asyncio.to_thread(OscTelemetry, [(t.host, t.port) for t in cfg.targets],
-                                       labels=self.show.states.labels)
-        self.osc_telemetry = tele if cfg.targets else None
-        try:
-            companions = [("telemetry", lambda: self._osc_telemetry_loop(tele, cfg.rate_hz))] if cfg.targets else []
-            await self._control(server, companions)
-        finally:
-            self.osc_telemetry = None
-            self.last_counters = self.input_counters()
-            tele.close()
-
-    async def _osc_telemetry_loop(self, tele: Any, rate_hz: float) -> None:
-        """The fixed address set at a steady rate (what TouchDesigner's OSC In CHOP wants);
-        blinks go out as pulses when they happen; heartbeat and fps once a second."""
-        period = 1.0 / rate_hz
-        last_beat = 0.0
-        while True:
-            e, q, b, p = (self.eeg.get(k) for k in ("esense", "quality", "bands", "point"))
-            if isinstance(e, ESense):
-                tele.esense(e)
-            if isinstance(q, SignalQuality):
-                tele.signal(q)
-            if isinstance(b, BandPowers):
-                tele.bands(b)
-            if isinstance(p, MapPoint):
-                tele.map_point(p)
-            if self.latest_state is not None:
-                tele.state(self.latest_state)
-            now = time.monotonic()
-            if now - last_beat >= 1.0:
-                last_beat = now
-                tele.heartbeat()
-                if self.renderer is not None:
-                    stats = self.renderer.stats
-                    tele.fps(stats.display_fps)
-                    if stats.health is not None:
-                        h = stats.health
-                        tele.health(h.in_bounds, stats.reseeds, list(h.measures.as_dict().values()))
-            await asyncio.sleep(period)
-
-    async def _mqtt_loop(self) -> None:
-        from dreamstate.engine.control.mqtt import MqttLink
-
-        link = MqttLink(self.show.mqtt, resolve=lambda value, what: self.loaded.path(value, what=what))
-        self.mqtt = link
-        try:
-            await self._control(link, [("telemetry", lambda: self._mqtt_telemetry_loop(link))])
-        finally:
-            self.mqtt = None
+    def telemetry_doc(self) -> dict[str, Any]:
+        """The telemetry snapshot as JSON-able data (the MQTT ``telemetry`` payload)."""
+        return self.telemetry().doc()
 
     def input_counters(self) -> dict[str, int | float]:
         """What came in over the network and how the event loop kept up: OSC datagrams by
@@ -504,70 +684,103 @@ class ShowRuntime:
             out.update(loop_stalls=int(snap["stalls"]), loop_lag_p99_ms=round(1000 * snap["p99_s"], 1))
         return out
 
-    def telemetry_doc(self) -> dict[str, Any]:
-        """One JSON-able snapshot: eSense and signal 0..1, map x y, state, fps."""
-        doc: dict[str, Any] = {"scene": self.director.scene_name}
-        e, q, p = (self.eeg.get(k) for k in ("esense", "quality", "point"))
-        if isinstance(e, ESense):
-            doc.update(attention=e.attention / 100.0, meditation=e.meditation / 100.0)
-        if isinstance(q, SignalQuality):
-            doc["signal"] = round(1.0 - min(q.poor_signal, 200) / 200.0, 3)
-        if isinstance(p, MapPoint):
-            doc["map"] = [round(p.x, 4), round(p.y, 4)]
-        if self.latest_state is not None:
-            doc.update(state=self.latest_state.label, confidence=round(self.latest_state.confidence, 3))
-        if self.recorder is not None:
-            doc["recording"] = self.recorder.status()
-        doc["counters"] = self.input_counters()
-        if self.renderer is not None:
-            stats = self.renderer.stats
-            doc["fps"] = round(stats.display_fps, 1)
-            if stats.health is not None:
-                doc["picture"] = {**stats.health.as_dict(), "reseeds": stats.reseeds}
-        return doc
+    def _make_osc(self) -> ControlTransport:
+        from dreamstate.engine.control.osc import OscControlServer
 
-    async def _mqtt_telemetry_loop(self, link: Any) -> None:
+        cfg = self.show.osc
+        return OscControlServer(cfg.listen_host, cfg.listen_port)
+
+    def _osc_companions(self, _transport: ControlTransport) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        cfg = self.show.osc
+        return [("telemetry", self._osc_telemetry_loop(cfg.rate_hz))] if cfg.targets else []
+
+    async def _osc_telemetry_loop(self, rate_hz: float) -> None:
+        """The fixed address set at a steady rate (what TouchDesigner's OSC In CHOP wants);
+        blinks go out as pulses when they happen; heartbeat and fps once a second."""
+        from dreamstate.engine.control.osc import OscTelemetry
+
+        cfg = self.show.osc
+        tele: OscTelemetry = await asyncio.to_thread(OscTelemetry, [(t.host, t.port) for t in cfg.targets],
+                                                     labels=self.show.states.labels)
+        period = 1.0 / rate_hz
+        last_beat = 0.0
+        blinks = (self.signal_stage.eeg.get() or EegSnapshot()).blinks
+        try:
+            while True:
+                snap = self.telemetry()
+                e = snap.eeg
+                if e.esense is not None:
+                    tele.esense(e.esense)
+                if e.quality is not None:
+                    tele.signal(e.quality)
+                if e.bands is not None:
+                    tele.bands(e.bands)
+                if e.point is not None:
+                    tele.map_point(e.point)
+                for _ in range(min(e.blinks - blinks, 10)):
+                    tele.blink()
+                blinks = e.blinks
+                if snap.state is not None:
+                    tele.state(snap.state)
+                now = time.monotonic()
+                if now - last_beat >= 1.0:
+                    last_beat = now
+                    tele.heartbeat()
+                    if snap.stats is not None:
+                        tele.fps(snap.stats.display_fps)
+                        if snap.stats.health is not None:
+                            h = snap.stats.health
+                            tele.health(h.in_bounds, snap.stats.reseeds, list(h.measures.as_dict().values()))
+                await asyncio.sleep(period)
+        finally:
+            self.last_counters = self.input_counters()
+            tele.close()
+
+    def _make_mqtt(self) -> ControlTransport:
+        from dreamstate.engine.control.mqtt import MqttLink
+
+        return MqttLink(self.show.mqtt, resolve=lambda value, what: self.loaded.path(value, what=what))
+
+    def _mqtt_companions(self, transport: ControlTransport) -> list[tuple[str, Coroutine[Any, Any, None]]]:
+        from dreamstate.engine.control.mqtt import MqttLink
+
+        assert isinstance(transport, MqttLink)
+        return [("telemetry", self._mqtt_telemetry_loop(transport)), ("state", self._mqtt_state_loop(transport))]
+
+    async def _mqtt_telemetry_loop(self, link: MqttLink) -> None:
         period = 1.0 / self.show.mqtt.telemetry_hz
         while True:
             await asyncio.sleep(period)
             link.publish_telemetry(self.telemetry_doc())
 
-    async def _record_loop(self) -> None:
-        from dreamstate.devices.recording import Recorder, journal_path_for, unrecovered_journals
+    async def _mqtt_state_loop(self, link: MqttLink) -> None:
+        """The retained state, published when its label changes (checked 20 times a second)."""
+        version, label = 0, None
+        while True:
+            state, version = self.signal_stage.states.get_if_newer(version)
+            if state is not None and state.label != label:
+                label = state.label
+                link.publish_state(state)
+            await asyncio.sleep(0.05)
 
-        out = self.loaded.path(self.show.record.path, what="record.path")
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        name = out.name.removesuffix(".gz").removesuffix(".fif").removesuffix("_raw")
-        fif = out.with_name(f"{name}-{stamp}_raw.fif")
-        journal = journal_path_for(fif)
-        for old in unrecovered_journals(out.parent, exclude=journal):
-            log.warning("an earlier recording did not finish: its journal %s is still there; "
-                        "recover it with `dreamstate recover %s`", old, old, extra={"journal": str(old)})
-        recorder = Recorder(journal, device=self.show.device.kind)
-        self.recorder = recorder
-        queue = self.readings.subscribe(65536, name="record")
-        await recorder.start()
-        try:
-            while True:
-                recorder.add(await queue.get())
-        finally:
-            self.recorder = None
-            await asyncio.shield(self._finish_recording(recorder, fif))
-
-    async def _finish_recording(self, recorder: Any, fif: Path) -> None:
-        """Write the FIF, or, with nothing recorded, remove the empty journal; say which."""
-        if recorder.counters.get("samples") == 0:
-            await recorder.close()
-            recorder.journal.unlink(missing_ok=True)
-            log.info("nothing recorded (no EEG arrived); no file written", extra={"file": str(fif)})
-            return
-        try:
-            result = await recorder.finalise(fif)
-        except DreamstateError as exc:
-            log.error("recording not saved: %s; the journal %s is kept: run `dreamstate recover %s`",
-                      exc, recorder.journal, recorder.journal, extra={"journal": str(recorder.journal)})
-            return
-        log.info("recording saved", extra={"file": str(result.fif), "seconds": round(result.seconds, 1)})
+    # --- status -----------------------------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(10.0)
+            state = self.latest_state
+            extra: dict[str, Any] = {"scene": self.director.scene_name, "state": state.label if state else None}
+            if self.renderer is not None:
+                s = self.renderer.stats
+                extra.update(display_fps=round(s.display_fps, 1), dream_steps_s=round(s.dream_steps_per_s, 2))
+                if s.health is not None:
+                    extra.update(picture="ok" if s.health.in_bounds else "out: " + ", ".join(s.health.out_of_bounds),
+                                 reseeds=s.reseeds)
+            extra.update({k: v for k, v in self.readings.dropped.items() if v})
+            rec = self.recorder
+            if rec is not None and rec.status()["state"] != "ok":
+                st = rec.status()
+                extra["recording"] = f"{st['state'].replace('_', ' ')}, {st['buffered_s']} s buffered"
+            log.info("status", extra=extra)
 
     async def run(self) -> None:
         try:
