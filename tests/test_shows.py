@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -81,3 +82,6 @@ def test_show_reference_has_a_row_for_every_key_in_its_own_table() -> None:
     walk("scenes.<name>", SceneConfig)
     assert not missing, missing
     assert not wrong_default, wrong_default
+    undescribed = [f"{section}.{key}" for section, rows in sections.items() for key, row in rows.items()
+                   if section not in ("Features", "Rules") and not re.split(r"(?<!\\)\|", row)[-2].strip()]
+    assert not undescribed, f"keys without a description (add a docstring under the field): {undescribed}"

@@ -41,31 +41,46 @@ KNOWN_FEATURES: tuple[str, ...] = (
 
 class Section(BaseModel):
     # nan and inf are refused in every float of a show (TOML can spell both)
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class ShowMeta(Section):
     name: str = "untitled"
+    """shown in logs and telemetry"""
     model: str = "efficientnet-lite0"
+    """dream model: a registry name (`dreamstate models list`) or an .onnx file inside the show folder"""
     images: list[str] = Field(default_factory=list)
+    """source photographs (inside the show folder); the dream starts from the first and reseeds cycle through them"""
     default_scene: str = "calm"
+    """the scene for a state that has no scene of its own name"""
 
 
 class SimStep(Section):
     state: Literal["relaxed", "focused", "neutral", "blinking", "off_head"]
+    """simulated brain state for this step"""
     seconds: Annotated[float, Field(gt=0)]
+    """how long the step lasts"""
 
 
 class DeviceConfig(Section):
     kind: Literal["thinkgear", "simulated", "replay"] = "simulated"
+    """`thinkgear` (a headset on a serial port), `simulated` or `replay` (a recording)"""
     port: str = "auto"
+    """serial port, or `auto` to find the headset or dongle"""
     baud: Literal[1200, 9600, 57600, 115200] | None = None
+    """serial rate; leave unset to probe 57600, 115200 and 9600"""
     headset_id: Annotated[int, Field(ge=0, le=0xFFFF)] | None = None
+    """dongle only: pair with this headset id (unset: any headset)"""
     file: str | None = None
+    """replay only: a recording MNE reads (FIF, EDF, ...) inside the show folder"""
     speed: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    """simulated and replay: playback speed (1 = real time)"""
     loop: StrictBool = True
+    """simulated and replay: start again at the end"""
     script: list[SimStep] = Field(default_factory=list)
+    """simulated only: the states to play, in order (empty: the demo cycle)"""
     seed: int | None = None
+    """simulated only: random seed (unset: different each run)"""
 
     @model_validator(mode="after")
     def _replay_needs_file(self) -> DeviceConfig:
@@ -76,13 +91,20 @@ class DeviceConfig(Section):
 
 class SignalConfig(Section):
     window_s: Annotated[float, Field(gt=0.1, le=4.0)] = 0.5
+    """EEG window length in seconds."""
     hop_s: Annotated[float, Field(gt=0.01, le=4.0)] = 0.25
+    """seconds between window starts (no more than window_s)"""
     notch_hz: Literal[50, 60] | None = 50
+    """mains frequency to remove (50 in Europe, 60 in the Americas; unset: none)"""
     band_hz: tuple[float, float] = (1.0, 45.0)
+    """band-pass edges in Hz (low, high)"""
     poor_signal_threshold: Annotated[int, Field(ge=0, le=200)] = 50
+    """ThinkGear POOR_SIGNAL above which a window is rejected (0 = perfect, 200 = off the head)."""
     clip_uv: Annotated[float, Field(gt=0)] = 7000.0
+    """a window with a sample beyond this many microvolts is rejected"""
     features: list[str] = Field(default_factory=lambda: ["log_band_power", "relative_power",
                                                          "spectral_entropy", "hjorth"])
+    """feature groups computed per window (see Features below)"""
 
     @field_validator("features")
     @classmethod
@@ -106,15 +128,22 @@ class SignalConfig(Section):
 
 class MapConfig(Section):
     method: Literal["tsne", "pca"] = "tsne"
+    """the 2D map: `tsne` (openTSNE) or `pca`"""
     placement: Literal["knn", "transform"] = "knn"
+    """how a new window lands on the map: `knn` (fast, recommended) or `transform` (openTSNE)"""
     reference_size: Annotated[int, Field(ge=20, le=20000)] = 240
+    """windows in the map's reference set"""
     refit_every_s: Annotated[float, Field(ge=5)] = 60.0
+    """seconds between background refits of the map"""
     perplexity: Annotated[float, Field(gt=1, le=200)] = 30.0
+    """t-SNE perplexity"""
     seed: int = 0
+    """random seed of the map fits"""
 
 
 class Rule(Section):
     state: str
+    """the state this rule votes for"""
     when: str = Field(description="feature comparison, e.g. 'attention > 60' or 'alpha_rel > 0.3'")
 
 
@@ -122,37 +151,61 @@ class CalibrationConfig(Section):
     schedule: list[tuple[str, float]] = Field(default_factory=list,
                                              description="[label, seconds] clips in order")
     min_windows_per_label: Annotated[int, Field(ge=5)] = 20
+    """accepted windows each label needs before the classifier is fitted"""
     classifier: Literal["logistic", "lda", "knn"] = "logistic"
+    """scikit-learn classifier: `logistic`, `lda` or `knn`"""
     save: str | None = None
+    """JSON file (inside the show folder) the calibration is saved to and loaded from."""
 
 
 class StatesConfig(Section):
     mode: Literal["rules", "clusters", "calibrated"] = "rules"
+    """how a state is derived: `rules`, `clusters` on the map, or a `calibrated` classifier"""
     labels: list[str] = Field(default_factory=lambda: ["calm", "focused", "neutral"])
+    """the state names (besides `absent`); scenes of the same names play for them"""
     dwell_s: Annotated[float, Field(ge=0)] = 3.0
+    """seconds a new state must lead before it takes over (no flicker)"""
     hysteresis: Annotated[float, Field(ge=0, le=1)] = 0.15
+    """how much a challenger must lead the current state by (0..1)"""
     smooth_s: Annotated[float, Field(ge=0, le=60, description="average per-window state votes over about "
                                      "this long (0 = no smoothing)")] = 1.0
     rules: list[Rule] = Field(default_factory=list)
+    """rules mode: one rule per state (see Rules below)"""
     clusters: Annotated[int, Field(ge=2, le=12)] = 3
+    """clusters mode: number of clusters on the map"""
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    """calibrated mode: labelled clips and the classifier"""
 
 
 class SceneConfig(Section):
     layers: dict[str, Annotated[float, Field(ge=-10, le=10)]] = Field(default_factory=dict)
+    """layer name -> weight of the DeepDream objective (`dreamstate models layers MODEL` lists the names)"""
     channels: dict[str, list[int]] = Field(default_factory=dict)
+    """layer name -> channel indices to dream on (instead of whole layers)"""
     zoom: Annotated[float, Field(gt=0.5, lt=2.0)] = 1.01
+    """zoom per motion tick (10 a second); 1.01 is a slow dive"""
     rotate: Annotated[float, Field(ge=-45, le=45)] = 0.0
+    """degrees per motion tick"""
     translate: tuple[float, float] = (0.0, 0.0)
+    """pixels per motion tick (x, y)"""
     step: Annotated[float, Field(gt=0, le=20)] = 1.5
+    """gradient step in display levels (0..255 of the shown picture)"""
     octaves: Annotated[int, Field(ge=1, le=10)] = 3
+    """DeepDream octaves (scales)."""
     octave_scale: Annotated[float, Field(ge=1.05, le=3.0)] = 1.4
+    """size ratio between octaves (greater than 1)"""
     steps: Annotated[int, Field(ge=1, le=50)] = 2
+    """gradient steps per octave (offline `dream` and `feedback`)"""
     blend: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """offline `feedback`: how much of the previous frame carries over"""
     mask: str | None = None
+    """greyscale image (inside the show folder): where the dream may act"""
     guide: str | None = None
+    """image (inside the show folder) whose features the dream is drawn toward"""
     image: str | None = None
+    """source image for this scene (inside the show folder; default: show.images)"""
     crossfade_s: Annotated[float, Field(ge=0, le=60)] = 2.0
+    """seconds to crossfade into this scene"""
     # stabilisers that keep the zoom-feedback loop alive (engine/render/stabilise.py)
     color_nudge: Annotated[float, Field(ge=0, le=0.5, description="per step, pull the colour statistics this "
                                         "share of the way to the source palette (0 = off)")] = 0.02
@@ -164,46 +217,73 @@ class SceneConfig(Section):
 
 class AttractConfig(Section):
     scene: str = "attract"
+    """the scene that plays while nobody wears the headset"""
     after_s: Annotated[float, Field(ge=0)] = 5.0
+    """seconds of `absent` before the attract scene starts"""
 
 
 class OutputConfig(Section):
     kind: Literal["auto", "window", "video", "png", "none"] = "auto"
+    """`window` (projector), `video` file, `png` snapshots, `none`, or `auto` (a window, else video)"""
     display: Annotated[int, Field(ge=0)] = 0
+    """which display the window opens on (0 = first)"""
     fullscreen: StrictBool = False
+    """fill the display (the projector)"""
     size: tuple[Annotated[int, Field(ge=16, le=8192)], Annotated[int, Field(ge=16, le=8192)]] = (1280, 720)
+    """output size in pixels (width, height)"""
     dream_size: tuple[Annotated[int, Field(ge=16, le=4096)], Annotated[int, Field(ge=16, le=4096)]] = (640, 360)
+    """size the dream is computed at, upscaled to `size` (smaller is faster)"""
     fps: Annotated[float, Field(gt=0, le=240)] = 60.0
+    """display frames per second"""
     vsync: StrictBool = True
+    """wait for the display's refresh (no tearing)"""
     path: str = "dreamstate.mp4"
+    """video or snapshot path (inside the show folder)"""
     seconds: Annotated[float, Field(gt=0)] | None = None
+    """video: stop after this many seconds"""
     mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    """serve an MJPEG preview on 127.0.0.1 at this port (unset: off)"""
     mjpeg_clients: Annotated[int, Field(ge=1, le=64, description="viewers of the MJPEG preview at once; "
                                         "more get 503 (each costs a thread and an encode per frame)")] = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """where the dream runs: `auto` (CUDA when present), `cpu` or `cuda`"""
 
 
 class OscTarget(Section):
     host: str = "127.0.0.1"
+    """where telemetry goes (TouchDesigner, Max)"""
     port: Annotated[int, Field(ge=1, le=65535)] = 7000
+    """its UDP port"""
 
 
 class OscConfig(Section):
     enabled: StrictBool = False
+    """listen for OSC control and send telemetry"""
     listen_host: str = "127.0.0.1"
+    """address to listen on; 127.0.0.1 accepts this machine only, 0.0.0.0 every network"""
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 9000
+    """UDP port for control (0: any free port)."""
     targets: list[OscTarget] = Field(default_factory=list)
+    """telemetry receivers"""
     rate_hz: Annotated[float, Field(gt=0, le=120)] = 30.0
+    """telemetry messages per second"""
 
 
 class MqttConfig(Section):
     enabled: StrictBool = False
+    """connect to an MQTT broker (several projectors, one headset)"""
     host: str = "127.0.0.1"
+    """broker address"""
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    """broker port (1883; 8883 for TLS)"""
     installation: str = "gallery"
+    """topic prefix shared by the nodes of one installation"""
     node: str = "node1"
+    """this machine's name in the topics"""
     role: Literal["all", "eeg", "render"] = "all"
+    """`all`, `eeg` or `render` (validated; the roles are not yet implemented)"""
     telemetry_hz: Annotated[float, Field(gt=0, le=50)] = 4.0
+    """telemetry messages per second"""
     username: Annotated[str | None, Field(description="broker login")] = None
     password: Annotated[SecretStr | None, Field(description="broker password (prefer password_env or "
                                                 "password_file; never logged)")] = None
@@ -241,15 +321,25 @@ class HealthConfig(Section):
     enabled: Annotated[StrictBool, Field(description="measure the picture and reseed it when it dies")] = True
     watchdog_s: Annotated[float, Field(ge=1, le=3600, description="seconds out of bounds before a reseed")] = 20.0
     luminance: HealthLimit | None = None
+    """[low, high] mean luminance 0..1 (unset: derived from the source image)"""
     contrast: HealthLimit | None = None
+    """[low, high] std of luminance"""
     red: HealthLimit | None = None
+    """[low, high] mean of the red channel 0..1"""
     green: HealthLimit | None = None
+    """[low, high] mean of the green channel 0..1"""
     blue: HealthLimit | None = None
+    """[low, high] mean of the blue channel 0..1"""
     colourfulness: HealthLimit | None = None
+    """[low, high] Hasler–Süsstrunk colourfulness"""
     detail: HealthLimit | None = None
+    """[low, high] mean gradient magnitude"""
     clipped: HealthLimit | None = None
+    """[low, high] share of pixels at 0 or 255"""
     hue_entropy: HealthLimit | None = None
+    """[low, high] normalised entropy of the hue histogram"""
     motion: HealthLimit | None = None
+    """[low, high] mean change over one second"""
 
     @model_validator(mode="after")
     def _ordered(self) -> HealthConfig:
@@ -265,7 +355,9 @@ class HealthConfig(Section):
 
 class RecordConfig(Section):
     enabled: StrictBool = False
+    """record the EEG (crash-safe journal, FIF when the show ends)"""
     path: str = "recordings/session.fif"
+    """recording path (inside the show folder); a timestamp is added"""
 
 
 class Show(Section):
@@ -392,7 +484,7 @@ def _scene_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
 
 
 def _without(data: Any, loc: tuple[int | str, ...]) -> Any:
-    """``data`` with the value at ``loc`` removed (a list item removes its whole list)."""
+    """``data`` with the value at ``loc`` removed (a list item removes its whole list)"""
     import copy
 
     out = copy.deepcopy(data)

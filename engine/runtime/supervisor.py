@@ -24,10 +24,13 @@ import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dreamstate.engine.core.backoff import Backoff
 from dreamstate.engine.core.metrics import Counters
+
+if TYPE_CHECKING:
+    from dreamstate.engine.runtime.watch import LoopLagMonitor
 
 log = logging.getLogger("dreamstate.runtime")
 
@@ -92,7 +95,7 @@ class Supervisor:
         self.backoff = backoff or Backoff()
         self.shutdown_timeout = shutdown_timeout
         self.hard_exit_s = hard_exit_s
-        self.lag: Any = None  # the LoopLagMonitor while run() runs
+        self.lag: LoopLagMonitor | None = None  # while run() runs
         self.counters = Counters()
         self.status: dict[str, StageStatus] = {s.name: StageStatus.PENDING for s in self.stages}
         self.last_error: dict[str, str] = {}
