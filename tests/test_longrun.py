@@ -168,3 +168,40 @@ def test_bench_longrun_prints_its_figures_and_saves_a_contact_sheet(tmp_path: Pa
     from dreamstate.engine.core.images import load_image
 
     assert load_image(sheet).shape == (180, 320 * 6, 3)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_the_bench_with_what_it_measured(tmp_path: Path) -> None:
+    """Stopping the bench (SIGTERM, as a service manager or `kill` does) ends the show and the
+    measuring together, prints what was measured and saves the sheet. The measuring used to go
+    on for the whole --minutes after the show had stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sheet = tmp_path / "sheet.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dreamstate", "bench", "longrun", "--minutes", "10", "--interval", "2",
+         "--dream-size", "96x64", "--output-size", "96x64", "--sheet", str(sheet)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "240"})
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if " min  lum " in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        rest, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        proc.kill()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert took < 30, f"the bench went on measuring for {took:.0f} s after SIGTERM"
+    assert "the show stopped before the run was complete (SIGTERM)" in " ".join(out.split()), out
+    assert sheet.is_file()

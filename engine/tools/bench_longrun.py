@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ async def _observe(runtime: Any, args: argparse.Namespace, console: Any, thumbs:
             highlight=False,
         )
         thumbs.append(_thumb(frame, f"{minute:g} min {runtime.director.scene_name}{' OUT' if bad else ''}"))
-    summary.update(minutes=rows * args.interval / 60.0, rows=rows, out_minutes=out_minutes, reseeds=r.stats.reseeds)
+        summary.update(minutes=row * args.interval / 60.0, rows=row, out_minutes=out_minutes, reseeds=r.stats.reseeds)
 
 
 async def _ab(runtime: Any, args: argparse.Namespace, console: Any, summary: dict[str, Any]) -> None:
@@ -216,16 +217,34 @@ def main(args: argparse.Namespace) -> int:
     console.print(f"long run: {show.show.name} with {model}, {args.minutes:g} min, dream {show.output.dream_size}, "
                   f"output {show.output.size} (headless)", highlight=False)
 
-    async def go() -> None:
-        task = asyncio.create_task(runtime.run())
+    async def measure() -> None:
+        await _observe(runtime, args, console, thumbs, summary)
+        await _ab(runtime, args, console, summary)
+
+    async def go() -> str | None:
+        """Measure while the show runs; the show ending first (SIGINT/SIGTERM, a critical
+        stage) ends the measuring too. Returns why the show ended early, or None."""
+        show_task = asyncio.create_task(runtime.run(), name="show")
+        bench_task = asyncio.create_task(measure(), name="measure")
         try:
-            await _observe(runtime, args, console, thumbs, summary)
-            await _ab(runtime, args, console, summary)
+            await asyncio.wait({show_task, bench_task}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             runtime.supervisor.request_stop("benchmark finished")
-            await task
+            if not bench_task.done():
+                bench_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bench_task
+            await show_task
+        if not bench_task.cancelled():
+            bench_task.result()  # a measuring error is the bench's error
+        return None if summary.get("fps_on") is not None else (runtime.supervisor.stop_reason or "stopped")
 
-    asyncio.run(go())
+    early = asyncio.run(go())
+    if early is not None:
+        console.print(f"the show stopped before the run was complete ({early}); "
+                      f"{len(thumbs)} row(s) measured", highlight=False)
+        if not thumbs:
+            return 1
     sheet = save_sheet(thumbs, args.sheet or Path(f"longrun-{model}.png"))
     console.print(f"rows out of bounds: {summary['out_minutes']} of {summary['rows']}; reseeds: "
                   f"{summary['reseeds']} ({summary['reseeds'] / max(1e-9, summary['minutes'] / 10):.2f} per 10 min; "
