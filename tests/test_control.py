@@ -137,7 +137,8 @@ needs_liblo = pytest.mark.skipif(shutil.which("oscsend") is None or shutil.which
 
 @needs_liblo
 async def test_oscsend_wire_types_become_typed_commands() -> None:
-    """liblo's own encoder: T/F (no payload bytes), f for integers, i for floats, s strings."""
+    """liblo's own encoder: T/F (no payload bytes), f for integers, i for floats, s strings,
+    Max's and Pd's int64 (h) and double (d)."""
     server = OscControlServer("127.0.0.1", 0)
     await server.start()
     try:
@@ -146,16 +147,17 @@ async def test_oscsend_wire_types_become_typed_commands() -> None:
                 ("/dreamstate/blackout", "T"), ("/dreamstate/blackout", "F"),
                 ("/dreamstate/octaves", "f", "3.0"), ("/dreamstate/zoom", "i", "1"),
                 ("/dreamstate/layer/block7", "f", "0.25"), ("/dreamstate/scene", "s", "calm"),
+                ("/dreamstate/octaves", "d", "4.0"), ("/dreamstate/image", "h", "1"),
                 ("/dreamstate/octaves", "f", "2.5")):
             await asyncio.to_thread(subprocess.run, ["oscsend", "127.0.0.1", port, address, types, *values],
                                     check=True, timeout=10)
         deadline = time.monotonic() + 5
-        while len(server.commands) < 6 and time.monotonic() < deadline:
+        while len(server.commands) < 8 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
         got = server.commands.drain()
         assert got == [Blackout(True), Blackout(False), SetOctaves(3), SetZoom(1.0), SetLayer("block7", 0.25),
-                       SetScene("calm")]
+                       SetScene("calm"), SetOctaves(4), SetImage(1)]
         assert type(got[2].value) is int  # type: ignore[union-attr]
         assert server.counters.total("rejected.") == 1  # octaves 2.5
     finally:

@@ -167,6 +167,54 @@ async def test_last_will_says_offline_when_the_node_dies(broker: Broker) -> None
 
 
 
+async def _retained_status(port: int, node: str, wait: float = 5.0) -> bytes:
+    """The node's retained status, or b"" when none arrives within ``wait`` seconds."""
+    async with aiomqtt.Client("127.0.0.1", port) as c:
+        await c.subscribe(f"dreamstate/gallery/{node}/status")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                async for m in c.messages:
+                    return bytes(m.payload)  # type: ignore[arg-type]
+    return b""
+
+
+async def test_a_clean_stop_says_offline(broker: Broker) -> None:
+    """Cancelling the link (what the supervisor does on SIGTERM or at the end of a show) leaves
+    the retained status 'offline'; it used to stay 'online' (only kill -9 fired the last will)."""
+    link = MqttLink(_cfg(broker.port))
+    async with running(link):
+        assert await _retained_status(broker.port, "eeg1") == b"online"
+    assert await _retained_status(broker.port, "eeg1") == b"offline"
+
+
+@pytest.mark.slow
+async def test_systemctl_stop_of_a_show_says_offline(broker: Broker, tmp_path: Path) -> None:
+    """SIGTERM to `dreamstate run` (what `systemctl stop` sends): the node says offline."""
+    import signal
+    import sys
+
+    (tmp_path / "show.toml").write_text(
+        '[show]\nmodel = "starter"\n[scenes.calm]\nlayers = { block2 = 1.0 }\n'
+        '[scenes.attract]\nlayers = { block2 = 1.0 }\n'
+        '[output]\nkind = "none"\ndream_size = [64, 48]\nsize = [64, 48]\n'
+        f'[mqtt]\nenabled = true\nport = {broker.port}\nnode = "proj1"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "dreamstate", "run", str(tmp_path / "show.toml"), "--seconds", "60", cwd=tmp_path,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        async with asyncio.timeout(60):
+            while await _retained_status(broker.port, "proj1", wait=0.5) != b"online":
+                assert proc.returncode is None, "the show ended before it connected"
+                await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert await _retained_status(broker.port, "proj1") == b"offline", err.decode()
+
+
 # --- hostile payloads, authentication, TLS ------------------------------------------------------
 HOSTILE: list[tuple[str, bytes, str]] = [  # (command, payload, the counter it must end in)
     ("zoom", b"1" + b"0" * 400, "number_range"),          # OverflowError crashed the stage before

@@ -267,11 +267,15 @@ class MqttLink(ControlTransport):
                     log.info("MQTT connected", extra={"broker": self.address, "base": self.base,
                                                       "tls": self.cfg.tls})
                     await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
-                    await client.subscribe(self.control_prefix + "#", qos=1)
-                    self.connected.set()
-                    async with asyncio.TaskGroup() as tg:
-                        tg.create_task(self._reader(client), name="mqtt.reader")
-                        tg.create_task(self._writer(client), name="mqtt.writer")
+                    try:  # from here on, a clean stop says offline
+                        await client.subscribe(self.control_prefix + "#", qos=1)
+                        self.connected.set()
+                        async with asyncio.TaskGroup() as tg:
+                            tg.create_task(self._reader(client), name="mqtt.reader")
+                            tg.create_task(self._writer(client), name="mqtt.writer")
+                    except asyncio.CancelledError:
+                        await self._say_offline(client)
+                        raise
             except* (aiomqtt.MqttError, ssl.SSLError, OSError) as group:
                 error = group.exceptions[0]
             finally:
@@ -288,6 +292,15 @@ class MqttLink(ControlTransport):
                 log.debug("MQTT: %s (again)", what, extra={"retry_in_s": round(delay, 2)})
             self.last_error = what
             await asyncio.sleep(delay)
+
+    async def _say_offline(self, client: aiomqtt.Client, timeout: float = 0.5) -> None:
+        """On a clean stop (SIGTERM, the end of a show) publish the retained ``offline`` status
+        that the last will only sends when the process dies; bounded, never raises."""
+        try:
+            await asyncio.wait_for(client.publish(f"{self.base}/status", b"offline", qos=1, retain=True), timeout)
+            log.info("MQTT status offline", extra={"broker": self.address})
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            log.debug("MQTT offline status not sent: %s", exc)
 
     async def _reader(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
