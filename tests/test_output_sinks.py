@@ -121,9 +121,10 @@ def test_factory_builds_each_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert isinstance(v, VideoOutput) and v.path == tmp_path / "out" / "show.mp4"
     png = open_output(OutputConfig(kind="png", path="shots"), loaded)
     assert isinstance(png, PngOutput) and png.folder == tmp_path / "shots"
-    w = open_output(OutputConfig(kind="window", display=1, fullscreen=True, vsync=False))
-    assert isinstance(w, WindowOutput) and w.display == 1 and w.fullscreen and not w.vsync
     monkeypatch.setenv("DISPLAY", ":0")
+    w = open_output(OutputConfig(kind="window", display=1, fullscreen=True, vsync=False))
+    assert isinstance(w, FallbackOutput) and isinstance(w.primary, WindowOutput)
+    assert w.primary.display == 1 and w.primary.fullscreen and not w.primary.vsync
     assert isinstance(open_output(OutputConfig(kind="auto")), FallbackOutput)
     tee = open_output(OutputConfig(kind="none", mjpeg_port=0))
     assert isinstance(tee, TeeOutput) and isinstance(tee.extra[0], MjpegOutput)

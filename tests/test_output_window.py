@@ -191,10 +191,12 @@ def test_no_display_falls_back_to_the_video_file(tmp_path: Path,
     for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
         monkeypatch.delenv(var, raising=False)
     assert not display_present()
-    cfg = OutputConfig(kind="auto", path=str(tmp_path / "show.mp4"), size=(64, 48))
-    out = open_output(cfg, None)
-    assert isinstance(out, VideoOutput)
-    assert "no display found" in caplog.text
+    for kind in ("auto", "window"):  # an explicit window used to crash-loop the render stage
+        caplog.clear()
+        cfg = OutputConfig(kind=kind, path=str(tmp_path / "show.mp4"), size=(64, 48))
+        out = open_output(cfg, None)
+        assert isinstance(out, VideoOutput), kind
+        assert "no display found" in caplog.text and "DISPLAY" in caplog.text
     with pytest.raises(NoDisplayError, match="no display"):
         WindowOutput((64, 48)).open()
 

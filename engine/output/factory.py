@@ -3,7 +3,9 @@
 ``open_output(cfg, loaded)`` returns a configured, *unopened* ``Output`` (the display thread
 opens it, because SDL windows belong to the thread that opens them):
 
-* ``window``: the projector window (``WindowOutput``);
+* ``window``: the projector window (``WindowOutput``); without a display (or when the window
+  cannot open for lack of one) the video file takes over, with one warning that says how to
+  give it a display;
 * ``video``: a video file at ``cfg.path`` (show-relative);
 * ``png``: PNG snapshots into the folder ``cfg.path`` names (on demand, or once a second);
 * ``none``: frames are discarded (statistics still run);
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from dreamstate.engine.core.errors import RenderError
 from dreamstate.engine.core.show import LoadedShow, OutputConfig
 from dreamstate.engine.output.base import U8, NullOutput, Output, TeeOutput
 from dreamstate.engine.output.sinks import MjpegOutput, PngOutput, VideoOutput
@@ -79,8 +82,19 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
         return VideoOutput(_path(cfg.path, loaded), size, cfg.fps)
 
     out: Output
-    if cfg.kind == "window":
-        out = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen, vsync=cfg.vsync)
+    if cfg.kind in ("window", "auto"):
+        # an explicit window without a display falls back like auto does: one warning, then
+        # the video file (restarting the render stage for a display that is not there helps nobody)
+        window = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen, vsync=cfg.vsync)
+        if display_present():
+            out = FallbackOutput(window, video())
+        else:
+            v = video()
+            log.warning("no display found%s; output falls back to %s (set DISPLAY or WAYLAND_DISPLAY, or "
+                        "SDL_VIDEODRIVER=kmsdrm on a console, for the projector window)",
+                        " for the window the show asks for" if cfg.kind == "window" else "", v.describe(),
+                        extra={"output": "video"})
+            out = v
     elif cfg.kind == "video":
         out = video()
     elif cfg.kind == "png":
@@ -89,16 +103,8 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
         out = PngOutput(folder, size, every_s=1.0)
     elif cfg.kind == "none":
         out = NullOutput(size)
-    else:  # auto
-        window = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen,
-                              vsync=cfg.vsync)
-        if display_present():
-            out = FallbackOutput(window, video())
-        else:
-            v = video()
-            log.warning("no display found; output falls back to %s", v.describe(),
-                        extra={"output": "video"})
-            out = v
+    else:
+        raise RenderError(f"output.kind {cfg.kind!r} is not known", hint="use auto, window, video, png or none")
     if cfg.mjpeg_port is not None:
         out = TeeOutput(out, MjpegOutput(size, host="127.0.0.1", port=cfg.mjpeg_port,
                                                    max_clients=cfg.mjpeg_clients))
