@@ -297,3 +297,15 @@ async def test_device_model_and_output_can_be_injected(tmp_path: Path) -> None:
     assert state is not None and state.label == "calm"  # 8x speed: the relaxed script is well under way
     assert rt.renderer is not None and rt.renderer.stats.dream_steps > 5
     assert rt.telemetry().doc()["state"] == "calm"
+
+
+async def test_output_seconds_ends_the_show(tmp_path: Path) -> None:
+    """`[output] seconds` (render a video of a set length) ends the show by itself; it was
+    validated and then ignored."""
+    from dreamstate.models.dream import DreamModel
+
+    (tmp_path / "show.toml").write_text(INJECTED.replace('kind = "none"', 'kind = "none"\nseconds = 1.5'))
+    model = DreamModel.load("starter", ["block2", "block3"])
+    rt = ShowRuntime(load_show(tmp_path / "show.toml"), load_model=lambda _l, _layers, _g: model)
+    await asyncio.wait_for(rt.run(), 30)
+    assert rt.supervisor.stop_reason == "stage timer finished"

@@ -175,3 +175,29 @@ def test_mjpeg_preview_refuses_clients_beyond_its_cap() -> None:
         for s in held:
             s.close()
         out.close()
+
+
+def test_video_file_stops_at_its_size_limit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A show left writing video all day stops at output.video_limit_mb with one warning and
+    counts the frames it no longer writes; the file stays playable."""
+    rng = np.random.default_rng(0)
+    out = VideoOutput(tmp_path / "v.mp4", (96, 64), fps=10, max_bytes=300_000)
+    out.open()
+    for _ in range(400):  # noise compresses badly: ~1.5 KB a frame
+        out.present(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+        time.sleep(0.002)
+    out.close()
+    assert out.full and out.dropped > 0 and 0 < out.written < 400
+    assert caplog.text.count("reached its limit") == 1 and "video_limit_mb" in caplog.text
+    size = (tmp_path / "v.mp4").stat().st_size
+    assert size < 300_000 + 300_000  # the muxer writes in 256 KiB chunks: the limit is seen that late
+    cap = cv().VideoCapture(str(tmp_path / "v.mp4"))
+    assert cap.isOpened() and int(cap.get(7)) == out.written  # CAP_PROP_FRAME_COUNT
+    cap.release()
+
+
+def test_factory_passes_the_video_limit(tmp_path: Path) -> None:
+    loaded = LoadedShow(Show(), tmp_path, "<test>")
+    v = open_output(OutputConfig(kind="video", path="v.mp4", video_limit_mb=1.5), loaded)
+    assert isinstance(v, VideoOutput) and v.max_bytes == 1_500_000
+    assert open_output(OutputConfig(kind="video", path="v.mp4", video_limit_mb=None), loaded).max_bytes is None

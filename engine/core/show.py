@@ -240,7 +240,9 @@ class OutputConfig(Section):
     path: str = "dreamstate.mp4"
     """video or snapshot path (inside the show folder)"""
     seconds: Annotated[float, Field(gt=0)] | None = None
-    """video: stop after this many seconds"""
+    """end the show after this many seconds, e.g. to render a video file (`run --seconds` overrides)"""
+    video_limit_mb: Annotated[float, Field(gt=0)] | None = 2000.0
+    """video: stop writing when the file reaches this many MB (unset: no limit; ~12 MB a minute at 1280x720)"""
     mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """serve an MJPEG preview on 127.0.0.1 at this port (unset: off)"""
     mjpeg_clients: Annotated[int, Field(ge=1, le=64, description="viewers of the MJPEG preview at once; "

@@ -79,7 +79,8 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
     size = (int(cfg.size[0]), int(cfg.size[1]))
 
     def video() -> VideoOutput:
-        return VideoOutput(_path(cfg.path, loaded), size, cfg.fps)
+        limit = None if cfg.video_limit_mb is None else int(cfg.video_limit_mb * 1e6)
+        return VideoOutput(_path(cfg.path, loaded), size, cfg.fps, max_bytes=limit)
 
     out: Output
     if cfg.kind in ("window", "auto"):

@@ -31,15 +31,20 @@ class VideoOutput(Output):
     """Writes every presented frame to a video file with OpenCV's VideoWriter (mp4v).
 
     After ``open()`` the file exists and a writer thread runs; after ``close()`` every queued
-    frame is written and the file is complete.
+    frame is written and the file is complete. With ``max_bytes``, writing stops once the file
+    reaches that size (checked every second of video): one warning names the file, the limit
+    and the fix, and later frames are counted in ``dropped`` (a demo left running headless for
+    a day would otherwise fill the disk at about 12 MB a minute).
     """
 
     name = "video"
 
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float, *,
-                 fourcc: str = "mp4v", queue_size: int = 16) -> None:
+                 fourcc: str = "mp4v", queue_size: int = 16, max_bytes: int | None = None) -> None:
         super().__init__(size)
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.full = False
         self.fps = fps
         self.fourcc = fourcc
         self._q: queue.Queue[U8 | None] = queue.Queue(maxsize=queue_size)
@@ -71,11 +76,28 @@ class VideoOutput(Output):
             frame = self._q.get()
             if frame is None:
                 return
+            if self.full:
+                self.dropped += 1
+                continue
             try:
                 self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
                 self.written += 1
             except Exception as exc:  # noqa: BLE001 -- reported; the writer takes the next frame
                 report_background_error("video writer", exc, log, output=self.name, file=str(self.path))
+            if self.max_bytes is not None and self.written % max(1, round(self.fps)) == 0:
+                self._check_size()
+
+    def _check_size(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            return
+        if self.max_bytes is not None and size >= self.max_bytes:
+            self.full = True
+            log.warning("video file %s reached its limit of %.0f MB after %d frames; no more frames are "
+                        "written (fix: raise output.video_limit_mb, or use output.kind = \"none\" or a window "
+                        "for a show that runs all day)", self.path, self.max_bytes / 1e6, self.written,
+                        extra={"output": self.name, "file": str(self.path)})
 
     def present(self, frame: U8) -> None:
         try:

@@ -493,7 +493,7 @@ class ShowRuntime:
                  open_output: OutputFactory | None = None) -> None:
         self.loaded = loaded
         self.show: Show = loaded.show
-        self.seconds = seconds
+        self.seconds = seconds if seconds is not None else loaded.show.output.seconds
         self.counters = Counters()
         self.readings: Broadcast[Reading] = Broadcast("readings")
         self.director = SceneDirector(self.show)
