@@ -190,3 +190,52 @@ def test_oscdump_reads_the_telemetry() -> None:
     assert "/dreamstate/eeg/meditation f 0.800000" in messages, out
     assert '/dreamstate/state isf 1 "focused" 0.750000' in messages, out
     assert "/dreamstate/state/focused f 0.750000" in messages, out
+
+
+def test_osc_reference_is_generated_from_the_code() -> None:
+    """docs/osc.md is what `python -m dreamstate.engine.tools.osc_doc` writes today."""
+    from pathlib import Path
+
+    from dreamstate.engine.tools.osc_doc import render
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "osc.md").read_text(encoding="utf-8")
+    assert doc == render(), "docs/osc.md is stale: run `python -m dreamstate.engine.tools.osc_doc > docs/osc.md`"
+    for cls in COMMANDS:
+        assert f"`/dreamstate/{cls.ADDRESS}" in doc
+
+
+def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
+    from pythonosc.osc_message import OscMessage
+
+    from dreamstate.engine.control.osc import TELEMETRY
+    from dreamstate.engine.core.records import BandPowers, MapPoint, SignalQuality
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2)
+    tele = OscTelemetry([rx.getsockname()], labels=["calm", "focused"])
+    try:
+        tele.esense(ESense(40, 80, 0.0))
+        tele.signal(SignalQuality(20, 0.0))
+        tele.bands(BandPowers((1, 2, 3, 4, 5, 6, 7, 8), 0.0))
+        tele.blink()
+        tele.map_point(MapPoint(0.25, 0.75, 0.0))
+        tele.state(EegState("calm", {"calm": 0.6, "focused": 0.4}, 0.6, 0.0))
+        tele.fps(59.9)
+        tele.health(True, 2, [0.5] * 10)
+        tele.heartbeat()
+        sent: dict[str, str] = {}
+        for _ in range(13):  # 2 eSense + signal + bands + blink + map + state + 2 labels + fps + 2 health + beat
+            m = OscMessage(rx.recv(4096))
+            tags = "".join({float: "f", int: "i", str: "s"}[type(p)] for p in m.params)
+            sent[m.address] = tags
+    finally:
+        tele.close()
+        rx.close()
+    documented = {a: t for a, t, _ in TELEMETRY}
+    for address, tags in sent.items():
+        key = "/dreamstate/state/<label>" if address.startswith("/dreamstate/state/") else address
+        assert key in documented, f"{address} is sent but not in TELEMETRY (docs/osc.md)"
+        want = documented[key]
+        assert tags == want or (want.endswith("...") and tags.startswith(want[0])), (address, tags, want)
+    assert {("/dreamstate/state/<label>" if a.startswith("/dreamstate/state/") else a) for a in sent} == set(documented)

@@ -177,6 +177,26 @@ def source_address(target: tuple[str, int]) -> str:
         return str(probe.getsockname()[0])
 
 
+TELEMETRY: tuple[tuple[str, str, str], ...] = (
+    ("/dreamstate/eeg/attention", "f", "eSense attention 0..1 (ThinkGear 0..100 / 100)"),
+    ("/dreamstate/eeg/meditation", "f", "eSense meditation 0..1"),
+    ("/dreamstate/eeg/signal", "f", "signal quality 0..1 (1 - POOR_SIGNAL/200; 0 = off the head)"),
+    ("/dreamstate/eeg/bands", "ffffffff", "the 8 ThinkGear band powers (delta, theta, low/high alpha, "
+                                          "low/high beta, low/mid gamma) as shares of their sum"),
+    ("/dreamstate/eeg/blink", "i", "1 on each blink (a pulse)"),
+    ("/dreamstate/map", "ff", "the current window's place on the 2D map, x y in 0..1"),
+    ("/dreamstate/state", "isf", "state index in states.labels (-1: absent or not listed), label, confidence 0..1"),
+    ("/dreamstate/state/<label>", "f", "probability 0..1, one address per label in states.labels"),
+    ("/dreamstate/render/fps", "f", "display frames per second (once a second)"),
+    ("/dreamstate/render/health", "ff", "picture in bounds (1/0), reseeds so far (once a second)"),
+    ("/dreamstate/render/measures", "f...", "picture measures in engine.render.health.MEASURES order, 0..1 "
+                                            "(motion -1 before the first second)"),
+    ("/dreamstate/heartbeat", "i", "1, once a second"),
+)
+"""Every address ``OscTelemetry`` sends: (address, OSC type tags, meaning). ``docs/osc.md`` is
+generated from it and the tests check that nothing else is sent."""
+
+
 class OscTelemetry:
     """Sends state to every target. ``labels`` fixes the ``/dreamstate/state/<label>`` set."""
 
@@ -257,4 +277,4 @@ class OscTelemetry:
             sock.close()
 
 
-__all__ = ["OscControlServer", "OscTelemetry"]
+__all__ = ["TELEMETRY", "OscControlServer", "OscTelemetry"]
