@@ -239,3 +239,46 @@ def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
         want = documented[key]
         assert tags == want or (want.endswith("...") and tags.startswith(want[0])), (address, tags, want)
     assert {("/dreamstate/state/<label>" if a.startswith("/dreamstate/state/") else a) for a in sent} == set(documented)
+
+
+async def test_senders_outside_the_allowlist_are_dropped_and_counted() -> None:
+    """[osc] allow: a flood from a sender not on the list is dropped before decoding and
+    counted; control from an allowed sender still takes effect (127.0.0.2 is another loopback
+    address, so the test needs no second machine)."""
+    server = OscControlServer("127.0.0.1", 0, allow=["127.0.0.1/32", "10.0.0.0/24"])
+    await server.start()
+    outsider = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    insider = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        outsider.bind(("127.0.0.2", 0))
+        insider.bind(("127.0.0.1", 0))
+        from pythonosc.osc_message_builder import OscMessageBuilder
+
+        def msg(address: str, value: float) -> bytes:
+            b = OscMessageBuilder(address)
+            b.add_arg(value)
+            return b.build().dgram
+
+        for _ in range(200):
+            outsider.sendto(msg("/dreamstate/zoom", 1.5), server.address)
+        insider.sendto(msg("/dreamstate/zoom", 1.02), server.address)
+        deadline = time.monotonic() + 5
+        while server.counters.get("received") < 201 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert server.commands.drain() == [SetZoom(pytest.approx(1.02))]
+        assert server.counters.get("dropped.not_allowed") == 200
+        assert server.counters.get("messages") == 1  # the outsider's datagrams were never decoded
+    finally:
+        outsider.close()
+        insider.close()
+        server.close()
+
+
+def test_allowlist_entries_are_checked_in_the_show() -> None:
+    from pydantic import ValidationError
+
+    from dreamstate.engine.core.show import OscConfig
+
+    assert OscConfig(allow=["10.0.0.0/24", "192.168.1.7", "::1"]).allow is not None
+    with pytest.raises(ValidationError, match="not an IP address or network"):
+        OscConfig(allow=["studio-mac"])

@@ -15,6 +15,7 @@ retried, never blocking.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import time
@@ -52,16 +53,20 @@ class OscControlServer(ControlTransport):
     the event loop), and every datagram goes through the bounded decoder
     (:mod:`engine.control.oscwire`), never python-osc's parser. Each datagram ends in exactly
     one place: ``malformed.<reason>``, ``empty_bundle``, or its messages; each message ends as
-    ``applied`` (queued for the show), ``rejected.<reason>`` or ``dropped.queue_full``.
+    ``applied`` (queued for the show), ``rejected.<reason>`` or ``dropped.queue_full``. With
+    ``allow`` (addresses or networks), a datagram from any other sender ends as
+    ``dropped.not_allowed`` before it is decoded.
     ``received`` and ``messages`` count what came in. Bad input is logged through a
     :class:`~engine.logs.LogLimiter`: one line per kind per 10 s, then a summary.
     """
 
     name = "osc"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 9000, *, queue_size: int = 256) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 9000, *, queue_size: int = 256,
+                 allow: Sequence[str] | None = None) -> None:
         self.host = host
         self.port = port
+        self.allow = None if allow is None else [ipaddress.ip_network(a, strict=False) for a in allow]
         self.commands: BoundedQueue[Command] = BoundedQueue(queue_size, name="osc.control")
         self.counters = Counters()
         self.address: tuple[str, int] = (host, port)
@@ -85,6 +90,9 @@ class OscControlServer(ControlTransport):
         self._sock, self._loop = sock, loop
         self.address = sock.getsockname()[:2]
         loop.add_reader(sock.fileno(), self._drain)
+        if self.allow is None and not ipaddress.ip_address(self.address[0]).is_loopback:
+            log.warning("OSC control listens on %s with no [osc] allow: any machine that reaches it can control "
+                        "the show (fix: list the control machines in [osc] allow)", self.address[0])
         log.info("OSC control listening", extra={"address": f"{self.address[0]}:{self.address[1]}",
                                                  "rcvbuf": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)})
 
@@ -112,10 +120,25 @@ class OscControlServer(ControlTransport):
                 break
         self.limiter.flush()
 
+    def _allowed(self, host: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self.allow or [])
+
     def handle_datagram(self, data: bytes, addr: tuple[str, int] | tuple[Any, ...]) -> None:
         """Decode one datagram and queue its commands (see the class docstring)."""
         self.counters.inc("received")
         sender = f"{addr[0]}:{addr[1]}"
+        if self.allow is not None and not self._allowed(str(addr[0])):
+            self.counters.inc("dropped.not_allowed")
+            self.limiter.report("OSC datagrams from senders not in [osc] allow",
+                                f"dropped an OSC datagram from {sender}, which is not in [osc] allow", sender=sender,
+                                fix=f"add {addr[0]} (or its network) to [osc] allow if it should control the show")
+            return
         try:
             messages = oscwire.decode(data)
         except oscwire.OscDecodeError as exc:

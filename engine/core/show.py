@@ -264,11 +264,27 @@ class OscConfig(Section):
     listen_host: str = "127.0.0.1"
     """address to listen on; 127.0.0.1 accepts this machine only, 0.0.0.0 every network"""
     listen_port: Annotated[int, Field(ge=0, le=65535)] = 9000
-    """UDP port for control (0: any free port)."""
+    """UDP port for control (0: any free port)"""
     targets: list[OscTarget] = Field(default_factory=list)
     """telemetry receivers"""
     rate_hz: Annotated[float, Field(gt=0, le=120)] = 30.0
     """telemetry messages per second"""
+    allow: list[str] | None = None
+    """senders whose control is accepted, as addresses or networks (e.g. ["127.0.0.1", "10.0.0.0/24"]);
+    datagrams from others are dropped and counted (unset: every sender that reaches listen_host)"""
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        import ipaddress
+
+        for item in value or []:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network; write e.g. \"10.0.0.5\" or "
+                                 "\"10.0.0.0/24\"") from None
+        return value
 
 
 class MqttConfig(Section):

@@ -688,7 +688,7 @@ class ShowRuntime:
         from dreamstate.engine.control.osc import OscControlServer
 
         cfg = self.show.osc
-        return OscControlServer(cfg.listen_host, cfg.listen_port)
+        return OscControlServer(cfg.listen_host, cfg.listen_port, allow=cfg.allow)
 
     def _osc_companions(self, _transport: ControlTransport) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         cfg = self.show.osc
