@@ -111,7 +111,7 @@ def _row(name: str, info: FieldInfo) -> str:
     annotation = info.annotation
     kind = _type_name(annotation)
     rng = _constraints(info, annotation)
-    desc = (info.description or "").replace("|", "\\|")
+    desc = " ".join((info.description or "").split()).replace("|", "\\|")  # one table row, whatever the docstring
     default = _default(info)
     shown = default if default == "required" else f"`{default}`"
     return f"| `{name}` | `{kind.replace('|', chr(92) + '|')}` | {rng} | {shown} | {desc} |"
