@@ -309,3 +309,28 @@ async def test_output_seconds_ends_the_show(tmp_path: Path) -> None:
     rt = ShowRuntime(load_show(tmp_path / "show.toml"), load_model=lambda _l, _layers, _g: model)
     await asyncio.wait_for(rt.run(), 30)
     assert rt.supervisor.stop_reason == "stage timer finished"
+
+
+async def test_status_file_is_written_atomically_with_what_a_technician_checks(tmp_path: Path) -> None:
+    import json
+
+    from dreamstate.models.dream import DreamModel
+
+    (tmp_path / "show.toml").write_text(INJECTED + '[status]\nfile = "state/status.json"\nevery_s = 0.5\n')
+    model = DreamModel.load("starter", ["block2", "block3"])
+    rt = ShowRuntime(load_show(tmp_path / "show.toml"), seconds=3.0, load_model=lambda _l, _layers, _g: model)
+    await asyncio.wait_for(rt.run(), 30)
+    doc = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert doc["show"] == "injected" and doc["uptime_s"] > 1.0
+    assert doc["device"].startswith("simulated headset")
+    assert doc["stages"]["render"] == "running" and doc["stages"]["device"] == "running"
+    assert doc["fps"] > 0 and "picture" in doc and "counters" in doc and doc["last_errors"] == {}
+    assert not list((tmp_path / "state").glob(".*tmp"))  # written through a temporary file, renamed
+
+
+def test_status_file_outside_the_show_folder_is_refused(tmp_path: Path) -> None:
+    from dreamstate.engine.core.errors import ShowError
+
+    (tmp_path / "show.toml").write_text(INJECTED + '[status]\nfile = "../status.json"\n')
+    with pytest.raises(ShowError, match=r"status\.file"):
+        load_show(tmp_path / "show.toml")

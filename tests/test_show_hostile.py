@@ -132,3 +132,50 @@ def test_check_reports_types_paths_and_images_in_one_run(tmp_path: Path) -> None
     text = str(err.value)
     assert "not found" in text and "is a folder" in text and "not a readable image" in text
     assert "true or false" in text
+
+
+def test_every_path_key_in_the_schema_is_kept_inside_the_show_folder(tmp_path: Path) -> None:
+    """Whatever names a file (file, path, save, mask, guide, image(s), *_file), a value that
+    leaves the show folder is refused with its key path: a new path key cannot slip past."""
+    from pydantic import BaseModel
+
+    from dreamstate.engine.core.errors import ShowError
+    from dreamstate.engine.core.show import SceneConfig, Show
+    from dreamstate.engine.runtime.showfile import load_show
+
+    names = {"file", "path", "save", "mask", "guide", "image", "images", "ca_file", "certfile", "keyfile",
+             "password_file"}
+    keys: list[str] = []
+
+    def walk(prefix: str, model: type[BaseModel]) -> None:
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                walk(f"{prefix}{name}.", ann)
+            elif name in names:
+                keys.append(prefix + name)
+
+    walk("", Show)
+    walk("scenes.calm.", SceneConfig)
+    assert len(keys) >= 13, keys
+    for key in keys:
+        table, _, leaf = key.rpartition(".")
+        value = '["../outside.png"]' if leaf == "images" else '"../outside.png"'
+        extra = ""
+        if table == "mqtt":
+            extra = "enabled = true\ntls = true\n" if leaf != "password_file" else "enabled = true\n"
+        if table == "device":
+            extra = 'kind = "replay"\n'
+        toml = f"[{table}]\n{extra}{leaf} = {value}\n"
+        if not table.startswith("scenes"):
+            toml += "[scenes.calm]\nlayers = { block2 = 1.0 }\n[scenes.attract]\nlayers = { block2 = 1.0 }\n"
+        else:
+            toml = ("[scenes.attract]\nlayers = { block2 = 1.0 }\n[scenes.calm]\nlayers = { block2 = 1.0 }\n"
+                    f"{leaf} = {value}\n")
+        toml = toml.replace("[show]\n", '[show]\nmodel = "starter"\n') if table == "show" \
+            else '[show]\nmodel = "starter"\n' + toml
+        (tmp_path / "show.toml").write_text(toml)
+        with pytest.raises(ShowError) as info:
+            load_show(tmp_path / "show.toml", deep=False)
+        want = f"{key}[0]" if leaf == "images" else key
+        assert want in str(info.value) and "outside the show folder" in str(info.value), (key, str(info.value))

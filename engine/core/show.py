@@ -371,6 +371,15 @@ class HealthConfig(Section):
         return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
 
 
+class StatusConfig(Section):
+    file: str | None = None
+    """JSON status file (inside the show folder), rewritten atomically every `every_s` seconds for a
+    kiosk monitor or a remote check: device, state, fps, picture health, counters, last errors, uptime
+    (unset: none)"""
+    every_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
+    """seconds between rewrites of the status file"""
+
+
 class RecordConfig(Section):
     enabled: StrictBool = False
     """record the EEG (crash-safe journal, FIF when the show ends)"""
@@ -390,6 +399,7 @@ class Show(Section):
     osc: OscConfig = Field(default_factory=OscConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
 
 
@@ -458,7 +468,8 @@ def _path_problems(loaded: LoadedShow) -> list[tuple[str, str]]:
     items: list[tuple[str, str | None]] = [("device.file", show.device.file),
                                            ("states.calibration.save", show.states.calibration.save),
                                            ("record.path", show.record.path),
-                                           ("output.path", show.output.path)]
+                                           ("output.path", show.output.path),
+                                           ("status.file", show.status.file)]
     items += [(f"show.images[{i}]", p) for i, p in enumerate(show.show.images)]
     items += [(f"mqtt.{k}", getattr(show.mqtt, k)) for k in ("password_file", "ca_file", "certfile", "keyfile")]
     for name, scene in show.scenes.items():

@@ -495,6 +495,7 @@ class ShowRuntime:
         self.show: Show = loaded.show
         self.seconds = seconds if seconds is not None else loaded.show.output.seconds
         self.counters = Counters()
+        self._started = time.monotonic()
         self.readings: Broadcast[Reading] = Broadcast("readings")
         self.director = SceneDirector(self.show)
         self.edits = LiveEdits()
@@ -524,6 +525,10 @@ class ShowRuntime:
         if show.record.enabled:
             self.record_stage = RecordStage(self.loaded, self.readings)
             stages.append(self.record_stage)
+        if show.status.file is not None:
+            path = self.loaded.path(show.status.file, what="status.file")
+            every = show.status.every_s
+            stages.append(FunctionStage("status-file", lambda: self._status_file_loop(path, every)))
         if self.seconds is not None:
             seconds = self.seconds
 
@@ -764,6 +769,37 @@ class ShowRuntime:
             await asyncio.sleep(0.05)
 
     # --- status -----------------------------------------------------------------------------------
+    def status_doc(self) -> dict[str, Any]:
+        """The status file's content: the telemetry snapshot plus the device, each stage's
+        status and last error, and the uptime (JSON-able)."""
+        doc = self.telemetry_doc()
+        device = self.device_stage.device
+        doc.update(show=self.show.show.name, uptime_s=round(time.monotonic() - self._started, 1),
+                   device=device.describe() if device is not None else None,
+                   stages={name: str(status.value) for name, status in self.supervisor.status.items()},
+                   last_errors=dict(self.supervisor.last_error), time=time.time())
+        return doc
+
+    def write_status(self, path: Path) -> None:
+        """Write :meth:`status_doc` to ``path`` atomically (temporary file, then rename)."""
+        import json
+
+        tmp = path.with_name(f".{path.name}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(self.status_doc(), indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    async def _status_file_loop(self, path: Path, every_s: float) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.write_status, path)
+            except OSError as exc:
+                self.counters.inc("status_file_errors")
+                if self.counters.get("status_file_errors") in (1, 100):
+                    log.warning("cannot write the status file %s: %s (fix: a writable [status] file inside the "
+                                "show folder)", path, exc.strerror or exc)
+            await asyncio.sleep(every_s)
+
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(10.0)
