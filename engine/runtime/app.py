@@ -819,9 +819,28 @@ class ShowRuntime:
             log.info("status", extra=extra)
 
     async def run(self) -> None:
+        from dreamstate.engine.runtime.notify import start_watchdog
+
+        def frames() -> int | None:
+            r = self.renderer
+            return r.stats.displayed_frames if r is not None else None
+
+        def loop_ok() -> bool:
+            lag = self.supervisor.lag
+            return lag is None or lag.responsive(2.0)
+
+        def status() -> str:
+            state = self.latest_state
+            r = self.renderer
+            fps = f", {r.stats.display_fps:.0f} fps" if r is not None else ""
+            return f"scene {self.director.scene_name}, state {state.label if state else '-'}{fps}"
+
+        dog = start_watchdog(frames, loop_ok, status)  # systemd Type=notify: READY=1, WATCHDOG=1
         try:
             await self.supervisor.run()
         finally:
+            if dog is not None:
+                await asyncio.to_thread(dog.stop)
             self.last_counters = self.input_counters()
 
 

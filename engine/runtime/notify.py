@@ -1,0 +1,144 @@
+"""systemd readiness and watchdog keepalives that only a living show can send.
+
+Under a unit with ``Type=notify`` and ``WatchdogSec=`` (``deploy/dreamstate.service``), systemd
+sets ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``. :class:`ShowWatchdog` then sends ``READY=1``
+once the first frame is on screen and ``WATCHDOG=1`` every half watchdog period, but only
+while both hold:
+
+* the display loop is presenting frames (its count grew since the last check), and
+* the asyncio event loop answers (``LoopLagMonitor.responsive``).
+
+It runs on its own thread, so a hung event loop cannot keep it quiet by accident, and a frozen
+display stops the keepalives: systemd then restarts the process. A reseed by the picture
+watchdog is normal operation and does not matter here. Without ``NOTIFY_SOCKET`` nothing is sent.
+
+The protocol is the documented datagram (``sd_notify(3)``: ``KEY=value`` lines to the
+``AF_UNIX`` socket named in ``NOTIFY_SOCKET``, ``@`` for the abstract namespace). It is a few
+lines, so no library is used (the PyPI wrappers add nothing over it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("dreamstate.runtime")
+
+
+def notify_socket_address(env: dict[str, str] | None = None) -> str | None:
+    """The socket path from ``NOTIFY_SOCKET`` (abstract names as ``\\0name``), or None."""
+    value = (os.environ if env is None else env).get("NOTIFY_SOCKET", "")
+    if not value:
+        return None
+    return "\0" + value[1:] if value.startswith("@") else value
+
+
+def watchdog_period_s(env: dict[str, str] | None = None) -> float | None:
+    """systemd's watchdog period in seconds from ``WATCHDOG_USEC`` (None when not set)."""
+    value = (os.environ if env is None else env).get("WATCHDOG_USEC", "")
+    try:
+        usec = int(value)
+    except ValueError:
+        return None
+    return usec / 1e6 if usec > 0 else None
+
+
+class Notifier:
+    """Sends ``sd_notify`` datagrams; every call is a no-op when there is no socket. Send
+    errors are counted in ``errors`` and logged once, never raised."""
+
+    def __init__(self, address: str | None) -> None:
+        self.address = address
+        self.errors = 0
+        self._sock: socket.socket | None = None
+        if address is not None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def send(self, *lines: str) -> bool:
+        if self._sock is None or self.address is None:
+            return False
+        try:
+            self._sock.sendto("\n".join(lines).encode(), self.address)
+            return True
+        except OSError as exc:
+            self.errors += 1
+            if self.errors == 1:
+                log.warning("cannot notify systemd at %s: %s", self.address.replace("\0", "@"), exc)
+            return False
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class ShowWatchdog:
+    """The keepalive thread (see the module docstring).
+
+    ``frames`` returns the number of frames presented so far (None before the renderer runs);
+    ``loop_ok`` says whether the event loop answers; ``status`` is a short line for
+    ``systemctl status``. After ``start()`` the thread runs; ``stop()`` sends ``STOPPING=1``
+    and joins it. ``ready`` is set once ``READY=1`` was sent; ``pings`` counts ``WATCHDOG=1``.
+    """
+
+    def __init__(self, notifier: Notifier, frames: Callable[[], int | None], loop_ok: Callable[[], bool],
+                 *, period_s: float | None, status: Callable[[], str] = lambda: "") -> None:
+        self.notifier = notifier
+        self.frames = frames
+        self.loop_ok = loop_ok
+        self.status = status
+        self.interval_s = (period_s / 2.0) if period_s else 2.0
+        self.keepalives = period_s is not None
+        self.ready = False
+        self.pings = 0
+        self.withheld = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="systemd-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        self.notifier.send("STOPPING=1")
+        self.notifier.close()
+
+    def _run(self) -> None:
+        last = self.frames()
+        while not self._stop.wait(self.interval_s if self.ready else 0.1):
+            now = self.frames()
+            if not self.ready:
+                if now:
+                    self.notifier.send("READY=1", f"STATUS={self.status()}")
+                    self.ready = True
+                    log.info("systemd notified: ready (first frame shown)")
+                last = now
+                continue
+            presenting = now is not None and last is not None and now > last
+            last = now
+            healthy = presenting and self.loop_ok()
+            if healthy and self.keepalives:
+                self.notifier.send("WATCHDOG=1", f"STATUS={self.status()}")
+                self.pings += 1
+            elif self.keepalives:
+                self.withheld += 1
+                if self.withheld in (1, 10):
+                    log.warning("systemd keepalive withheld: %s", "the display loop is not presenting frames"
+                                if not presenting else "the event loop does not answer",
+                                extra={"since_s": round(self.withheld * self.interval_s, 1)})
+
+
+def start_watchdog(frames: Callable[[], int | None], loop_ok: Callable[[], bool],
+                   status: Callable[[], str]) -> ShowWatchdog | None:
+    """A running :class:`ShowWatchdog` when systemd asked for notifications, else None."""
+    address = notify_socket_address()
+    if address is None:
+        return None
+    dog = ShowWatchdog(Notifier(address), frames, loop_ok, period_s=watchdog_period_s(), status=status)
+    dog.start()
+    log.info("systemd notifications on", extra={"watchdog_s": watchdog_period_s()})
+    return dog
