@@ -43,6 +43,7 @@ P = "/dreamstate/"
 
 @pytest.mark.parametrize(("address", "args", "command"), [
     ("scene", ["calm"], SetScene("calm")),
+    ("scene", [], SetScene("")),                # follow the EEG state again
     ("state/override", ["focused"], OverrideState("focused")),
     ("state/override", [], OverrideState("")),
     ("layer/block7", [0.5], SetLayer("block7", 0.5)),
@@ -86,8 +87,8 @@ def test_wire_numbers_become_the_schema_types() -> None:
     ("blackout", ["yes"], "not true/false"),
     ("zoom", [True], "number"),                 # a bool is not a number on the wire
     ("zoom", [1.0, 2.0], "expects"),
-    ("scene", [], "expects a string"),
-    ("scene", [""], "empty"),
+    ("scene", [1], "not a string"),
+    ("calibrate/start", [""], "empty"),
     ("pause", [1], "expects no arguments"),
     ("step", [0.0], "out of range"),
     ("layer/fire3", [float("inf")], "out of range"),

@@ -200,3 +200,28 @@ def test_opentsne_chatter_is_kept_out_of_the_installation_log(capsys: pytest.Cap
     err = capsys.readouterr().err
     assert "a line of our own" in err
     assert "Ignoring initalization" not in err
+
+
+async def test_a_task_group_failure_is_named_by_its_one_error(caplog: pytest.LogCaptureFixture) -> None:
+    """A stage whose TaskGroup fails logs the error inside, not 'unhandled errors in a
+    TaskGroup (1 sub-exception)'."""
+    from dreamstate.engine.core.errors import NetworkError
+
+    async def grouped() -> None:
+        async def bad() -> None:
+            raise NetworkError("OSC telemetry target 'nohost':7000 cannot be reached", hint="fix the host")
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(bad())
+
+    sup = Supervisor([FunctionStage("osc", grouped)], backoff=Backoff(base=0.01, cap=0.02, jitter=0.0))
+    with caplog.at_level(logging.WARNING, logger="dreamstate.runtime"):
+        task = asyncio.create_task(sup.run(handle_signals=False))
+        for _ in range(200):
+            if sup.counters.get("osc.crashes") >= 2:
+                break
+            await asyncio.sleep(0.01)
+        sup.request_stop("test")
+        await task
+    retry = next(r for r in caplog.records if "retrying in" in r.getMessage())
+    assert "'nohost':7000 cannot be reached" in retry.getMessage() and "sub-exception" not in retry.getMessage()

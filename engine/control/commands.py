@@ -35,15 +35,18 @@ class ControlError(DreamstateError):
 
 @dataclass(frozen=True, slots=True)
 class SetScene:
-    """``/dreamstate/scene <name>``: switch to a scene (clears live edits)."""
+    """``/dreamstate/scene [name]``: hold a scene whatever the state (clears live edits); an empty
+    name, or none, lets the EEG state choose the scene again."""
 
     ADDRESS: ClassVar[str] = "scene"
-    name: str
+    name: str = dataclasses.field(default="", metadata={"empty_ok": True})
 
 
 @dataclass(frozen=True, slots=True)
 class OverrideState:
-    """``/dreamstate/state/override [label]``: force a state; an empty label (or none) releases it."""
+    """``/dreamstate/state/override [label]``: act as if the EEG state were ``label`` (one of
+    ``states.labels`` or ``absent``; it also releases a scene held by ``/dreamstate/scene``); an
+    empty label, or none, follows the headset again."""
 
     ADDRESS: ClassVar[str] = "state/override"
     label: str = dataclasses.field(default="", metadata={"empty_ok": True})

@@ -173,6 +173,9 @@ def explain_connect_error(exc: BaseException, cfg: MqttConfig) -> tuple[str, str
 class MqttLink(ControlTransport):
     """One node's MQTT connection. After ``run()`` starts, it keeps (re)connecting until cancelled.
 
+    An empty payload deletes a retained message in MQTT, so it is ignored (``ignored.empty``);
+    ``pause`` or ``blackout`` without an argument take a payload such as ``1`` or ``true``.
+
     Control payloads are parsed defensively (:func:`payload_args`); every message ends as
     ``applied`` or ``rejected.<reason>`` and never stops the link. A rejected *retained*
     message is reported once, not again at every reconnect (``rejected.retained_repeat``).
@@ -310,6 +313,11 @@ class MqttLink(ControlTransport):
         """One control message: queued as a command, or rejected and counted (never raises)."""
         self.counters.inc("received")
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        if not raw:
+            # an empty payload is how MQTT deletes a retained message (and what our own hint
+            # says to send): never a command, even for addresses that take no argument
+            self.counters.inc("ignored.empty")
+            return
         key = (topic, hashlib.sha256(raw).hexdigest())
         try:
             if not topic.startswith(self.control_prefix):

@@ -63,8 +63,10 @@ from dreamstate.engine.control.transport import ControlTransport
 from dreamstate.engine.core.background import watch_task
 from dreamstate.engine.core.channels import BoundedQueue, Broadcast, LatestSlot
 from dreamstate.engine.core.errors import CalibrationError, DreamstateError
+from dreamstate.engine.core.logs import LogLimiter, truncate
 from dreamstate.engine.core.metrics import Counters
 from dreamstate.engine.core.records import (
+    ABSENT,
     BandPowers,
     Blink,
     DeviceEvent,
@@ -495,6 +497,7 @@ class ShowRuntime:
         self.show: Show = loaded.show
         self.seconds = seconds if seconds is not None else loaded.show.output.seconds
         self.counters = Counters()
+        self._rejections = LogLimiter(log)  # one line per kind of rejected command per 10 s
         self._started = time.monotonic()
         self.readings: Broadcast[Reading] = Broadcast("readings")
         self.director = SceneDirector(self.show)
@@ -608,16 +611,25 @@ class ShowRuntime:
             self.counters.inc("commands")
         except DreamstateError as exc:
             self.counters.inc("commands_rejected")
-            log.warning("control command rejected: %s", exc, extra={"command": type(cmd).__name__})
+            self._rejections.report(f"rejected {type(cmd).__name__} commands",
+                                    f"control command rejected: {truncate(str(exc), 300)}",
+                                    command=type(cmd).__name__)
 
     def _apply(self, cmd: Command) -> None:
         match cmd:
             case SetScene(name=name):
-                self.director.set_scene(name)
+                self.director.set_scene(name or None)
                 self.edits.clear()
             case OverrideState(label=label):
+                self._check_label(label, "/dreamstate/state/override", allow_absent=True)
+                self.director.set_scene(None)
                 self.director.override(label or None)
             case SetLayer(layer=layer, weight=weight):
+                live = self.scene_layers()
+                if layer not in live:
+                    raise DreamstateError(f"/dreamstate/layer/{layer}: only the layers the show's scenes use are "
+                                          f"compiled into the dream step, so only they can be set live",
+                                          hint=f"use one of {live}, or add the layer to a scene in the show")
                 self.edits.layers[layer] = weight
             case SetZoom(value=v):
                 self.edits.fields["zoom"] = v
@@ -631,19 +643,43 @@ class ShowRuntime:
                 images = self.show.show.images
                 if isinstance(image, int):
                     if not 0 <= image < len(images):
-                        raise DreamstateError(f"image index {image} is out of range",
-                                              hint=f"the show lists {len(images)} image(s) in show.images")
+                        fix = (f"the show lists {len(images)} image(s) in show.images (0..{len(images) - 1})"
+                               if images else "list images in show.images")
+                        raise DreamstateError(f"/dreamstate/image: index {image} is out of range", hint=fix)
                     image = images[image]
-                self.loaded.path(image, what="/dreamstate/image")  # refuses paths outside the show
+                self._check_image(image)
                 self.edits.fields["source_image"] = image
             case Pause() | Play() | Blackout():
                 self._transport(cmd)
             case CalibrateStart(label=label):
+                self._check_label(label, "/dreamstate/calibrate/start", allow_absent=False)
                 self.signal_stage.calibrate(label)
             case CalibrateStop():
                 self.signal_stage.calibrate(None)
             case _:
                 typing.assert_never(cmd)
+
+    def _check_label(self, label: str, address: str, *, allow_absent: bool) -> None:
+        labels = list(self.show.states.labels) + ([ABSENT] if allow_absent else [])
+        if label and label not in labels:
+            raise DreamstateError(f"{address}: {label!r} is not a state of this show",
+                                  hint=f"use one of {labels}")
+
+    def _check_image(self, image: str) -> None:
+        """The image must be a readable picture inside the show folder now, not at the next
+        reseed: a bad path kept as a live edit would stop the watchdog from recovering."""
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.loaded.path(image, what="/dreamstate/image")  # refuses paths outside the show
+        if not path.is_file():
+            raise DreamstateError(f"/dreamstate/image: {image!r} is not a file in the show folder ({path})",
+                                  hint="send a path relative to the show folder, or an index into show.images")
+        try:
+            with Image.open(path) as im:
+                im.verify()  # the header and structure, without decoding the pixels
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise DreamstateError(f"/dreamstate/image: {image!r} is not a readable image: {exc}",
+                                  hint="send a PNG or JPEG inside the show folder") from None
 
     def _transport(self, cmd: Pause | Play | Blackout) -> None:
         r = self.renderer
@@ -672,7 +708,8 @@ class ShowRuntime:
     def input_counters(self) -> dict[str, int | float]:
         """What came in over the network and how the event loop kept up: OSC datagrams by
         fate (applied, malformed, rejected, dropped), MQTT payloads by fate, loop stalls."""
-        out: dict[str, int | float] = {}
+        out: dict[str, int | float] = {"commands_applied": self.counters.get("commands"),
+                                       "commands_rejected": self.counters.get("commands_rejected")}
         osc = self.osc_server
         if osc is not None:
             c = osc.counters
@@ -702,11 +739,9 @@ class ShowRuntime:
     async def _osc_telemetry_loop(self, rate_hz: float) -> None:
         """The fixed address set at a steady rate (what TouchDesigner's OSC In CHOP wants);
         blinks go out as pulses when they happen; heartbeat and fps once a second."""
-        from dreamstate.engine.control.osc import OscTelemetry
 
         cfg = self.show.osc
-        tele: OscTelemetry = await asyncio.to_thread(OscTelemetry, [(t.host, t.port) for t in cfg.targets],
-                                                     labels=self.show.states.labels)
+        tele = await self._open_telemetry([(t.host, t.port) for t in cfg.targets])
         period = 1.0 / rate_hz
         last_beat = 0.0
         blinks = (self.signal_stage.eeg.get() or EegSnapshot()).blinks
@@ -740,6 +775,25 @@ class ShowRuntime:
         finally:
             self.last_counters = self.input_counters()
             tele.close()
+
+    async def _open_telemetry(self, targets: list[tuple[str, int]]) -> OscTelemetry:
+        """The telemetry sockets, retried with backoff while a target cannot be resolved or
+        reached (a host name that is not known yet at boot): control goes on meanwhile."""
+        from dreamstate.engine.control.osc import OscTelemetry
+        from dreamstate.engine.core.backoff import Backoff
+
+        retries = Backoff(base=1.0, cap=30.0).retries()
+        last = ""
+        while True:
+            try:
+                return await asyncio.to_thread(OscTelemetry, targets, labels=self.show.states.labels)
+            except DreamstateError as exc:
+                delay = retries.failed()
+                self.counters.inc("osc_telemetry_errors")
+                if str(exc) != last:
+                    log.warning("OSC telemetry not sent: %s; retrying in %.0f s (control still works)", exc, delay)
+                    last = str(exc)
+                await asyncio.sleep(delay)
 
     def _make_mqtt(self) -> ControlTransport:
         from dreamstate.engine.control.mqtt import MqttLink

@@ -181,6 +181,8 @@ class Supervisor:
         headset, a port in use), at error level for anything else (a bug worth reporting)."""
         from dreamstate.engine.core.errors import DreamstateError
 
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # a TaskGroup's one failure: say what it was, not "1 sub-exception"
         text = f"{type(exc).__name__}: {exc}"
         first = text not in self._seen_errors
         self._seen_errors.add(text)

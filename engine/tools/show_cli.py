@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from dreamstate.engine.core.params import finite
+
 
 def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run a show (default: the embedded demo show)")
     run.add_argument("show", nargs="?", help="show file (TOML); omit for the demo show")
-    run.add_argument("--seconds", type=float, help="stop after this many seconds")
+    run.add_argument("--seconds", type=finite(float, lo=0, lo_open=True, name="--seconds"),
+                     help="stop after this many seconds")
     run.add_argument("--output", choices=["auto", "window", "video", "png", "none"],
                      help="override [output] kind")
     run.add_argument("--out", help="video/PNG path for headless outputs (relative to the show folder)")
