@@ -26,3 +26,13 @@ def test_json_lines_are_machine_readable() -> None:
     doc = json.loads(_run("--log-json"))
     assert doc["level"] == "warning" and doc["msg"] == "port lost"
     assert doc["port"] == "/dev/rfcomm0" and doc["n"] == 3
+
+
+def test_log_extras_are_quoted_once_and_cut_short() -> None:
+    from dreamstate.engine.core.logs import truncate
+
+    assert truncate("127.0.0.1:53385") == "127.0.0.1:53385"  # was "'127.0.0.1:53385'", quoted twice in key=value
+    assert truncate("bell\x07") == "'bell\\x07'"  # control characters stay visible
+    assert truncate(b"\xff\x00") == "b'\\xff\\x00'"
+    long = truncate("y" * 500, 40)
+    assert long.startswith("y" * 40) and long.endswith("(500 chars)")

@@ -179,3 +179,26 @@ def test_every_path_key_in_the_schema_is_kept_inside_the_show_folder(tmp_path: P
             load_show(tmp_path / "show.toml", deep=False)
         want = f"{key}[0]" if leaf == "images" else key
         assert want in str(info.value) and "outside the show folder" in str(info.value), (key, str(info.value))
+
+
+@pytest.mark.parametrize(("toml", "key"), [
+    ('[scenes.calm]\nzoom = "1.01"\nlayers = { block2 = 1.0 }', "scenes.calm.zoom"),
+    ('[scenes.calm]\noctaves = "3"\nlayers = { block2 = 1.0 }', "scenes.calm.octaves"),
+    ('[scenes.calm]\nlayers = { block2 = "1.0" }', "scenes.calm.layers"),
+    ('[osc]\nlisten_port = "9000"', "osc.listen_port"),
+    ('[output]\nsize = ["1280", 720]', "output.size"),
+    ('[signal]\nhop_s = "0.25"', "signal.hop_s"),
+])
+def test_numbers_written_as_text_are_refused(tmp_path: Path, toml: str, key: str) -> None:
+    """Show files stay strictly typed: a quoted number is a mistake worth a message (pydantic
+    would quietly convert it, while `enabled = "true"` was already refused)."""
+    from dreamstate.engine.core.errors import ShowError
+    from dreamstate.engine.runtime.showfile import load_show
+
+    base = '[show]\nmodel = "starter"\n[scenes.attract]\nlayers = { block2 = 1.0 }\n'
+    if "[scenes.calm]" not in toml:
+        base += "[scenes.calm]\nlayers = { block2 = 1.0 }\n"
+    (tmp_path / "show.toml").write_text(base + toml + "\n")
+    with pytest.raises(ShowError) as info:
+        load_show(tmp_path / "show.toml", deep=False)
+    assert key in str(info.value) and "without quotes" in str(info.value), str(info.value)

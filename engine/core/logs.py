@@ -68,8 +68,10 @@ def setup_logging(verbosity: int = 0, json_lines: bool = False) -> None:
 
 
 def truncate(value: object, limit: int = 80) -> str:
-    """``repr(value)``, cut to ``limit`` characters with the original length noted."""
-    text = repr(value)
+    """``value`` as text for a log line, cut to ``limit`` characters with the original length
+    noted: a printable string as it is (no extra quotes), anything else (bytes, a string with
+    control characters) as its ``repr`` so nothing hidden reaches the log."""
+    text = value if isinstance(value, str) and value.isprintable() else repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
 
 

@@ -39,9 +39,46 @@ KNOWN_FEATURES: tuple[str, ...] = (
 )
 
 
+def _wants_number(annotation: Any) -> bool:
+    """True when a field takes only numbers (int or float, maybe optional or constrained)."""
+    import types
+    import typing
+
+    if typing.get_origin(annotation) is Annotated:
+        return _wants_number(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(_wants_number(a) for a in args)
+    return annotation in (int, float)
+
+
 class Section(BaseModel):
     # nan and inf are refused in every float of a show (TOML can spell both)
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_not_text(cls, value: Any, info: Any) -> Any:
+        """A show stays strictly typed: ``zoom = "1.01"`` is refused (pydantic would take it),
+        as ``enabled = "true"`` is; a number inside a list (``size = ["1280", 720]``) too."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is None:
+            return value
+        import typing
+
+        ann = field.annotation
+        items = typing.get_args(ann) if typing.get_origin(ann) is tuple else ()
+        if isinstance(value, str) and _wants_number(ann):
+            raise ValueError(f"{value!r} is text; write the number without quotes")
+        if isinstance(value, list) and items and any(isinstance(v, str) and _wants_number(t)
+                                                     for v, t in zip(value, items, strict=False)):
+            raise ValueError(f"{value!r} holds text; write the numbers without quotes")
+        if isinstance(value, dict) and typing.get_origin(ann) is dict:
+            kinds = typing.get_args(ann)
+            bad = [k for k, v in value.items() if isinstance(v, str) and len(kinds) == 2 and _wants_number(kinds[1])]
+            if bad:
+                raise ValueError(f"{bad[0]} = {value[bad[0]]!r} is text; write the number without quotes")
+        return value
 
 
 class ShowMeta(Section):
