@@ -382,3 +382,89 @@ def test_a_password_is_never_echoed_by_validation(tmp_path: Path) -> None:
     with pytest.raises(ShowError) as err:
         validate_show_data({"mqtt": {"password": ["hunter2"]}}, tmp_path, "t")
     assert "hunter2" not in str(err.value) and "mqtt.password" in str(err.value)
+
+
+# --- roles: one headset, several projectors ------------------------------------------------------
+ROLE_SHOW = """
+[show]
+model = "starter"
+default_scene = "calm"
+[device]
+kind = "simulated"
+seed = 4
+speed = 4.0
+script = [{{ state = "relaxed", seconds = 40 }}, {{ state = "off_head", seconds = 40 }}]
+[states]
+mode = "rules"
+labels = ["calm", "focused", "neutral"]
+dwell_s = 0.5
+rules = [{{ state = "calm", when = "alpha_rel > 0.30" }}]
+[scenes.calm]
+layers = {{ block2 = 1.0 }}
+[scenes.neutral]
+layers = {{ block3 = 1.0 }}
+[scenes.attract]
+layers = {{ block2 = 0.5 }}
+[attract]
+after_s = 1.0
+[output]
+kind = "none"
+size = [64, 48]
+dream_size = [64, 48]
+[mqtt]
+enabled = true
+port = {port}
+node = "{node}"
+role = "{role}"
+lead_s = 0.2
+"""
+
+
+@pytest.mark.slow
+async def test_a_render_node_follows_the_eeg_node_at_the_stamped_moment(broker: Broker, tmp_path: Path) -> None:
+    """Two nodes through a real broker: the eeg node reads the (simulated) headset and shows
+    nothing; the render node has no headset, follows the eeg node's state and applies each one
+    at the wall-clock moment it was stamped with (sent + lead_s), never before."""
+    from dreamstate.engine.runtime.app import ShowRuntime
+    from dreamstate.engine.runtime.showfile import load_show
+    from dreamstate.models.dream import DreamModel
+
+    def node(name: str, role: str) -> ShowRuntime:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "show.toml").write_text(ROLE_SHOW.format(port=broker.port, node=name, role=role))
+        model = DreamModel.load("starter", ["block2", "block3"])
+        return ShowRuntime(load_show(folder / "show.toml", deep=False), seconds=14.0,
+                           load_model=lambda _l, _y, _g: model)
+
+    eeg, render = node("eeg1", "eeg"), node("proj1", "render")
+    await asyncio.wait_for(asyncio.gather(eeg.run(handle_signals=False), render.run(handle_signals=False)), 60)
+    assert eeg.renderer is None and "render" not in eeg.supervisor.status  # the eeg node shows nothing
+    assert "device" not in render.supervisor.status and render.renderer is not None
+    followed = render.counters.get("states_followed")
+    assert followed >= 2, render.counters.snapshot()
+    seen = {s for s in (render.latest_state.label if render.latest_state else None,) if s}
+    assert seen, "the render node never received a state"
+    # the states it applied were the eeg node's (calm while relaxed, absent once off the head)
+    assert render.latest_state is not None and eeg.latest_state is not None
+    assert render.latest_state.label == eeg.latest_state.label
+    # never early: each was applied at or after its stamped moment, and promptly
+    lateness = list(render.follow_lateness)
+    assert min(lateness) >= 0.0 and max(lateness) < 0.25, lateness
+    assert render.clock_offset_ms is not None and abs(render.clock_offset_ms) < 500
+    doc = render.telemetry_doc()
+    assert doc["clock_offset_ms"] == render.clock_offset_ms
+
+
+def test_roles_need_the_broker_and_render_nodes_record_nothing(tmp_path: Path) -> None:
+    from dreamstate.engine.core.errors import ShowError
+    from dreamstate.engine.runtime.showfile import load_show
+
+    base = ('[show]\nmodel = "starter"\n[scenes.calm]\nlayers = { block2 = 1.0 }\n'
+            '[scenes.attract]\nlayers = { block2 = 1.0 }\n')
+    (tmp_path / "a.toml").write_text(base + '[mqtt]\nrole = "render"\n')
+    with pytest.raises(ShowError, match="set enabled = true"):
+        load_show(tmp_path / "a.toml", deep=False)
+    (tmp_path / "b.toml").write_text(base + '[mqtt]\nenabled = true\nrole = "render"\n[record]\nenabled = true\n')
+    with pytest.raises(ShowError, match="no headset to record"):
+        load_show(tmp_path / "b.toml", deep=False)

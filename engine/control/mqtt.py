@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import math
 import os
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,10 +48,46 @@ from dreamstate.engine.core.show import MqttConfig
 log = logging.getLogger("dreamstate.mqtt")
 
 
-def state_payload(state: EegState) -> str:
+def state_payload(state: EegState, *, lead_s: float = 0.0, now: float | None = None) -> str:
+    """The retained state as JSON: label, index, confidence, probabilities, the signal time,
+    ``sent`` (wall-clock seconds, Unix time) and ``at`` = ``sent`` + ``lead_s``, the moment every
+    render node applies it."""
+    sent = time.time() if now is None else now
     return json.dumps({"label": state.label, "index": state.index, "confidence": round(state.confidence, 4),
                        "probabilities": {k: round(v, 4) for k, v in state.probabilities.items()},
-                       "time": round(state.time, 3)})
+                       "time": round(state.time, 3), "sent": round(sent, 4), "at": round(sent + lead_s, 4)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RemoteState:
+    """A state another node published: when it was sent and when to apply it (wall clock, s),
+    and when it arrived here (wall clock)."""
+
+    state: EegState
+    sent: float
+    at: float
+    received: float
+
+
+def parse_state_payload(raw: bytes, received: float) -> RemoteState:
+    """Read :func:`state_payload`'s JSON defensively. Raises :class:`PayloadError`."""
+    args = payload_args(raw)
+    doc = args[0] if len(args) == 1 and isinstance(args[0], dict) else None
+    try:
+        if doc is None:
+            raise TypeError("not a JSON object")
+        label = str(doc["label"])
+        probs = {str(k): float(v) for k, v in dict(doc.get("probabilities", {})).items()}
+        state = EegState(label, probs, float(doc.get("confidence", 0.0)), float(doc.get("time", 0.0)),
+                         index=int(doc.get("index", 0)))
+        sent = float(doc.get("sent", received))
+        at = float(doc.get("at", sent))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PayloadError("bad_state", f"not a dreamstate state: {exc}",
+                           hint="states come from a dreamstate node with role = 'eeg' or 'all'") from None
+    if not all(math.isfinite(v) for v in (sent, at, state.confidence, state.time)):
+        raise PayloadError("bad_state", "a state with a non-finite time or confidence")
+    return RemoteState(state, sent, at, received)
 
 
 MAX_PAYLOAD = 4096  # bytes; a control value is a number, a name or a short list
@@ -200,6 +238,10 @@ class MqttLink(ControlTransport):
         self.last_error: str | None = None
         self._state: LatestSlot[EegState] = LatestSlot()
         self._telemetry: LatestSlot[dict[str, Any]] = LatestSlot()
+        self.state_prefix = f"dreamstate/{cfg.installation}/"
+        self.follow = cfg.role == "render"
+        self.remote_states: LatestSlot[RemoteState] = LatestSlot()
+        """role render: the newest state another node of the installation published"""
         self._wake = asyncio.Event()
         self._rejected_retained: set[tuple[str, str]] = set()
 
@@ -272,6 +314,8 @@ class MqttLink(ControlTransport):
                     await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
                     try:  # from here on, a clean stop says offline
                         await client.subscribe(self.control_prefix + "#", qos=1)
+                        if self.follow:
+                            await client.subscribe(self.state_prefix + "+/state", qos=1)
                         self.connected.set()
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._reader(client), name="mqtt.reader")
@@ -319,6 +363,15 @@ class MqttLink(ControlTransport):
             self.counters.inc("ignored.empty")
             return
         key = (topic, hashlib.sha256(raw).hexdigest())
+        if self.follow and topic.startswith(self.state_prefix) and topic.endswith("/state") \
+                and topic != f"{self.base}/state":
+            try:
+                self.remote_states.put(parse_state_payload(bytes(raw), time.time()))
+                self.counters.inc("states_received")
+            except (ControlError, RecursionError, ValueError, OverflowError) as exc:
+                self.counters.inc("rejected.bad_state")
+                self.limiter.report("rejected MQTT states", f"rejected a state on {topic[:120]}: {exc}", topic=topic)
+            return
         try:
             if not topic.startswith(self.control_prefix):
                 raise PayloadError("unknown_topic", f"unexpected topic {topic[:80]!r}",
@@ -353,7 +406,8 @@ class MqttLink(ControlTransport):
             state, state_version_new = self._state.get_if_newer(state_version)
             if state is not None:
                 state_version = state_version_new
-                await client.publish(f"{self.base}/state", state_payload(state), qos=1, retain=True)
+                await client.publish(f"{self.base}/state", state_payload(state, lead_s=self.cfg.lead_s),
+                                     qos=1, retain=True)
                 self.counters.inc("state_sent")
             tele, tele_version_new = self._telemetry.get_if_newer(tele_version)
             if tele is not None:

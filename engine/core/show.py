@@ -336,7 +336,12 @@ class MqttConfig(Section):
     node: str = "node1"
     """this machine's name in the topics"""
     role: Literal["all", "eeg", "render"] = "all"
-    """`all`, `eeg` or `render` (validated; the roles are not yet implemented)"""
+    """`all`: one machine does everything; `eeg`: reads the headset and publishes the state, shows no
+    picture; `render`: has no headset, follows the state of the installation's `eeg` node and renders
+    (several projectors, one headset)"""
+    lead_s: Annotated[float, Field(ge=0, le=2)] = 0.15
+    """eeg node: stamp each state this far in the future; render nodes apply it at that wall-clock
+    moment, so every projector changes together (the machines keep time with NTP or chrony)"""
     telemetry_hz: Annotated[float, Field(gt=0, le=50)] = 4.0
     """telemetry messages per second"""
     username: Annotated[str | None, Field(description="broker login")] = None
@@ -360,6 +365,8 @@ class MqttConfig(Section):
                              "out of the show file")
         if (self.ca_file or self.certfile or self.keyfile) and not self.tls:
             raise ValueError("ca_file/certfile/keyfile are set but tls = false; set tls = true")
+        if self.role != "all" and not self.enabled:
+            raise ValueError(f"role = {self.role!r} works through the broker; set enabled = true (and host/port)")
         return self
 
 
@@ -437,6 +444,13 @@ class Show(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
+
+    @model_validator(mode="after")
+    def _render_nodes_record_nothing(self) -> Show:
+        if self.mqtt.enabled and self.mqtt.role == "render" and self.record.enabled:
+            raise ValueError("record.enabled: a node with mqtt.role = 'render' has no headset to record; "
+                             "record on the eeg node")
+        return self
     health: HealthConfig = Field(default_factory=HealthConfig)
 
 

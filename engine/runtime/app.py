@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import dataclasses
 import logging
 import os
@@ -505,10 +506,16 @@ class ShowRuntime:
         self.last_counters: dict[str, int | float] = {}
         self._load_model = load_model or load_show_model
         self._open_output = open_output or default_output
+        self.role = self.show.mqtt.role if self.show.mqtt.enabled else "all"
         self.device_stage = DeviceStage(loaded, self.readings, open_device or default_device)
         self.signal_stage = SignalStage(loaded, self.readings, self.counters)
         self.render_stage = RenderStage(self.build_renderer)
-        self.scenes_stage = ScenesStage(self.director, self.signal_stage.states, self.edits, self.render_stage)
+        # the state the scenes follow: this node's own (all, eeg) or the eeg node's over MQTT (render)
+        self.states: LatestSlot[EegState] = self.signal_stage.states if self.role != "render" else LatestSlot()
+        self.scenes_stage = ScenesStage(self.director, self.states, self.edits, self.render_stage)
+        self.clock_offset_ms: float | None = None
+        """role render: median (arrival - sent) of the followed states, in ms: clock offset plus latency"""
+        self.follow_lateness: collections.deque[float] = collections.deque(maxlen=200)
         self.osc_stage: ControlStage | None = None
         self.mqtt_stage: ControlStage | None = None
         self.record_stage: RecordStage | None = None
@@ -517,8 +524,11 @@ class ShowRuntime:
     # --- wiring ---------------------------------------------------------------------------------
     def _stages(self) -> list[Stage]:
         show = self.show
-        stages: list[Stage] = [self.device_stage, self.signal_stage, self.render_stage, self.scenes_stage,
-                               FunctionStage("status", self._status_loop)]
+        stages: list[Stage] = [FunctionStage("status", self._status_loop)]
+        if self.role != "render":  # this node reads the headset
+            stages += [self.device_stage, self.signal_stage]
+        if self.role != "eeg":  # this node shows the picture
+            stages += [self.render_stage, self.scenes_stage]
         if show.osc.enabled:
             self.osc_stage = ControlStage("osc", self._make_osc, self.apply_command, self._osc_companions)
             stages.append(self.osc_stage)
@@ -548,7 +558,7 @@ class ShowRuntime:
 
     @property
     def latest_state(self) -> EegState | None:
-        return self.signal_stage.states.get()
+        return self.states.get()
 
     @property
     def osc_server(self) -> OscControlServer | None:
@@ -652,6 +662,9 @@ class ShowRuntime:
             case Pause() | Play() | Blackout():
                 self._transport(cmd)
             case CalibrateStart(label=label):
+                if self.role == "render":
+                    raise DreamstateError("/dreamstate/calibrate/start: this node has no headset (mqtt role render)",
+                                          hint="send calibration to the node with role eeg")
                 self._check_label(label, "/dreamstate/calibrate/start", allow_absent=False)
                 self.signal_stage.calibrate(label)
             case CalibrateStop():
@@ -702,8 +715,12 @@ class ShowRuntime:
                          recording=rec.status() if rec is not None else None, counters=self.input_counters())
 
     def telemetry_doc(self) -> dict[str, Any]:
-        """The telemetry snapshot as JSON-able data (the MQTT ``telemetry`` payload)."""
-        return self.telemetry().doc()
+        """The telemetry snapshot as JSON-able data (the MQTT ``telemetry`` payload); a render
+        node adds its clock offset against the states it follows."""
+        doc = self.telemetry().doc()
+        if self.role == "render":
+            doc["clock_offset_ms"] = self.clock_offset_ms
+        return doc
 
     def input_counters(self) -> dict[str, int | float]:
         """What came in over the network and how the event loop kept up: OSC datagrams by
@@ -804,7 +821,38 @@ class ShowRuntime:
         from dreamstate.engine.control.mqtt import MqttLink
 
         assert isinstance(transport, MqttLink)
-        return [("telemetry", self._mqtt_telemetry_loop(transport)), ("state", self._mqtt_state_loop(transport))]
+        states = self._mqtt_follow_loop(transport) if self.role == "render" else self._mqtt_state_loop(transport)
+        return [("telemetry", self._mqtt_telemetry_loop(transport)), ("state", states)]
+
+    async def _mqtt_follow_loop(self, link: MqttLink) -> None:
+        """role render: apply the eeg node's newest state at the wall-clock moment it names
+        (``at`` = sent + ``lead_s``), so every projector changes together; a state whose moment
+        has passed is applied at once and counted late when over 0.5 s."""
+        import statistics
+
+        version = 0
+        offsets: collections.deque[float] = collections.deque(maxlen=50)
+        pending = None
+        while True:
+            remote, version = link.remote_states.get_if_newer(version)
+            if remote is not None:
+                pending = remote
+                offsets.append(remote.received - remote.sent)
+                self.clock_offset_ms = round(1000.0 * statistics.median(offsets), 1)
+            if pending is None:
+                await asyncio.sleep(0.02)
+                continue
+            wait = pending.at - time.time()
+            if wait > 0.001:
+                await asyncio.sleep(min(wait, 0.02))
+                continue
+            self.states.put(pending.state)
+            self.scenes_stage.tick()  # the scene changes now, not at the next tick
+            self.follow_lateness.append(-wait)
+            self.counters.inc("states_followed")
+            if -wait > 0.5:
+                self.counters.inc("states_late")
+            pending = None
 
     async def _mqtt_telemetry_loop(self, link: MqttLink) -> None:
         period = 1.0 / self.show.mqtt.telemetry_hz
@@ -816,7 +864,7 @@ class ShowRuntime:
         """The retained state, published when its label changes (checked 20 times a second)."""
         version, label = 0, None
         while True:
-            state, version = self.signal_stage.states.get_if_newer(version)
+            state, version = self.states.get_if_newer(version)
             if state is not None and state.label != label:
                 label = state.label
                 link.publish_state(state)
@@ -828,6 +876,7 @@ class ShowRuntime:
         status and last error, and the uptime (JSON-able)."""
         doc = self.telemetry_doc()
         device = self.device_stage.device
+        doc.update(role=self.role, clock_offset_ms=self.clock_offset_ms)
         doc.update(show=self.show.show.name, uptime_s=round(time.monotonic() - self._started, 1),
                    device=device.describe() if device is not None else None,
                    stages={name: str(status.value) for name, status in self.supervisor.status.items()},
@@ -872,7 +921,9 @@ class ShowRuntime:
                 extra["recording"] = f"{st['state'].replace('_', ' ')}, {st['buffered_s']} s buffered"
             log.info("status", extra=extra)
 
-    async def run(self) -> None:
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Run the show until a critical stage ends or SIGINT/SIGTERM (``handle_signals``: the
+        process's signals are this show's; False when several shows share a process, in tests)."""
         from dreamstate.engine.runtime.notify import start_watchdog
 
         def frames() -> int | None:
@@ -891,7 +942,7 @@ class ShowRuntime:
 
         dog = start_watchdog(frames, loop_ok, status)  # systemd Type=notify: READY=1, WATCHDOG=1
         try:
-            await self.supervisor.run()
+            await self.supervisor.run(handle_signals=handle_signals)
         finally:
             if dog is not None:
                 await asyncio.to_thread(dog.stop)
