@@ -415,6 +415,80 @@ class HealthConfig(Section):
         return {k: v for k, v in self.__dict__.items() if k not in skip and v is not None}
 
 
+DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_ranges(text: str) -> list[tuple[int, int]]:
+    """``"10:00-13:00, 14:00-18:00"`` -> minute ranges [(600, 780), (840, 1080)]; ``""`` -> []
+    (closed). A range that ends before it starts runs past midnight (``"20:00-02:00"``).
+    Raises ValueError with the fix."""
+    out: list[tuple[int, int]] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            a, b = (x.strip() for x in part.split("-"))
+            (ah, am), (bh, bm) = (map(int, a.split(":")), map(int, b.split(":")))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a time range; write e.g. \"10:00-18:00\"") from None
+        if not (0 <= ah <= 24 and 0 <= bh <= 24 and 0 <= am < 60 and 0 <= bm < 60):
+            raise ValueError(f"{part!r} has a time outside 00:00..24:00")
+        out.append((ah * 60 + am, bh * 60 + bm))
+    return out
+
+
+class HoursConfig(Section):
+    enabled: StrictBool = False
+    """fade to black and rest the dream outside opening hours"""
+    timezone: str = "UTC"
+    """IANA time zone of the gallery, e.g. "Europe/Berlin" (daylight saving is followed)"""
+    weekly: dict[str, str] = Field(default_factory=lambda: dict.fromkeys(DAYS[:6], "10:00-18:00") | {"sun": ""})
+    """opening times per weekday (mon..sun): "10:00-18:00", several as "10:00-13:00, 14:00-18:00",
+    "" for closed"""
+    closed_on: list[str] = Field(default_factory=list)
+    """dates closed all day, "YYYY-MM-DD" (holidays)"""
+    open_on: dict[str, str] = Field(default_factory=dict)
+    """dates with other hours than their weekday: "YYYY-MM-DD" = "10:00-14:00" """
+    fade_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    """seconds to fade out at closing and back in at opening"""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; write an IANA name such as \"Europe/Berlin\"") from None
+        return value
+
+    @field_validator("weekly")
+    @classmethod
+    def _weekly(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(DAYS))
+        if unknown:
+            raise ValueError(f"unknown day(s) {unknown}; use {list(DAYS)}")
+        for text in value.values():
+            parse_ranges(text)
+        return value
+
+    @field_validator("closed_on", "open_on")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        import datetime as dt
+
+        for day in value:
+            try:
+                dt.date.fromisoformat(day)
+            except ValueError:
+                raise ValueError(f"{day!r} is not a date; write \"YYYY-MM-DD\"") from None
+        if isinstance(value, dict):
+            for text in value.values():
+                parse_ranges(text)
+        return value
+
+
 class StatusConfig(Section):
     file: str | None = None
     """JSON status file (inside the show folder), rewritten atomically every `every_s` seconds for a
@@ -444,6 +518,7 @@ class Show(Section):
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
+    hours: HoursConfig = Field(default_factory=HoursConfig)
 
     @model_validator(mode="after")
     def _render_nodes_record_nothing(self) -> Show:

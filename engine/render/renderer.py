@@ -457,6 +457,8 @@ class Renderer:
         self._paused = threading.Event()
         self._blackout = threading.Event()
         self._paused_at: float | None = None
+        # brightness ramp (set_brightness): (from, to, start time, seconds); replaced whole
+        self._ramp: tuple[float, float, float, float] = (1.0, 1.0, 0.0, 0.0)
 
     # --- control ---------------------------------------------------------------------------
     def set_recipe(self, recipe: DreamRecipe) -> None:
@@ -485,6 +487,19 @@ class Renderer:
             self._blackout.set()
         else:
             self._blackout.clear()
+
+    def set_brightness(self, level: float, fade_s: float = 0.0) -> None:
+        """Ramp the shown picture's brightness linearly to ``level`` (0 = black, 1 = as dreamed)
+        over ``fade_s`` seconds from wherever it is now (opening hours fade with it)."""
+        now = time.monotonic()
+        self._ramp = (self.brightness_at(now), min(1.0, max(0.0, level)), now, max(0.0, fade_s))
+
+    def brightness_at(self, now: float) -> float:
+        """The brightness the display applies at monotonic time ``now`` (0..1)."""
+        start, end, t0, seconds = self._ramp
+        if seconds <= 0.0 or now >= t0 + seconds:
+            return end
+        return start + (end - start) * max(0.0, now - t0) / seconds
 
     @property
     def paused(self) -> bool:
@@ -638,12 +653,15 @@ class Renderer:
                         self._pending = None
             alpha = min(1.0, (now - fade_t0) / fade_s)
             paused_at = self._paused_at
-            if self._blackout.is_set():
+            level = self.brightness_at(now)
+            if self._blackout.is_set() or level <= 0.0:
                 if black is None:
                     black = np.zeros((self.output_size[1], self.output_size[0], 3), np.uint8)
                 frame = black
             else:
                 frame = self._compose(now if paused_at is None else max(paused_at, cur.time), cur, alpha)
+                if level < 1.0:
+                    frame = cv().convertScaleAbs(frame, alpha=level)
             self.output.present(frame)
             self._last_frame = frame
             if not self.output.poll():

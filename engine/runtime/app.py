@@ -92,6 +92,7 @@ if TYPE_CHECKING:
     from dreamstate.engine.output.base import Output
     from dreamstate.engine.render.renderer import Renderer
     from dreamstate.engine.render.stats import FrameStats
+    from dreamstate.engine.runtime.hours import HoursStage
     from dreamstate.engine.signal.pipeline import SignalPipeline
     from dreamstate.models.dream import DreamModel
 
@@ -516,6 +517,7 @@ class ShowRuntime:
         self.clock_offset_ms: float | None = None
         """role render: median (arrival - sent) of the followed states, in ms: clock offset plus latency"""
         self.follow_lateness: collections.deque[float] = collections.deque(maxlen=200)
+        self.hours_stage: HoursStage | None = None
         self.osc_stage: ControlStage | None = None
         self.mqtt_stage: ControlStage | None = None
         self.record_stage: RecordStage | None = None
@@ -538,6 +540,11 @@ class ShowRuntime:
         if show.record.enabled:
             self.record_stage = RecordStage(self.loaded, self.readings)
             stages.append(self.record_stage)
+        if show.hours.enabled and self.role != "eeg":
+            from dreamstate.engine.runtime.hours import HoursStage
+
+            self.hours_stage = HoursStage(show.hours, lambda: self.renderer)
+            stages.append(self.hours_stage)
         if show.status.file is not None:
             path = self.loaded.path(show.status.file, what="status.file")
             every = show.status.every_s
@@ -876,7 +883,8 @@ class ShowRuntime:
         status and last error, and the uptime (JSON-able)."""
         doc = self.telemetry_doc()
         device = self.device_stage.device
-        doc.update(role=self.role, clock_offset_ms=self.clock_offset_ms)
+        doc.update(role=self.role, clock_offset_ms=self.clock_offset_ms,
+                   open=self.hours_stage.open if self.hours_stage is not None else None)
         doc.update(show=self.show.show.name, uptime_s=round(time.monotonic() - self._started, 1),
                    device=device.describe() if device is not None else None,
                    stages={name: str(status.value) for name, status in self.supervisor.status.items()},
