@@ -41,6 +41,20 @@ log = logging.getLogger("dreamstate.output")
 HEADLESS_DRIVERS = ("dummy", "offscreen")
 
 
+MODIFIERS = ("ctrl", "alt", "shift", "meta")
+
+
+def parse_chord(text: str) -> tuple[frozenset[str], str]:
+    """``"ctrl+alt+q"`` -> ({"ctrl", "alt"}, "q"). At least one modifier, so no visitor ends
+    the show by leaning on the keyboard. Raises RenderError with the fix."""
+    parts = [p.strip().lower() for p in text.split("+") if p.strip()]
+    mods, keys = [p for p in parts if p in MODIFIERS], [p for p in parts if p not in MODIFIERS]
+    if len(keys) != 1 or not mods:
+        raise RenderError(f"quit chord {text!r} is not modifiers+key",
+                          hint="write e.g. ctrl+alt+q (at least one of ctrl, alt, shift, meta, then one key)")
+    return frozenset(mods), keys[0]
+
+
 class NoDisplayError(RenderError):
     """No display server or console display is available for a window."""
 
@@ -70,8 +84,13 @@ class WindowOutput(Output):
     name = "window"
 
     def __init__(self, size: tuple[int, int], *, display: int = 0, fullscreen: bool = False,
-                 vsync: bool = True, hide_cursor: bool = True, title: str = "dreamstate") -> None:
+                 vsync: bool = True, hide_cursor: bool = True, title: str = "dreamstate",
+                 quit_chord: str | None = None) -> None:
+        """``quit_chord`` (kiosk mode), e.g. ``"ctrl+alt+q"``: only that key with those
+        modifiers ends the show; Esc, q and the window manager's close are ignored. None: Esc,
+        q or closing the window end it."""
         super().__init__(size)
+        self.quit_chord = parse_chord(quit_chord) if quit_chord else None
         self.display = display
         self.fullscreen = fullscreen
         self.vsync = vsync
@@ -163,10 +182,22 @@ class WindowOutput(Output):
             return True
         ok = True
         for ev in pygame.event.get():
-            if ev.type == pygame.QUIT or (ev.type == pygame.KEYDOWN
-                                          and ev.key in (pygame.K_ESCAPE, pygame.K_q)):
+            if self.quit_chord is not None:
+                if ev.type == pygame.KEYDOWN and self._chord(ev):
+                    log.info("quit chord pressed", extra={"output": self.name})
+                    ok = False
+            elif ev.type == pygame.QUIT or (ev.type == pygame.KEYDOWN
+                                            and ev.key in (pygame.K_ESCAPE, pygame.K_q)):
                 ok = False
         return ok
+
+    def _chord(self, ev: Any) -> bool:
+        pygame = self._pg
+        assert self.quit_chord is not None and pygame is not None
+        mods, key = self.quit_chord
+        want = {"ctrl": pygame.KMOD_CTRL, "alt": pygame.KMOD_ALT, "shift": pygame.KMOD_SHIFT,
+                "meta": pygame.KMOD_META | pygame.KMOD_GUI}
+        return bool(ev.key == pygame.key.key_code(key) and all(ev.mod & want[m] for m in mods))
 
     def close(self) -> None:
         if self._pg is not None and self._screen is not None:

@@ -975,8 +975,22 @@ def run_show(args: argparse.Namespace) -> int:
         loaded = loaded.with_show(show.model_copy(update={"output": out.model_copy(update=updates)}))
     for key, message in loaded.warnings:
         log.warning("show: %s: %s", key, message)
-    runtime = ShowRuntime(loaded, seconds=args.seconds)
-    log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source})
+    opener: OutputFactory | None = None
+    chord = getattr(args, "quit_chord", None)
+    if getattr(args, "kiosk", False):
+        from dreamstate.engine.output.window import WindowOutput
+
+        def opener(given: LoadedShow) -> Output:
+            """Kiosk: the fullscreen window only, cursor hidden, only the chord quits. With no
+            display yet the render stage waits and retries with backoff (X or Wayland often
+            comes up after the unit starts); it never falls back to a video file."""
+            cfg = given.show.output
+            return WindowOutput((int(cfg.size[0]), int(cfg.size[1])), display=cfg.display, fullscreen=True,
+                                vsync=cfg.vsync, hide_cursor=True, quit_chord=chord)
+
+    runtime = ShowRuntime(loaded, seconds=args.seconds, open_output=opener)
+    log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source,
+                                     "kiosk": bool(getattr(args, "kiosk", False))})
     asyncio.run(runtime.run())
     crashed = {k: v for k, v in runtime.supervisor.counters.snapshot().items() if k.endswith(".crashes")}
     seen = {k: v for k, v in runtime.last_counters.items() if v}

@@ -1,4 +1,5 @@
-"""``dreamstate run`` (the show) and ``dreamstate check`` (validate a show without running it)."""
+"""``dreamstate run`` (the show), ``dreamstate kiosk`` (the same for an unattended room) and
+``dreamstate check`` (validate a show without running it)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,30 @@ def register(sub: Any) -> None:
     run.add_argument("--fullscreen", action="store_true", help="borderless fullscreen on the display")
     run.set_defaults(func=_run)
 
+    kiosk = sub.add_parser("kiosk", help="run a show for an unattended room: fullscreen window, no cursor, "
+                                         "only a key chord quits, waits for the display")
+    kiosk.add_argument("show", nargs="?", help="show file (TOML); omit for the demo show")
+    kiosk.add_argument("--quit-chord", default="ctrl+alt+q", type=_chord,
+                       help="the only keys that end the show (default ctrl+alt+q)")
+    kiosk.add_argument("--seconds", type=finite(float, lo=0, lo_open=True, name="--seconds"),
+                       help="stop after this many seconds")
+    kiosk.set_defaults(func=_run, kiosk=True, output=None, out=None, device=None, fullscreen=True)
+
     check = sub.add_parser("check", help="validate a show file completely, run nothing")
     check.add_argument("show", nargs="?", help="show file (TOML); omit for the demo show")
     check.add_argument("--shallow", action="store_true", help="skip checks that load models/images")
     check.set_defaults(func=_check)
+
+
+def _chord(text: str) -> str:
+    from dreamstate.engine.core.errors import RenderError
+    from dreamstate.engine.output.window import parse_chord
+
+    try:
+        parse_chord(text)
+    except RenderError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _check(args: argparse.Namespace) -> int:
