@@ -11,7 +11,7 @@ from dreamstate.engine.tools import cli
 def test_every_command_and_bench_is_registered() -> None:
     parser = cli.build_parser()
     text = parser.format_help()
-    for command in ("run", "check", "devices", "simulate", "monitor", "record", "recover", "map",
+    for command in ("run", "kiosk", "check", "devices", "simulate", "monitor", "record", "recover", "map",
                     "calibrate", "models", "dream", "feedback", "bench"):
         assert command in text, command
 
