@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _run(*args: str) -> str:
@@ -36,3 +37,29 @@ def test_log_extras_are_quoted_once_and_cut_short() -> None:
     assert truncate(b"\xff\x00") == "b'\\xff\\x00'"
     long = truncate("y" * 500, 40)
     assert long.startswith("y" * 40) and long.endswith("(500 chars)")
+
+
+def test_log_file_is_written_and_rotated(tmp_path: Path) -> None:
+    """--log-file for runs outside systemd: the same lines as stderr, rotated by size."""
+    import logging
+
+    from dreamstate.engine.core.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging(log_file=str(tmp_path / "logs" / "dreamstate.log"), max_bytes=2000, backups=2)
+        log = logging.getLogger("dreamstate.test")
+        for i in range(100):
+            log.info("status line %d", i, extra={"scene": "calm"})
+        for h in logging.getLogger().handlers:
+            h.flush()
+        files = sorted((tmp_path / "logs").iterdir())
+        assert [f.name for f in files] == ["dreamstate.log", "dreamstate.log.1", "dreamstate.log.2"]
+        assert all(f.stat().st_size <= 2200 for f in files)
+        assert "status line 99" in files[0].read_text() and "scene='calm'" in files[0].read_text()
+    finally:
+        for h in logging.getLogger().handlers:
+            h.close()
+        root.handlers[:], level = saved
+        root.setLevel(level)

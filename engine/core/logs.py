@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
@@ -46,17 +47,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def setup_logging(verbosity: int = 0, json_lines: bool = False) -> None:
+def setup_logging(verbosity: int = 0, json_lines: bool = False, *, log_file: str | None = None,
+                  max_bytes: int = 10_000_000, backups: int = 5) -> None:
     """Configure the root logger once for a CLI run (tests use pytest's caplog instead).
 
     Installations log at INFO by default; ``-v`` adds dreamstate's debug lines and ``-vv``
-    everyone's.
+    everyone's. Lines go to stderr, which systemd hands to journald. ``log_file`` adds a
+    rotated file for runs outside systemd (``max_bytes`` each, ``backups`` old files kept, so
+    weeks of logging take at most about 60 MB).
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else KeyValueFormatter())
-    handler.addFilter(DependencyLogFilter())
+    formatter = JsonFormatter() if json_lines else KeyValueFormatter()
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        from logging.handlers import RotatingFileHandler
+
+        path = Path(log_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(RotatingFileHandler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(DependencyLogFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
     logging.getLogger("dreamstate").setLevel(logging.DEBUG if verbosity >= 1 else logging.INFO)
     # openTSNE says "Precomputed initialization provided. Ignoring initalization-related

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="-v: dreamstate debug lines; -vv: every library's too")
     parser.add_argument("--log-json", action="store_true", help="structured JSON log lines on stderr")
+    parser.add_argument("--log-file", metavar="PATH",
+                        help="also log to this file, rotated at 10 MB with 5 old files kept (outside systemd)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         # a command module that does not import is a packaging fault: fail loudly, naming it
@@ -75,7 +77,7 @@ def _bench_runner(module_name: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(verbosity=args.verbose, json_lines=args.log_json)
+    setup_logging(verbosity=args.verbose, json_lines=args.log_json, log_file=args.log_file)
     if not getattr(args, "func", None):
         if args.command is None:
             # No command: the embedded default, the demo show.
