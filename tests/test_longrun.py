@@ -205,3 +205,17 @@ def test_sigterm_ends_the_bench_with_what_it_measured(tmp_path: Path) -> None:
     assert took < 30, f"the bench went on measuring for {took:.0f} s after SIGTERM"
     assert "the show stopped before the run was complete (SIGTERM)" in " ".join(out.split()), out
     assert sheet.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_soak_short_version_finds_no_growth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The soak benchmark's 60-second version: a recorded session replayed at 4x through the
+    whole show; RSS flat within 5 % after warm-up, threads, tasks and fds flat, no crash."""
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    code = cli_main(["bench", "soak", "--minutes", "1", "--warmup", "25", "--interval", "5", "--record-s", "30"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "RSS after warm-up" in out and out.count(" s RSS ") >= 10
+    assert code == 0, out
+    assert "targets: RSS within 5 % met, threads/tasks/fds flat met, no stage crashes met" in out
