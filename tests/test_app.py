@@ -202,14 +202,18 @@ async def test_telemetry_out_over_osc_and_mqtt(tmp_path: Path, shared_models: Pa
         assert 0.0 <= tele["signal"] <= 1.0 and "state" in tele
         assert json.loads(got["dreamstate/room/eeg/state"])["label"] in {"calm", "focused", "neutral"}
         addresses: dict[str, int] = {}
-        from pythonosc.osc_message import OscMessage
+        from pythonosc.osc_packet import OscPacket
 
+        packets = 0
         while True:
             try:
-                m = OscMessage(rx.recv(4096))
+                data = rx.recv(65536)
             except BlockingIOError:
                 break
-            addresses[m.address] = addresses.get(m.address, 0) + 1
+            packets += 1
+            assert data.startswith(b"#bundle\x00"), "each telemetry tick is one bundle"
+            for timed in OscPacket(data).messages:
+                addresses[timed.message.address] = addresses.get(timed.message.address, 0) + 1
         rt.supervisor.request_stop("test done")
         await asyncio.wait_for(task, 10)
         for address in ("/dreamstate/heartbeat", "/dreamstate/state", "/dreamstate/eeg/signal",

@@ -283,3 +283,33 @@ def test_allowlist_entries_are_checked_in_the_show() -> None:
     assert OscConfig(allow=["10.0.0.0/24", "192.168.1.7", "::1"]).allow is not None
     with pytest.raises(ValidationError, match="not an IP address or network"):
         OscConfig(allow=["studio-mac"])
+
+
+def test_a_telemetry_tick_is_one_bundle() -> None:
+    """Values that belong together arrive together: inside bundle(), every message goes out
+    in one OSC bundle per target; oscdump and TouchDesigner read bundles."""
+    from pythonosc.osc_packet import OscPacket
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2)
+    tele = OscTelemetry([rx.getsockname()], labels=["calm", "focused"])
+    try:
+        with tele.bundle():
+            tele.esense(ESense(40, 80, 0.0))
+            tele.state(EegState("calm", {"calm": 0.6, "focused": 0.4}, 0.6, 0.0))
+        data = rx.recv(65536)
+        rx.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            rx.recv(65536)  # nothing else: one datagram
+        with tele.bundle():
+            pass  # an empty tick sends nothing
+        with pytest.raises(TimeoutError):
+            rx.recv(65536)
+    finally:
+        tele.close()
+        rx.close()
+    addresses = [t.message.address for t in OscPacket(data).messages]
+    assert addresses == ["/dreamstate/eeg/attention", "/dreamstate/eeg/meditation", "/dreamstate/state",
+                         "/dreamstate/state/calm", "/dreamstate/state/focused"]
+

@@ -15,13 +15,15 @@ retried, never blocking.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
 
 from dreamstate.engine.control import oscwire
@@ -229,6 +231,7 @@ class OscTelemetry:
         self.counters = Counters()
         # One socket per local address the targets are reached from, bound to that address (never
         # 0.0.0.0): 127.0.0.1 when every target is local. Resolving may do DNS: build this off the loop.
+        self._batch: list[Any] | None = None  # messages held by bundle()
         self._socks: dict[str, socket.socket] = {}
         self._route: list[tuple[tuple[str, int], socket.socket]] = []
         for target in self.targets:
@@ -246,8 +249,32 @@ class OscTelemetry:
         """Where the telemetry sockets are bound (host, port)."""
         return [s.getsockname()[:2] for s in self._socks.values()]
 
+    @contextlib.contextmanager
+    def bundle(self) -> Iterator[None]:
+        """Messages sent inside go out together as one OSC bundle per target (time tag
+        "immediately"), so values that belong together (a state and its probabilities, the
+        eSense pair) arrive in the same packet; an empty bundle is not sent."""
+        self._batch = []
+        try:
+            yield
+        finally:
+            batch, self._batch = self._batch, None
+            if batch:
+                builder = OscBundleBuilder(IMMEDIATELY)
+                for message in batch:
+                    builder.add_content(message)
+                self._deliver(builder.build().dgram)
+
     def _send(self, address: str, *args: Any) -> None:
-        data = _message(address, args)
+        if self._batch is not None:
+            b = OscMessageBuilder(address)
+            for a in args:
+                b.add_arg(a)
+            self._batch.append(b.build())
+            return
+        self._deliver(_message(address, args))
+
+    def _deliver(self, data: bytes) -> None:
         for target, sock in self._route:
             try:
                 sock.sendto(data, target)

@@ -771,34 +771,42 @@ class ShowRuntime:
         blinks = (self.signal_stage.eeg.get() or EegSnapshot()).blinks
         try:
             while True:
-                snap = self.telemetry()
-                e = snap.eeg
-                if e.esense is not None:
-                    tele.esense(e.esense)
-                if e.quality is not None:
-                    tele.signal(e.quality)
-                if e.bands is not None:
-                    tele.bands(e.bands)
-                if e.point is not None:
-                    tele.map_point(e.point)
-                for _ in range(min(e.blinks - blinks, 10)):
-                    tele.blink()
-                blinks = e.blinks
-                if snap.state is not None:
-                    tele.state(snap.state)
+                with tele.bundle():  # one packet per tick: values that belong together arrive together
+                    blinks = self._osc_tick(tele, blinks, last_beat)
                 now = time.monotonic()
                 if now - last_beat >= 1.0:
                     last_beat = now
-                    tele.heartbeat()
-                    if snap.stats is not None:
-                        tele.fps(snap.stats.display_fps)
-                        if snap.stats.health is not None:
-                            h = snap.stats.health
-                            tele.health(h.in_bounds, snap.stats.reseeds, list(h.measures.as_dict().values()))
                 await asyncio.sleep(period)
         finally:
             self.last_counters = self.input_counters()
             tele.close()
+
+    def _osc_tick(self, tele: OscTelemetry, blinks: int, last_beat: float) -> int:
+        """One telemetry tick: the fixed address set, blink pulses, and (once a second)
+        heartbeat, fps and picture health. Returns the blink count sent so far."""
+        snap = self.telemetry()
+        e = snap.eeg
+        if e.esense is not None:
+            tele.esense(e.esense)
+        if e.quality is not None:
+            tele.signal(e.quality)
+        if e.bands is not None:
+            tele.bands(e.bands)
+        if e.point is not None:
+            tele.map_point(e.point)
+        for _ in range(min(e.blinks - blinks, 10)):
+            tele.blink()
+        blinks = e.blinks
+        if snap.state is not None:
+            tele.state(snap.state)
+        if time.monotonic() - last_beat >= 1.0:
+            tele.heartbeat()
+            if snap.stats is not None:
+                tele.fps(snap.stats.display_fps)
+                if snap.stats.health is not None:
+                    h = snap.stats.health
+                    tele.health(h.in_bounds, snap.stats.reseeds, list(h.measures.as_dict().values()))
+        return blinks
 
     async def _open_telemetry(self, targets: list[tuple[str, int]]) -> OscTelemetry:
         """The telemetry sockets, retried with backoff while a target cannot be resolved or
