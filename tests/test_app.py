@@ -198,6 +198,11 @@ async def test_telemetry_out_over_osc_and_mqtt(tmp_path: Path, shared_models: Pa
                     break
                 await asyncio.sleep(0.05)
         assert rt.director.scene_name == "focused", "scene switched over MQTT"
+        for _ in range(300):  # fps goes out once a second, once the renderer shows frames
+            if rt.renderer is not None and rt.renderer.stats.displayed_frames > 0:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.3)
         tele = json.loads(got["dreamstate/room/eeg/telemetry"])
         assert 0.0 <= tele["signal"] <= 1.0 and "state" in tele
         assert json.loads(got["dreamstate/room/eeg/state"])["label"] in {"calm", "focused", "neutral"}
