@@ -225,8 +225,9 @@ def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
         tele.fps(59.9)
         tele.health(True, 2, [0.5] * 10)
         tele.heartbeat()
+        tele.error("/dreamstate/zoom", "zoom 5.0 is out of range")
         sent: dict[str, str] = {}
-        for _ in range(13):  # 2 eSense + signal + bands + blink + map + state + 2 labels + fps + 2 health + beat
+        for _ in range(14):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat, error
             m = OscMessage(rx.recv(4096))
             tags = "".join({float: "f", int: "i", str: "s"}[type(p)] for p in m.params)
             sent[m.address] = tags
@@ -312,4 +313,28 @@ def test_a_telemetry_tick_is_one_bundle() -> None:
     addresses = [t.message.address for t in OscPacket(data).messages]
     assert addresses == ["/dreamstate/eeg/attention", "/dreamstate/eeg/meditation", "/dreamstate/state",
                          "/dreamstate/state/calm", "/dreamstate/state/focused"]
+
+
+def test_refused_commands_are_reported_back_at_most_ten_a_second() -> None:
+    from pythonosc.osc_message import OscMessage
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(0.3)
+    tele = OscTelemetry([rx.getsockname()], labels=["calm"])
+    try:
+        for i in range(50):
+            tele.error("/dreamstate/zoom", f"zoom {i} is out of range (fix: 0.5 < zoom < 2)")
+        got = []
+        while True:
+            try:
+                got.append(OscMessage(rx.recv(4096)))
+            except TimeoutError:
+                break
+    finally:
+        tele.close()
+        rx.close()
+    assert len(got) == 10 and tele.counters.get("errors_dropped") == 40
+    assert got[0].address == "/dreamstate/error" and got[0].params[0] == "/dreamstate/zoom"
+    assert "fix:" in got[0].params[1]
 

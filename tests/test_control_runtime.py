@@ -158,3 +158,55 @@ async def test_an_unreachable_telemetry_target_leaves_control_working(tmp_path: 
     assert rt.supervisor.counters.get("osc.crashes") == 0
     lines = [r.getMessage() for r in caplog.records if "OSC telemetry not sent" in r.getMessage()]
     assert len(lines) == 1 and "no-such-host.invalid" in lines[0]
+
+
+async def test_a_running_show_reports_refused_commands_on_its_telemetry(tmp_path: Path) -> None:
+    """TouchDesigner hears why a control was refused: /dreamstate/error on the telemetry port,
+    for a value out of range (refused by the decoder) and a layer the dream cannot use
+    (refused by the runtime)."""
+    import asyncio
+    import socket
+
+    from pythonosc.osc_message_builder import OscMessageBuilder
+    from pythonosc.osc_packet import OscPacket
+
+    from dreamstate.models.dream import DreamModel
+
+    for name in ("a.png", "b.png"):
+        save_image(tmp_path / name, np.full((32, 48, 3), 0.5, np.float32))
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setblocking(False)
+    target = f'{{ host = "127.0.0.1", port = {rx.getsockname()[1]} }}'
+    (tmp_path / "show.toml").write_text(SHOW + f'[osc]\nenabled = true\nlisten_port = 0\ntargets = [{target}]\n')
+    model = DreamModel.load("starter", ["block2", "block3"])
+    rt = ShowRuntime(load_show(tmp_path / "show.toml", deep=False), seconds=4.0, load_model=lambda _l, _y, _g: model)
+    task = asyncio.create_task(rt.run())
+    try:
+        for _ in range(200):
+            if rt._tele is not None:
+                break
+            await asyncio.sleep(0.02)
+
+        def msg(address: str, value: float) -> bytes:
+            b = OscMessageBuilder(address)
+            b.add_arg(value)
+            return b.build().dgram
+
+        assert rt.osc_server is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.sendto(msg("/dreamstate/zoom", 5.0), rt.osc_server.address)
+            tx.sendto(msg("/dreamstate/layer/block4", 1.0), rt.osc_server.address)
+        await asyncio.wait_for(task, 30)
+        errors = []
+        while True:
+            try:
+                data = rx.recv(65536)
+            except BlockingIOError:
+                break
+            errors += [t.message.params for t in OscPacket(data).messages if t.message.address == "/dreamstate/error"]
+    finally:
+        rx.close()
+    addresses = [e[0] for e in errors]
+    assert "/dreamstate/zoom" in addresses and "/dreamstate/layer/block4" in addresses, errors
+    assert any("out of range" in e[1] for e in errors) and any("block2" in e[1] for e in errors)

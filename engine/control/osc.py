@@ -20,7 +20,7 @@ import ipaddress
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
@@ -38,6 +38,7 @@ from dreamstate.engine.core.records import BandPowers, EegState, ESense, MapPoin
 log = logging.getLogger("dreamstate.osc")
 
 
+ERRORS_PER_S = 10  # refused-command reports sent back on telemetry, per second
 RCVBUF_BYTES = 4 << 20  # a burst of ~16,000 small datagrams waits in the kernel, not on the wire
 DRAIN_MAX = 512  # datagrams per wake-up
 DRAIN_BUDGET_S = 0.003  # ... or this much time, whichever comes first: the loop never waits longer
@@ -73,6 +74,8 @@ class OscControlServer(ControlTransport):
         self.counters = Counters()
         self.address: tuple[str, int] = (host, port)
         self.limiter = LogLimiter(log)
+        self.on_reject: Callable[[str, str], None] | None = None
+        """Told (address, why) for each refused message: the runtime echoes it on telemetry."""
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -164,6 +167,8 @@ class OscControlServer(ControlTransport):
                 self.limiter.report(f"rejected OSC messages ({reason})",
                                     f"rejected OSC message from {sender}: {exc}", sender=sender,
                                     example=f"{msg.address} {msg.args!r}")
+                if self.on_reject is not None:
+                    self.on_reject(msg.address, str(exc))
                 continue
             if self.commands.put_nowait(cmd):
                 self.counters.inc("applied")
@@ -217,6 +222,7 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
     ("/dreamstate/render/measures", "f...", "picture measures in engine.render.health.MEASURES order, 0..1 "
                                             "(motion -1 before the first second)"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
+    ("/dreamstate/error", "ss", "a refused control message: its address, and why with the fix (at most 10 a second)"),
 )
 """Every address ``OscTelemetry`` sends: (address, OSC type tags, meaning). ``docs/osc.md`` is
 generated from it and the tests check that nothing else is sent."""
@@ -232,6 +238,8 @@ class OscTelemetry:
         # One socket per local address the targets are reached from, bound to that address (never
         # 0.0.0.0): 127.0.0.1 when every target is local. Resolving may do DNS: build this off the loop.
         self._batch: list[Any] | None = None  # messages held by bundle()
+        self._error_window = 0.0
+        self._errors_in_window = 0
         self._socks: dict[str, socket.socket] = {}
         self._route: list[tuple[tuple[str, int], socket.socket]] = []
         for target in self.targets:
@@ -321,6 +329,19 @@ class OscTelemetry:
 
     def heartbeat(self) -> None:
         self._send("/dreamstate/heartbeat", 1)
+
+    def error(self, address: str, why: str) -> None:
+        """``/dreamstate/error`` s address s why: a refused control message reported back to
+        the control surface (it listens on the telemetry port anyway). At most ``ERRORS_PER_S``
+        a second, the rest counted in ``errors_dropped``."""
+        now = time.monotonic()
+        if now - self._error_window >= 1.0:
+            self._error_window, self._errors_in_window = now, 0
+        if self._errors_in_window >= ERRORS_PER_S:
+            self.counters.inc("errors_dropped")
+            return
+        self._errors_in_window += 1
+        self._send("/dreamstate/error", address[:120], why[:300])
 
     def close(self) -> None:
         for sock in self._socks.values():

@@ -500,6 +500,7 @@ class ShowRuntime:
         self.seconds = seconds if seconds is not None else loaded.show.output.seconds
         self.counters = Counters()
         self._rejections = LogLimiter(log)  # one line per kind of rejected command per 10 s
+        self._tele: OscTelemetry | None = None  # while OSC telemetry runs: refusals are echoed on it
         self._started = time.monotonic()
         self.readings: Broadcast[Reading] = Broadcast("readings")
         self.director = SceneDirector(self.show)
@@ -628,6 +629,9 @@ class ShowRuntime:
             self.counters.inc("commands")
         except DreamstateError as exc:
             self.counters.inc("commands_rejected")
+            if self._tele is not None:
+                where = cmd.ADDRESS + cmd.layer if isinstance(cmd, SetLayer) else cmd.ADDRESS
+                self._tele.error(f"/dreamstate/{where}", str(exc))
             self._rejections.report(f"rejected {type(cmd).__name__} commands",
                                     f"control command rejected: {truncate(str(exc), 300)}",
                                     command=type(cmd).__name__)
@@ -766,6 +770,10 @@ class ShowRuntime:
 
         cfg = self.show.osc
         tele = await self._open_telemetry([(t.host, t.port) for t in cfg.targets])
+        self._tele = tele
+        server = self.osc_server
+        if server is not None:
+            server.on_reject = tele.error  # refused messages are reported back on telemetry
         period = 1.0 / rate_hz
         last_beat = 0.0
         blinks = (self.signal_stage.eeg.get() or EegSnapshot()).blinks
@@ -778,6 +786,9 @@ class ShowRuntime:
                     last_beat = now
                 await asyncio.sleep(period)
         finally:
+            self._tele = None
+            if server is not None:
+                server.on_reject = None
             self.last_counters = self.input_counters()
             tele.close()
 
