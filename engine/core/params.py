@@ -159,3 +159,16 @@ def finite(kind: type, *, lo: float | None = None, hi: float | None = None, lo_o
 
     parse.__name__ = name
     return parse
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """An argparse ``type=`` for a size like ``640x360``: (width, height) in pixels, each side
+    1 .. 8192. Errors become argparse's usage errors."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like 640x360") from None
+    if not (1 <= w <= 8192 and 1 <= h <= 8192):
+        raise argparse.ArgumentTypeError(f"size {text!r} is out of range: each side 1 .. 8192 px")
+    return w, h
+

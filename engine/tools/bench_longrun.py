@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.params import size_arg
 from dreamstate.engine.core.show import Show
 from dreamstate.engine.runtime.showfile import load_show
 
@@ -64,18 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="length of each stabilisers-on / -off segment for the cost figure (30)")
     parser.add_argument("--ab-pairs", type=int, default=2, help="on/off segment pairs (2)")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between rows and sheet frames (60)")
-    parser.add_argument("--dream-size", type=_size, help="override the show's dream size, e.g. 160x90")
+    parser.add_argument("--dream-size", type=size_arg, help="override the show's dream size, e.g. 160x90")
     parser.add_argument("--first-frame-timeout", type=float, default=180.0,
                         help="give up when no frame is shown this many seconds after the start (180)")
-    parser.add_argument("--output-size", type=_size, help="override the show's output size")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like 640x360") from None
-    return w, h
+    parser.add_argument("--output-size", type=size_arg, help="override the show's output size")
 
 
 def _thumb(frame: Any, label: str) -> Any:

@@ -23,10 +23,7 @@ import statistics
 import time
 from typing import Any
 
-
-def _size(text: str) -> tuple[int, int]:
-    w, h = (int(v) for v in text.lower().split("x"))
-    return w, h
+from dreamstate.engine.core.params import size_arg
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", nargs="+", help="layers (default: the model's recommended)")
     parser.add_argument("--seconds", type=float, default=60.0, help="run length per model (60)")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before RSS/frames count")
-    parser.add_argument("--dream-size", type=_size, default=(640, 360))
-    parser.add_argument("--output-size", type=_size, default=(1280, 720))
+    parser.add_argument("--dream-size", type=size_arg, default=(640, 360))
+    parser.add_argument("--output-size", type=size_arg, default=(1280, 720))
     parser.add_argument("--fps", type=float, default=60.0)
     parser.add_argument("--output", choices=["none", "window"], default="none",
                         help="display sink: headless (none) or a real SDL window")

@@ -23,13 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dreamstate.engine.core.params import size_arg
 from dreamstate.engine.core.show import LoadedShow
 from dreamstate.engine.runtime.showfile import load_show
-
-
-def _size(text: str) -> tuple[int, int]:
-    w, _, h = text.lower().partition("x")
-    return int(w), int(h)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples (10)")
     parser.add_argument("--record-s", type=float, default=120.0,
                         help="length of the recorded session that is replayed in a loop (120)")
-    parser.add_argument("--dream-size", type=_size, default=(320, 180), help="dream size (320x180)")
+    parser.add_argument("--dream-size", type=size_arg, default=(320, 180), help="dream size (320x180)")
 
 
 async def _record(folder: Path, seconds: float) -> Path:

@@ -16,23 +16,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamstate.engine.core.params import cli_type, finite
+from dreamstate.engine.core.params import cli_type, finite, size_arg
 from dreamstate.engine.tools.progress import ProgressReporter
 
 if TYPE_CHECKING:
     from dreamstate.engine.render.dream import DreamParams, StepModel
 
 log = logging.getLogger("dreamstate.render")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r} must look like 640x360") from None
-    if not (1 <= w <= 8192 and 1 <= h <= 8192):
-        raise argparse.ArgumentTypeError(f"size {text!r} is out of range: each side 1 .. 8192 px")
-    return w, h
 
 
 def _layer_weight(text: str) -> tuple[str, float]:
@@ -69,7 +59,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="random roll in pixels (32)")
     p.add_argument("--tile", type=finite(int, lo=0, hi=8192, name="tile"), default=512,
                    help="tile size in pixels, at least twice the model's minimum input; 0 = no tiling")
-    p.add_argument("--size", type=_size, help="resize the source first, e.g. 640x360")
+    p.add_argument("--size", type=size_arg, help="resize the source first, e.g. 640x360")
     p.add_argument("--mask", help="circle | radial | IMAGE | edges:IMAGE | luminance:IMAGE")
     p.add_argument("--guide", help="guide image whose features steer the dream")
     p.add_argument("--seed", type=int, default=0)
