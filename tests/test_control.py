@@ -22,12 +22,16 @@ from dreamstate.engine.control.commands import (
     OverrideState,
     Pause,
     Play,
+    SetGuide,
     SetImage,
     SetLayer,
+    SetMask,
     SetOctaves,
+    SetParam,
     SetRotate,
     SetScene,
     SetStep,
+    SetTranslate,
     SetZoom,
     parse_command,
 )
@@ -52,6 +56,13 @@ P = "/dreamstate/"
     ("step", [1.5], SetStep(1.5)),
     ("octaves", [3], SetOctaves(3)),
     ("octaves", [3.0], SetOctaves(3)),          # TouchDesigner and Max send floats
+    ("param/octave_scale", [1.6], SetParam("octave_scale", 1.6)),
+    ("param/steps", [4.0], SetParam("steps", 4)),
+    ("param/crossfade_s", [0], SetParam("crossfade_s", 0.0)),
+    ("translate", [1.5, -2], SetTranslate(1.5, -2.0)),
+    ("mask", ["masks/left.png"], SetMask("masks/left.png")),
+    ("mask", [], SetMask("")),                  # dream everywhere again
+    ("guide", ["guide.png"], SetGuide("guide.png")),
     ("image", [1], SetImage(1)),
     ("image", [1.0], SetImage(1)),
     ("image", ["pagoda.jpg"], SetImage("pagoda.jpg")),
@@ -90,9 +101,15 @@ def test_wire_numbers_become_the_schema_types() -> None:
     ("scene", [1], "not a string"),
     ("calibrate/start", [""], "empty"),
     ("pause", [1], "expects no arguments"),
-    ("step", [0.0], "out of range"),
-    ("layer/fire3", [float("inf")], "out of range"),
+    ("step", [float("nan")], "not a finite number"),
+    ("layer/fire3", [float("inf")], "not a finite number"),
     ("dance", [1], "unknown OSC address"),
+    ("param/", [1.0], "not a live dream parameter"),
+    ("param/jitter", [1.0], "not a live dream parameter"),
+    ("param/blend", [0.5], "cannot be set live"),
+    ("param/steps", [2.5], "not an integer"),
+    ("param/zoom", ["fast"], "is not a number"),
+    ("translate", [1.0], "expects"),
 ])
 def test_bad_messages_name_the_address_and_what_it_expects(address: str, args: list[Any], match: str) -> None:
     with pytest.raises(ControlError, match=match) as info:
@@ -100,24 +117,39 @@ def test_bad_messages_name_the_address_and_what_it_expects(address: str, args: l
     assert "/dreamstate/" in str(info.value)
 
 
-def test_ranges_are_the_show_schema_ranges() -> None:
-    """The decoder has no ranges of its own: the edges of the schema's range are the edges here."""
-    for cls, field in ((SetZoom, "zoom"), (SetStep, "step"), (SetOctaves, "octaves"), (SetRotate, "rotate")):
+def test_ranges_are_the_show_schema_ranges_and_overshoots_are_clamped() -> None:
+    """The decoder has no ranges of its own: the edges of the schema's range are the edges here.
+    A value past an edge (a fader overshooting) is clamped to the nearest allowed value and the
+    command says so in ``clamped``; a value inside is applied as sent."""
+    import math
+
+    from dreamstate.engine.control.commands import LIVE_PARAMS
+
+    cases = [(SetZoom.ADDRESS, "zoom"), (SetStep.ADDRESS, "step"), (SetOctaves.ADDRESS, "octaves"),
+             (SetRotate.ADDRESS, "rotate")] + [("param/" + name, name) for name in LIVE_PARAMS]
+    for address, field in cases:
         limits = scene_limits(field)
-        for edge, open_ in ((limits.lo, limits.lo_open), (limits.hi, limits.hi_open)):
+        for edge, open_, inward in ((limits.lo, limits.lo_open, math.inf), (limits.hi, limits.hi_open, -math.inf)):
             if edge is None:
                 continue
-            value = int(edge) if limits.kind is int else float(edge)
-            if open_:
-                with pytest.raises(ControlError, match="out of range"):
-                    parse_command(P + cls.ADDRESS, [value])
-            else:
-                assert isinstance(parse_command(P + cls.ADDRESS, [value]), cls)
+            beyond = edge - 7 if inward > 0 else edge + 7
+            inside = (edge + (1 if inward > 0 else -1) if limits.kind is int else math.nextafter(edge, inward)) \
+                if open_ else edge
+            for sent in ([edge, beyond] if open_ else [beyond]):
+                cmd = parse_command(P + address, [sent])
+                value = cmd.value  # type: ignore[union-attr]
+                assert value == inside and limits.contains(value), (address, sent, value)
+                assert cmd.clamped == (("value", float(sent), float(inside)),)  # type: ignore[union-attr]
+            assert parse_command(P + address, [inside]).clamped == ()  # type: ignore[union-attr]
+    layer = parse_command(P + "layer/block2", [25.0])
+    assert layer == SetLayer("block2", 10.0, clamped=(("weight", 25.0, 10.0),))
+    moved = parse_command(P + "translate", [100.0, 3.0])
+    assert moved == SetTranslate(64.0, 3.0, clamped=(("x", 100.0, 64.0),))
 
 
 def test_every_command_class_has_an_address_and_a_docstring() -> None:
     addresses = [c.ADDRESS for c in COMMANDS]
-    assert len(set(addresses)) == len(addresses) == 13
+    assert len(set(addresses)) == len(addresses) == 17
     assert all(c.__doc__ and c.__doc__.strip().startswith("``/dreamstate/") for c in COMMANDS)
 
 
@@ -225,9 +257,11 @@ def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
         tele.fps(59.9)
         tele.health(True, 2, [0.5] * 10)
         tele.heartbeat()
-        tele.error("/dreamstate/zoom", "zoom 5.0 is out of range")
+        tele.error("/dreamstate/zoom", "zoom nan is out of range")
+        tele.clamped("/dreamstate/zoom", "value", 5.0, 1.9999)
         sent: dict[str, str] = {}
-        for _ in range(14):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat, error
+        for _ in range(15):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat, error,
+            # clamped
             m = OscMessage(rx.recv(4096))
             tags = "".join({float: "f", int: "i", str: "s"}[type(p)] for p in m.params)
             sent[m.address] = tags

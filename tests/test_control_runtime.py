@@ -160,10 +160,11 @@ async def test_an_unreachable_telemetry_target_leaves_control_working(tmp_path: 
     assert len(lines) == 1 and "no-such-host.invalid" in lines[0]
 
 
-async def test_a_running_show_reports_refused_commands_on_its_telemetry(tmp_path: Path) -> None:
+async def test_a_running_show_reports_refused_and_clamped_commands_on_its_telemetry(tmp_path: Path) -> None:
     """TouchDesigner hears why a control was refused: /dreamstate/error on the telemetry port,
-    for a value out of range (refused by the decoder) and a layer the dream cannot use
-    (refused by the runtime)."""
+    for a value that is not a number (refused by the decoder) and a layer the dream cannot use
+    (refused by the runtime); a fader past the end of its range is applied clamped and
+    reported on /dreamstate/clamped."""
     import asyncio
     import socket
 
@@ -195,18 +196,29 @@ async def test_a_running_show_reports_refused_commands_on_its_telemetry(tmp_path
 
         assert rt.osc_server is not None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
-            tx.sendto(msg("/dreamstate/zoom", 5.0), rt.osc_server.address)
+            tx.sendto(msg("/dreamstate/zoom", float("nan")), rt.osc_server.address)
             tx.sendto(msg("/dreamstate/layer/block4", 1.0), rt.osc_server.address)
+            tx.sendto(msg("/dreamstate/param/octave_scale", 9.0), rt.osc_server.address)
+            tx.sendto(msg("/dreamstate/rotate", -50.0), rt.osc_server.address)
         await asyncio.wait_for(task, 30)
-        errors = []
+        errors, clamped = [], []
         while True:
             try:
                 data = rx.recv(65536)
             except BlockingIOError:
                 break
-            errors += [t.message.params for t in OscPacket(data).messages if t.message.address == "/dreamstate/error"]
+            for t in OscPacket(data).messages:
+                if t.message.address == "/dreamstate/error":
+                    errors.append(t.message.params)
+                elif t.message.address == "/dreamstate/clamped":
+                    clamped.append(t.message.params)
     finally:
         rx.close()
     addresses = [e[0] for e in errors]
     assert "/dreamstate/zoom" in addresses and "/dreamstate/layer/block4" in addresses, errors
-    assert any("out of range" in e[1] for e in errors) and any("block2" in e[1] for e in errors)
+    assert any("not a finite" in e[1] for e in errors) and any("block2" in e[1] for e in errors)
+    assert sorted(clamped) == [["/dreamstate/param/octave_scale", "value", 9.0, 3.0],
+                               ["/dreamstate/rotate", "value", -50.0, -45.0]], clamped
+    recipe = rt.current_recipe()
+    assert recipe.octave_scale == 3.0 and recipe.rotate_deg == -45.0
+    assert rt.counters.get("commands_clamped") == 2

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from dreamstate.engine.control.commands import ControlError, parse_command
+from dreamstate.engine.control.commands import ControlError, SetLayer, parse_command
 from dreamstate.engine.core.params import ParamError, check_scene_value, cli_type, scene_limits
 from dreamstate.engine.core.show import SceneConfig
 from dreamstate.engine.tools.cli import build_parser
@@ -58,22 +58,31 @@ def _cli_accepts(field: str, value: float) -> bool:
     return True
 
 
-def _osc_accepts(field: str, value: float) -> bool:
-    arg: Any = int(value) if scene_limits(field).kind is int and float(value).is_integer() else value
+def _osc_result(field: str, value: float) -> str:
+    """"as sent", "clamped" (applied at a value inside the range) or "refused"."""
+    limits = scene_limits(field)
+    arg: Any = int(value) if limits.kind is int and float(value).is_integer() else value
     try:
-        parse_command(OSC[field], [arg])
+        cmd = parse_command(OSC[field], [arg])
     except ControlError:
-        return False
-    return True
+        return "refused"
+    applied = cmd.weight if isinstance(cmd, SetLayer) else cmd.value  # type: ignore[union-attr]
+    assert limits.contains(applied), (field, value, applied)
+    return "clamped" if cmd.clamped else "as sent"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("field", FIELDS)
 def test_show_cli_and_osc_agree_on_every_value(field: str) -> None:
+    """Show files and the command line refuse what is out of range; live control clamps a
+    finite number of the right kind (a fader overshooting) and refuses the rest."""
+    kind = scene_limits(field).kind
     for value in _probes(field):
         show = _show_accepts(field, value)
         assert _cli_accepts(field, value) == show, (field, value, show)
         if field in OSC:
-            assert _osc_accepts(field, value) == show, (field, value, show)
+            clampable = math.isfinite(value) and (kind is float or float(value).is_integer())
+            want = "as sent" if show else "clamped" if clampable else "refused"
+            assert _osc_result(field, value) == want, (field, value, want)
 
 
 def test_ranges_come_from_the_schema() -> None:

@@ -223,6 +223,8 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
                                             "(motion -1 before the first second)"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
     ("/dreamstate/error", "ss", "a refused control message: its address, and why with the fix (at most 10 a second)"),
+    ("/dreamstate/clamped", "ssff", "a control value outside its range, applied clamped: address, argument, "
+                                    "requested, applied (at most 10 a second, with /dreamstate/error)"),
 )
 """Every address ``OscTelemetry`` sends: (address, OSC type tags, meaning). ``docs/osc.md`` is
 generated from it and the tests check that nothing else is sent."""
@@ -333,15 +335,27 @@ class OscTelemetry:
     def error(self, address: str, why: str) -> None:
         """``/dreamstate/error`` s address s why: a refused control message reported back to
         the control surface (it listens on the telemetry port anyway). At most ``ERRORS_PER_S``
-        a second, the rest counted in ``errors_dropped``."""
+        a second together with ``clamped``, the rest counted in ``errors_dropped``."""
+        if self._reply_allowed():
+            self._send("/dreamstate/error", address[:120], why[:300])
+
+    def clamped(self, address: str, argument: str, requested: float, applied: float) -> None:
+        """``/dreamstate/clamped`` s address s argument f requested f applied: a control value
+        outside its schema range that was applied clamped (same rate limit as ``error``)."""
+        if self._reply_allowed():
+            big = 3.4e38  # OSC f is float32: a huge requested value (sent as d) is shown at its limit
+            self._send("/dreamstate/clamped", address[:120], argument, max(-big, min(big, float(requested))),
+                       float(applied))
+
+    def _reply_allowed(self) -> bool:
         now = time.monotonic()
         if now - self._error_window >= 1.0:
             self._error_window, self._errors_in_window = now, 0
         if self._errors_in_window >= ERRORS_PER_S:
             self.counters.inc("errors_dropped")
-            return
+            return False
         self._errors_in_window += 1
-        self._send("/dreamstate/error", address[:120], why[:300])
+        return True
 
     def close(self) -> None:
         for sock in self._socks.values():

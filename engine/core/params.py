@@ -46,11 +46,24 @@ class Limits:
     hi_open: bool = False
 
     def contains(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            return False
-        return not (self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi))
+        return math.isfinite(value) and self._above_lo(value) and self._below_hi(value)
+
+    def clamp(self, value: float) -> float:
+        """The allowed value nearest to a finite ``value``: a closed bound itself, the nearest
+        float (or integer) inside an open one."""
+        if self.lo is not None and not self._above_lo(value):
+            value = (self.lo + 1 if self.kind is int else math.nextafter(self.lo, math.inf)) if self.lo_open \
+                else self.lo
+        if self.hi is not None and not self._below_hi(value):
+            value = (self.hi - 1 if self.kind is int else math.nextafter(self.hi, -math.inf)) if self.hi_open \
+                else self.hi
+        return value
+
+    def _above_lo(self, value: float) -> bool:
+        return self.lo is None or (value > self.lo if self.lo_open else value >= self.lo)
+
+    def _below_hi(self, value: float) -> bool:
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
 
     def describe(self) -> str:
         """E.g. ``0 < step <= 20`` or ``1 <= octaves <= 10`` (an integer)."""
@@ -78,11 +91,12 @@ def _limits_from(name: str, annotation: Any, metadata: list[Any]) -> Limits:
 def scene_limits(field: str) -> Limits:
     """The range of ``SceneConfig.<field>`` as declared in the schema; ``layer_weight`` is the
     value range of ``SceneConfig.layers``. Raises ``KeyError`` for a field with no numeric range."""
-    if field == "layer_weight":
-        value_type = typing.get_args(SceneConfig.model_fields["layers"].annotation)[1]
-        base, *extra = typing.get_args(value_type)
+    if field in ("layer_weight", "translate"):
+        # the value type of the layers dict, or the element type of the (x, y) tuple
+        args = typing.get_args(SceneConfig.model_fields["layers" if field == "layer_weight" else field].annotation)
+        base, *extra = typing.get_args(args[1] if field == "layer_weight" else args[0])
         meta = [m for info in extra for m in getattr(info, "metadata", [info])]
-        return _limits_from("layer weight", base, meta)
+        return _limits_from("layer weight" if field == "layer_weight" else "translate", base, meta)
     info = SceneConfig.model_fields[field]
     if info.annotation not in (int, float):
         raise KeyError(f"scene parameter {field!r} has no numeric range")
@@ -111,15 +125,20 @@ def _problem(field: str, value: Any) -> tuple[str, str] | None:
     return None
 
 
-def check_scene_value(field: str, value: Any, *, where: str | None = None) -> float | int:
-    """``value`` as the declared type of ``SceneConfig.<field>`` (or ``layer_weight``), checked
-    against the schema's range. ``where`` names the source in the message (``--step``, an OSC
-    address). Raises ``ParamError`` for a non-number, a non-finite number, a fraction where an
-    integer is declared, or a value out of range."""
+def check_scene_value(field: str, value: Any, *, where: str | None = None, clamp: bool = False) -> float | int:
+    """``value`` as the declared type of ``SceneConfig.<field>`` (or ``layer_weight``,
+    ``translate`` for one coordinate), checked against the schema's range. ``where`` names the
+    source in the message (``--step``, an OSC address). Raises ``ParamError`` for a non-number,
+    a non-finite number, a fraction where an integer is declared, or a value out of range.
+    With ``clamp`` (live control, where a fader overshoots) a finite value out of range is
+    brought to the nearest allowed value instead (``Limits.clamp``); the caller reports it."""
+    limits = scene_limits(field)
     problem = _problem(field, value)
     if problem is not None:
-        raise ParamError(f"{where or field} {problem[0]}", hint=problem[1])
-    return int(value) if scene_limits(field).kind is int else float(value)
+        if not (clamp and problem[0].endswith("is out of range")):
+            raise ParamError(f"{where or field} {problem[0]}", hint=problem[1])
+        value = limits.clamp(float(value))
+    return int(value) if limits.kind is int else float(value)
 
 
 def cli_type(field: str, flag: str) -> Callable[[str], float | int]:

@@ -223,8 +223,8 @@ class SceneConfig(Section):
     """zoom per motion tick (10 a second); 1.01 is a slow dive"""
     rotate: Annotated[float, Field(ge=-45, le=45)] = 0.0
     """degrees per motion tick"""
-    translate: tuple[float, float] = (0.0, 0.0)
-    """pixels per motion tick (x, y)"""
+    translate: tuple[Annotated[float, Field(ge=-64, le=64)], Annotated[float, Field(ge=-64, le=64)]] = (0.0, 0.0)
+    """pixels per motion tick (x, y), each -64..64"""
     step: Annotated[float, Field(gt=0, le=20)] = 1.5
     """gradient step in display levels (0..255 of the shown picture)"""
     octaves: Annotated[int, Field(ge=1, le=10)] = 3
@@ -232,7 +232,7 @@ class SceneConfig(Section):
     octave_scale: Annotated[float, Field(ge=1.05, le=3.0)] = 1.4
     """size ratio between octaves (greater than 1)"""
     steps: Annotated[int, Field(ge=1, le=50)] = 2
-    """gradient steps per octave (offline `dream` and `feedback`)"""
+    """gradient steps per octave (live: steps before the octave cycle moves on)"""
     blend: Annotated[float, Field(ge=0, le=1)] = 0.5
     """offline `feedback`: how much of the previous frame carries over"""
     mask: str | None = None

@@ -52,12 +52,16 @@ from dreamstate.engine.control.commands import (
     OverrideState,
     Pause,
     Play,
+    SetGuide,
     SetImage,
     SetLayer,
+    SetMask,
     SetOctaves,
+    SetParam,
     SetRotate,
     SetScene,
     SetStep,
+    SetTranslate,
     SetZoom,
 )
 from dreamstate.engine.control.transport import ControlTransport
@@ -139,6 +143,10 @@ def load_show_model(loaded: LoadedShow, layers: list[str] | None, guide: bool) -
     threads = max(1, (os.cpu_count() or 2) - 1)
     return DreamModel.load(model_source(loaded), layers, guide=guide, device=loaded.show.output.device,
                            threads=threads)
+
+
+RECIPE_FIELDS: dict[str, str] = {"rotate": "rotate_deg", "steps": "steps_per_octave"}
+"""Show-file scene field -> ``DreamRecipe`` field, where the names differ."""
 
 
 class LiveEdits:
@@ -623,17 +631,28 @@ class ShowRuntime:
 
     # --- control ----------------------------------------------------------------------------------
     def apply_command(self, cmd: Command) -> None:
-        """One control command from OSC or MQTT. Bad values are logged, never raised."""
+        """One control command from OSC or MQTT. Bad values are logged, counted and reported on
+        ``/dreamstate/error``, never raised; values the decoder clamped into range are applied,
+        counted (``commands_clamped``) and reported on ``/dreamstate/clamped``."""
+        address = "/dreamstate/" + cmd.ADDRESS + (cmd.layer if isinstance(cmd, SetLayer) else
+                                                  cmd.name if isinstance(cmd, SetParam) else "")
         try:
             self._apply(cmd)
             self.counters.inc("commands")
         except DreamstateError as exc:
             self.counters.inc("commands_rejected")
             if self._tele is not None:
-                where = cmd.ADDRESS + cmd.layer if isinstance(cmd, SetLayer) else cmd.ADDRESS
-                self._tele.error(f"/dreamstate/{where}", str(exc))
+                self._tele.error(address, str(exc))
             self._rejections.report(f"rejected {type(cmd).__name__} commands",
                                     f"control command rejected: {truncate(str(exc), 300)}",
+                                    command=type(cmd).__name__)
+            return
+        for arg, requested, applied in getattr(cmd, "clamped", ()):
+            self.counters.inc("commands_clamped")
+            if self._tele is not None:
+                self._tele.clamped(address, arg, requested, applied)
+            self._rejections.report(f"clamped {type(cmd).__name__} values",
+                                    f"{address} {arg} {requested:g} is out of range; applied {applied:g}",
                                     command=type(cmd).__name__)
 
     def _apply(self, cmd: Command) -> None:
@@ -660,6 +679,21 @@ class ShowRuntime:
                 self.edits.fields["step"] = v
             case SetOctaves(value=n):
                 self.edits.fields["octaves"] = n
+            case SetParam(name=name, value=v):
+                self.edits.fields[RECIPE_FIELDS.get(name, name)] = v
+            case SetTranslate(x=x, y=y):
+                self.edits.fields["translate"] = (x, y)
+            case SetMask(path=path):
+                if path:
+                    self._check_image(path, "/dreamstate/mask")
+                self.edits.fields["mask"] = path or None
+            case SetGuide(path=path):
+                if path:
+                    if self.renderer is not None and self.renderer.guide_model is None:
+                        raise DreamstateError("/dreamstate/guide: this show compiled no guide step (no scene has "
+                                              "a guide)", hint='add guide = "<image>" to one scene of the show')
+                    self._check_image(path, "/dreamstate/guide")
+                self.edits.fields["guide"] = path or None
             case SetImage(image=image):
                 images = self.show.show.images
                 if isinstance(image, int):
@@ -668,7 +702,7 @@ class ShowRuntime:
                                if images else "list images in show.images")
                         raise DreamstateError(f"/dreamstate/image: index {image} is out of range", hint=fix)
                     image = images[image]
-                self._check_image(image)
+                self._check_image(image, "/dreamstate/image")
                 self.edits.fields["source_image"] = image
             case Pause() | Play() | Blackout():
                 self._transport(cmd)
@@ -689,20 +723,21 @@ class ShowRuntime:
             raise DreamstateError(f"{address}: {label!r} is not a state of this show",
                                   hint=f"use one of {labels}")
 
-    def _check_image(self, image: str) -> None:
+    def _check_image(self, image: str, address: str) -> None:
         """The image must be a readable picture inside the show folder now, not at the next
         reseed: a bad path kept as a live edit would stop the watchdog from recovering."""
         from PIL import Image, UnidentifiedImageError
 
-        path = self.loaded.path(image, what="/dreamstate/image")  # refuses paths outside the show
+        path = self.loaded.path(image, what=address)  # refuses paths outside the show
         if not path.is_file():
-            raise DreamstateError(f"/dreamstate/image: {image!r} is not a file in the show folder ({path})",
-                                  hint="send a path relative to the show folder, or an index into show.images")
+            raise DreamstateError(f"{address}: {image!r} is not a file in the show folder ({path})",
+                                  hint="send a path relative to the show folder" + (
+                                      ", or an index into show.images" if address.endswith("image") else ""))
         try:
             with Image.open(path) as im:
                 im.verify()  # the header and structure, without decoding the pixels
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-            raise DreamstateError(f"/dreamstate/image: {image!r} is not a readable image: {exc}",
+            raise DreamstateError(f"{address}: {image!r} is not a readable image: {exc}",
                                   hint="send a PNG or JPEG inside the show folder") from None
 
     def _transport(self, cmd: Pause | Play | Blackout) -> None:

@@ -11,9 +11,18 @@ import sys
 import typing
 from typing import Any
 
-from dreamstate.engine.control.commands import COMMANDS, PREFIX, SetLayer
+from dreamstate.engine.control.commands import (
+    COMMANDS,
+    LIVE_PARAMS,
+    OFFLINE_PARAMS,
+    PREFIX,
+    PREFIXED,
+    SetParam,
+    wire_fields,
+)
 from dreamstate.engine.control.osc import TELEMETRY
 from dreamstate.engine.core.params import scene_limits
+from dreamstate.engine.core.show import SceneConfig
 
 WIRE = {bool: "T/F, or 1/0", int: "i h, or a whole f d", float: "f d i h", str: "s"}
 
@@ -28,6 +37,12 @@ def _range(meta: typing.Mapping[str, Any]) -> str:
     return scene_limits(meta["schema"]).describe() if "schema" in meta else ""
 
 
+def _field_doc(name: str) -> str:
+    info = SceneConfig.model_fields[name]
+    text = info.description or getattr(SceneConfig, "__pydantic_fields__", {}).get(name, info).description or ""
+    return " ".join(text.split()).rstrip(".")
+
+
 def render() -> str:
     lines = [
         "# OSC and MQTT address reference",
@@ -39,8 +54,10 @@ def render() -> str:
         f"same commands on `dreamstate/<installation>/control/<address without {PREFIX}/>` with the",
         "arguments as the payload (`1.02`, `calm`, `[1.02]`, `true`; `[]` for a command without",
         "arguments: an empty payload deletes a retained message in MQTT and is ignored). Numbers are",
-        "checked against the show file's own ranges (`docs/SHOWS.md`); a message that does not fit is",
-        "counted and logged with the address and the fix, and the show goes on.",
+        "checked against the show file's own ranges (`docs/SHOWS.md`): a finite number outside its range",
+        "is clamped to the nearest allowed value, applied, and reported on `/dreamstate/clamped`; a",
+        "message that does not fit otherwise is counted, logged with the address and the fix, and",
+        "reported on `/dreamstate/error`, and the show goes on.",
         "",
         "## Control in",
         "",
@@ -49,8 +66,16 @@ def render() -> str:
     ]
     for cls in COMMANDS:
         hints = typing.get_type_hints(cls)
-        fields = [f for f in dataclasses.fields(cls) if not (cls is SetLayer and f.name == "layer")]
-        address = f"`{PREFIX}/{cls.ADDRESS}{'<layer>' if cls is SetLayer else ''}`"
+        fields = [f for f in wire_fields(cls) if f.name != PREFIXED.get(cls)]
+        address = f"`{PREFIX}/{cls.ADDRESS}{'<' + PREFIXED[cls] + '>' if cls in PREFIXED else ''}`"
+        if cls is SetParam:  # one row per live parameter, range and meaning from the show schema
+            for name in LIVE_PARAMS:
+                kind = int if scene_limits(name).kind is int else float
+                lines.append(f"| `{PREFIX}/{cls.ADDRESS}{name}` | `value` | {_wire(kind)} | "
+                             f"{scene_limits(name).describe()} |  | {_field_doc(name)} (`SceneConfig.{name}`). |")
+            lines += [f"| `{PREFIX}/{cls.ADDRESS}{name}` | – | – |  |  | not live: {why.replace('`', '')}. |"
+                      for name, why in OFFLINE_PARAMS.items()]
+            continue
         doc = " ".join((cls.__doc__ or "").split())
         doc = doc.split(":", 1)[1].strip() if doc.startswith("``") and ":" in doc else doc
         doc = doc.replace("``", "`")
