@@ -224,8 +224,12 @@ class MqttLink(ControlTransport):
     name = "mqtt"
 
     def __init__(self, cfg: MqttConfig, *, backoff: Backoff | None = None, connect_timeout: float = 5.0,
-                 resolve: Callable[[str, str], Path] | None = None) -> None:
+                 resolve: Callable[[str, str], Path] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.clock = clock
+        """Wall clock (Unix seconds) that stamps published states and received ones; injectable
+        so a test can give one node a skewed clock."""
         self.base = f"dreamstate/{cfg.installation}/{cfg.node}"
         self.control_prefix = f"dreamstate/{cfg.installation}/control/"
         self.commands: BoundedQueue[Command] = BoundedQueue(256, name="mqtt.control")
@@ -366,7 +370,7 @@ class MqttLink(ControlTransport):
         if self.follow and topic.startswith(self.state_prefix) and topic.endswith("/state") \
                 and topic != f"{self.base}/state":
             try:
-                self.remote_states.put(parse_state_payload(bytes(raw), time.time()))
+                self.remote_states.put(parse_state_payload(bytes(raw), self.clock()))
                 self.counters.inc("states_received")
             except (ControlError, RecursionError, ValueError, OverflowError) as exc:
                 self.counters.inc("rejected.bad_state")
@@ -406,8 +410,8 @@ class MqttLink(ControlTransport):
             state, state_version_new = self._state.get_if_newer(state_version)
             if state is not None:
                 state_version = state_version_new
-                await client.publish(f"{self.base}/state", state_payload(state, lead_s=self.cfg.lead_s),
-                                     qos=1, retain=True)
+                payload = state_payload(state, lead_s=self.cfg.lead_s, now=self.clock())
+                await client.publish(f"{self.base}/state", payload, qos=1, retain=True)
                 self.counters.inc("state_sent")
             tele, tele_version_new = self._telemetry.get_if_newer(tele_version)
             if tele is not None:

@@ -502,8 +502,11 @@ class ShowRuntime:
 
     def __init__(self, loaded: LoadedShow, *, seconds: float | None = None,
                  open_device: DeviceFactory | None = None, load_model: ModelLoader | None = None,
-                 open_output: OutputFactory | None = None) -> None:
+                 open_output: OutputFactory | None = None, wall_clock: Callable[[], float] = time.time) -> None:
         self.loaded = loaded
+        self.wall_clock = wall_clock
+        """Unix seconds for the MQTT state schedule (stamping, arrival, the moment to apply);
+        injectable so a test can skew one node's clock. Durations use ``time.monotonic``."""
         self.show: Show = loaded.show
         self.seconds = seconds if seconds is not None else loaded.show.output.seconds
         self.counters = Counters()
@@ -526,6 +529,8 @@ class ShowRuntime:
         self.clock_offset_ms: float | None = None
         """role render: median (arrival - sent) of the followed states, in ms: clock offset plus latency"""
         self.follow_lateness: collections.deque[float] = collections.deque(maxlen=200)
+        self.followed: collections.deque[tuple[str, float, float]] = collections.deque(maxlen=200)
+        """role render: (label, scheduled ``at``, applied) wall-clock times of the followed states"""
         self.hours_stage: HoursStage | None = None
         self.osc_stage: ControlStage | None = None
         self.mqtt_stage: ControlStage | None = None
@@ -876,7 +881,8 @@ class ShowRuntime:
     def _make_mqtt(self) -> ControlTransport:
         from dreamstate.engine.control.mqtt import MqttLink
 
-        return MqttLink(self.show.mqtt, resolve=lambda value, what: self.loaded.path(value, what=what))
+        return MqttLink(self.show.mqtt, resolve=lambda value, what: self.loaded.path(value, what=what),
+                        clock=self.wall_clock)
 
     def _mqtt_companions(self, transport: ControlTransport) -> list[tuple[str, Coroutine[Any, Any, None]]]:
         from dreamstate.engine.control.mqtt import MqttLink
@@ -903,14 +909,18 @@ class ShowRuntime:
             if pending is None:
                 await asyncio.sleep(0.02)
                 continue
-            wait = pending.at - time.time()
-            if wait > 0.001:
+            wait = pending.at - self.wall_clock()
+            if wait > 0:  # never early: sleep until the moment, then apply
                 await asyncio.sleep(min(wait, 0.02))
                 continue
             self.states.put(pending.state)
             self.scenes_stage.tick()  # the scene changes now, not at the next tick
+            applied = self.wall_clock()
             self.follow_lateness.append(-wait)
+            self.followed.append((pending.state.label, pending.at, applied))
             self.counters.inc("states_followed")
+            log.info("state followed", extra={"label": pending.state.label, "at": round(pending.at, 4),
+                                              "applied": round(applied, 4), "late_ms": round(-1000 * wait, 1)})
             if -wait > 0.5:
                 self.counters.inc("states_late")
             pending = None
