@@ -13,10 +13,14 @@
   recipe, and the renderer crossfades the displayed picture over ``crossfade_s`` when they
   change what is shown (image, mask).
   ``generation`` grows whenever the target scene changes, so the renderer can tell.
+* ``changes``: the last scene changes (:class:`SceneChange`: generation, scene, when the
+  crossfade started and, when a state caused it, that state's sample time), for measuring
+  how fast a state reaches the picture and how closely several projectors agree (``bench e2e``).
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable
@@ -77,6 +81,18 @@ def blend_recipes(a: DreamRecipe, b: DreamRecipe, t: float) -> DreamRecipe:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SceneChange:
+    """One scene change: the new ``generation`` and ``scene``, ``at`` (the director's clock,
+    monotonic by default) when its crossfade started, and ``state_time``, the sample time of the
+    EEG state that caused it (None for a manual change or the attract timer)."""
+
+    generation: int
+    scene: str
+    at: float
+    state_time: float | None = None
+
+
 @dataclass
 class _Fade:
     start: DreamRecipe
@@ -101,6 +117,8 @@ class SceneDirector:
         self._manual_scene: str | None = None
         self._absent_since: float | None = None
         self._state_label: str | None = None
+        self._cause: float | None = None  # the sample time of the state being applied, during on_state
+        self.changes: collections.deque[SceneChange] = collections.deque(maxlen=256)
         now = clock()
         first = scene_recipe(show.scenes[self.scene_name], self.generation)
         self._fade = _Fade(first, first, now, 0.0)
@@ -114,7 +132,11 @@ class SceneDirector:
                 self._absent_since = now
         else:
             self._absent_since = None
-        self._retarget(now)
+        self._cause = state.time
+        try:
+            self._retarget(now)
+        finally:
+            self._cause = None
 
     def override(self, label: str | None) -> None:
         """Force a state label ("" or None clears it)."""
@@ -165,6 +187,7 @@ class SceneDirector:
         scene = self.show.scenes[name]
         target = scene_recipe(scene, self.generation)
         self._fade = _Fade(replace(current, generation=self.generation), target, now, scene.crossfade_s)
+        self.changes.append(SceneChange(self.generation, name, now, self._cause))
         log.info("scene change", extra={"from": self.scene_name, "to": name,
                                         "crossfade_s": scene.crossfade_s})
         self.scene_name = name

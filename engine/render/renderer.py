@@ -35,6 +35,7 @@ The recipe's ``mask``, ``guide`` and ``source_image`` are show-relative paths; `
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import threading
@@ -453,6 +454,11 @@ class Renderer:
         self._pending_lock = threading.Lock()
         self._last_frame: U8 | None = None
         self._last_dreamed: DreamedFrame | None = None
+        self.generations_shown: collections.deque[tuple[int, float]] = collections.deque(maxlen=256)
+        """(recipe generation, monotonic time just after ``present``) of the first presented picture
+        in which a dream step of each new generation shows with a weight above 0 (a new frame comes
+        in at weight 0 and fades in from the next refresh): when a scene change reaches the screen
+        (``bench e2e``)."""
         self._opened = threading.Event()
         self._paused = threading.Event()
         self._blackout = threading.Event()
@@ -635,6 +641,11 @@ class Renderer:
         fade_s = 0.1
         last_arrival: float | None = None
         version = 0
+        # recipe generations of the newest dreamed frame and of the one it fades in over (None after
+        # a cut: the new picture counts at once), and the newest generation recorded as shown
+        generation: int | None = None
+        prev_generation: int | None = None
+        shown_generation: int | None = None
         last_present: float | None = None
         black: U8 | None = None
         deadline = start
@@ -642,7 +653,9 @@ class Renderer:
             now = time.monotonic()
             f, version = self.frames.get_if_newer(version)
             if f is not None:
+                prev_generation = generation if f.cut == cur.cut else None
                 cur = self._take(f, cur)
+                generation = f.generation
                 if last_arrival is not None:  # fade over about one dream interval
                     fade_s = min(0.5, max(2 * period, 0.7 * fade_s + 0.3 * (now - last_arrival)))
                 last_arrival = fade_t0 = now
@@ -664,6 +677,10 @@ class Renderer:
                     frame = cv().convertScaleAbs(frame, alpha=level)
             self.output.present(frame)
             self._last_frame = frame
+            visible = generation if alpha > 0.0 or prev_generation is None else prev_generation
+            if visible is not None and visible != shown_generation and frame is not black:
+                shown_generation = visible
+                self.generations_shown.append((visible, time.monotonic()))
             if not self.output.poll():
                 self.quit_requested = True
                 self._stop.set()
