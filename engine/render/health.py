@@ -30,6 +30,12 @@ clock it is given (show time; tests drive it by frame counts), then starts count
 :class:`PictureHealth` puts it together for a stream of frames: bounds around the current
 source image (with a show's overrides), a measure every ``period_s`` with ``motion`` against
 the frame about a second older, and the watchdog's verdict in each :class:`HealthReport`.
+
+A reseed is normal operation. It *fails* when the first check after it is still out of bounds
+(the fresh picture died at once); ``failed_reseeds`` counts failed reseeds in a row, and any
+check in bounds sets it back to 0. At :data:`UNRECOVERABLE_RESEEDS` the picture is no longer
+``recoverable``: reseeding does not help, and the kiosk watchdog (``engine.runtime.notify``)
+stops its keepalives so that systemd restarts the process.
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ import numpy.typing as npt
 
 RGB = npt.NDArray[np.float32]
 HUE_BINS = 36
+UNRECOVERABLE_RESEEDS = 3
+"""Failed reseeds in a row (see the module docstring) after which the picture counts as
+unrecoverable: with the default 20 s hold that is about a minute of a dead picture that three
+fresh starts could not bring back, so the process is restarted (a new dream session, a new
+model load) instead of reseeding on."""
 _Y = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -231,7 +242,8 @@ class HealthSettings:
 @dataclass(frozen=True, slots=True)
 class HealthReport:
     """One check of the picture: its measures, whether all are in bounds (and which are not),
-    whether the watchdog wants a reseed now, the reseeds so far, and the clock time."""
+    whether the watchdog wants a reseed now, the reseeds so far, the clock time, and the failed
+    reseeds in a row up to this check."""
 
     measures: PictureMeasures
     in_bounds: bool
@@ -239,10 +251,16 @@ class HealthReport:
     reseed: bool
     reseeds: int
     time: float
+    failed_reseeds: int = 0
+
+    @property
+    def recoverable(self) -> bool:
+        """False once :data:`UNRECOVERABLE_RESEEDS` reseeds in a row failed."""
+        return self.failed_reseeds < UNRECOVERABLE_RESEEDS
 
     def as_dict(self) -> dict[str, object]:
         return {"in_bounds": self.in_bounds, "out_of_bounds": list(self.out_of_bounds),
-                "reseeds": self.reseeds, **self.measures.as_dict()}
+                "reseeds": self.reseeds, "failed_reseeds": self.failed_reseeds, **self.measures.as_dict()}
 
 
 class PictureHealth:
@@ -252,7 +270,8 @@ class PictureHealth:
     settings' limits) and the history is empty. ``update(frame, now)`` returns None until
     ``period_s`` has passed since the last check, else a :class:`HealthReport`; when its
     ``reseed`` is True the caller should reseed and then call ``reseeded()``. ``clock`` (show
-    time by default) is injectable, so tests drive it by frames.
+    time by default) is injectable, so tests drive it by frames. ``failed_reseeds`` and
+    ``recoverable`` follow the rule in the module docstring.
     """
 
     def __init__(self, settings: HealthSettings | None = None, *, period_s: float = 0.5,
@@ -263,6 +282,8 @@ class PictureHealth:
         self.watchdog = PictureWatchdog(self.settings.watchdog_s)
         self.bounds = Bounds()
         self.reseeds = 0
+        self.failed_reseeds = 0
+        self._reseed_unchecked = False  # a reseed happened; the next check says whether it failed
         self.last: HealthReport | None = None
         self._history: deque[tuple[float, RGB]] = deque(maxlen=16)
         self._last_check: float | None = None
@@ -286,9 +307,20 @@ class PictureHealth:
         self._history.append((now, s))
         m = measure(s, None if earlier is None else earlier[1])
         bad = tuple(self.bounds.check(m))
+        if not bad:
+            self.failed_reseeds = 0
+        elif self._reseed_unchecked:
+            self.failed_reseeds += 1
+        self._reseed_unchecked = False
         reseed = self.watchdog.update(not bad, now)
-        self.last = HealthReport(m, not bad, bad, reseed, self.reseeds, now)
+        self.last = HealthReport(m, not bad, bad, reseed, self.reseeds, now, self.failed_reseeds)
         return self.last
 
     def reseeded(self) -> None:
         self.reseeds += 1
+        self._reseed_unchecked = True
+
+    @property
+    def recoverable(self) -> bool:
+        """False once :data:`UNRECOVERABLE_RESEEDS` reseeds in a row failed."""
+        return self.failed_reseeds < UNRECOVERABLE_RESEEDS

@@ -1006,13 +1006,18 @@ class ShowRuntime:
             lag = self.supervisor.lag
             return lag is None or lag.responsive(2.0)
 
+        def picture_ok() -> bool:  # a reseed is normal; only failed reseeds in a row are not
+            r = self.renderer
+            h = r.stats.health if r is not None else None
+            return h is None or h.recoverable
+
         def status() -> str:
             state = self.latest_state
             r = self.renderer
             fps = f", {r.stats.display_fps:.0f} fps" if r is not None else ""
             return f"scene {self.director.scene_name}, state {state.label if state else '-'}{fps}"
 
-        dog = start_watchdog(frames, loop_ok, status)  # systemd Type=notify: READY=1, WATCHDOG=1
+        dog = start_watchdog(frames, loop_ok, status, picture_ok)  # systemd Type=notify: READY=1, WATCHDOG=1
         try:
             await self.supervisor.run(handle_signals=handle_signals)
         finally:

@@ -3,14 +3,19 @@
 Under a unit with ``Type=notify`` and ``WatchdogSec=`` (``deploy/dreamstate.service``), systemd
 sets ``NOTIFY_SOCKET`` and ``WATCHDOG_USEC``. :class:`ShowWatchdog` then sends ``READY=1``
 once the first frame is on screen and ``WATCHDOG=1`` every half watchdog period, but only
-while both hold:
+while all of these hold:
 
-* the display loop is presenting frames (its count grew since the last check), and
-* the asyncio event loop answers (``LoopLagMonitor.responsive``).
+* the display loop is presenting frames (its count grew since the last check),
+* the asyncio event loop answers (``LoopLagMonitor.responsive``), and
+* the picture can be recovered (``HealthReport.recoverable`` in ``engine.render.health``).
 
 It runs on its own thread, so a hung event loop cannot keep it quiet by accident, and a frozen
 display stops the keepalives: systemd then restarts the process. A reseed by the picture
-watchdog is normal operation and does not matter here. Without ``NOTIFY_SOCKET`` nothing is sent.
+watchdog is normal operation and does not stop the keepalives. They stop only when the picture
+cannot be recovered: ``UNRECOVERABLE_RESEEDS`` (3) reseeds in a row failed, each followed at
+once by a picture still out of bounds, with no check in bounds between them. While keepalives
+are withheld a one-line warning names the reason, and ``STATUS=`` says it to
+``systemctl status``. Without ``NOTIFY_SOCKET`` nothing is sent.
 
 The protocol is the documented datagram (``sd_notify(3)``: ``KEY=value`` lines to the
 ``AF_UNIX`` socket named in ``NOTIFY_SOCKET``, ``@`` for the abstract namespace). It is a few
@@ -79,22 +84,27 @@ class ShowWatchdog:
     """The keepalive thread (see the module docstring).
 
     ``frames`` returns the number of frames presented so far (None before the renderer runs);
-    ``loop_ok`` says whether the event loop answers; ``status`` is a short line for
-    ``systemctl status``. After ``start()`` the thread runs; ``stop()`` sends ``STOPPING=1``
-    and joins it. ``ready`` is set once ``READY=1`` was sent; ``pings`` counts ``WATCHDOG=1``.
+    ``loop_ok`` says whether the event loop answers; ``picture_ok`` whether the picture can
+    still be recovered; ``status`` is a short line for ``systemctl status``. After ``start()``
+    the thread runs; ``stop()`` sends ``STOPPING=1`` and joins it. ``ready`` is set once
+    ``READY=1`` was sent; ``pings`` counts ``WATCHDOG=1``, ``withheld`` the checks that sent
+    none, and ``reason`` says why the last one was withheld (None while healthy).
     """
 
     def __init__(self, notifier: Notifier, frames: Callable[[], int | None], loop_ok: Callable[[], bool],
-                 *, period_s: float | None, status: Callable[[], str] = lambda: "") -> None:
+                 *, period_s: float | None, status: Callable[[], str] = lambda: "",
+                 picture_ok: Callable[[], bool] = lambda: True) -> None:
         self.notifier = notifier
         self.frames = frames
         self.loop_ok = loop_ok
+        self.picture_ok = picture_ok
         self.status = status
         self.interval_s = (period_s / 2.0) if period_s else 2.0
         self.keepalives = period_s is not None
         self.ready = False
         self.pings = 0
         self.withheld = 0
+        self.reason: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="systemd-watchdog", daemon=True)
 
@@ -106,6 +116,16 @@ class ShowWatchdog:
         self._thread.join(timeout=2.0)
         self.notifier.send("STOPPING=1")
         self.notifier.close()
+
+    def why_not(self, presenting: bool) -> str | None:
+        """Why no keepalive may be sent now (the first failing condition), or None."""
+        if not presenting:
+            return "the display loop is not presenting frames"
+        if not self.loop_ok():
+            return "the event loop does not answer"
+        if not self.picture_ok():
+            return "the picture cannot be recovered (reseeds in a row failed)"
+        return None
 
     def _run(self) -> None:
         last = self.frames()
@@ -120,25 +140,31 @@ class ShowWatchdog:
                 continue
             presenting = now is not None and last is not None and now > last
             last = now
-            healthy = presenting and self.loop_ok()
-            if healthy and self.keepalives:
+            if not self.keepalives:
+                continue
+            reason = self.why_not(presenting)
+            if reason is None:
                 self.notifier.send("WATCHDOG=1", f"STATUS={self.status()}")
                 self.pings += 1
-            elif self.keepalives:
+                if self.reason is not None:
+                    log.info("systemd keepalives resumed", extra={"withheld": self.withheld})
+            else:
                 self.withheld += 1
-                if self.withheld in (1, 10):
-                    log.warning("systemd keepalive withheld: %s", "the display loop is not presenting frames"
-                                if not presenting else "the event loop does not answer",
-                                extra={"since_s": round(self.withheld * self.interval_s, 1)})
+                if reason != self.reason:  # once per episode (and again if the reason changes)
+                    self.notifier.send(f"STATUS=keepalive withheld: {reason}")
+                    log.warning("systemd keepalive withheld: %s", reason,
+                                extra={"watchdog_s": round(2 * self.interval_s, 1)})
+            self.reason = reason
 
 
 def start_watchdog(frames: Callable[[], int | None], loop_ok: Callable[[], bool],
-                   status: Callable[[], str]) -> ShowWatchdog | None:
+                   status: Callable[[], str], picture_ok: Callable[[], bool] = lambda: True) -> ShowWatchdog | None:
     """A running :class:`ShowWatchdog` when systemd asked for notifications, else None."""
     address = notify_socket_address()
     if address is None:
         return None
-    dog = ShowWatchdog(Notifier(address), frames, loop_ok, period_s=watchdog_period_s(), status=status)
+    dog = ShowWatchdog(Notifier(address), frames, loop_ok, period_s=watchdog_period_s(), status=status,
+                       picture_ok=picture_ok)
     dog.start()
     log.info("systemd notifications on", extra={"watchdog_s": watchdog_period_s()})
     return dog
