@@ -287,3 +287,22 @@ async def test_pause_freezes_and_blackout_blanks_the_picture(squeezenet: DreamMo
     assert r.latest_frame is not None and r.latest_frame.any()
     r.stop()
     await asyncio.wait_for(task, 10)
+
+
+async def test_an_output_that_cannot_open_starts_no_dream_worker(squeezenet: DreamModel,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kiosk before X is up: the window cannot open. No dream step may start then: each retry
+    would cost a step, and a worker left inside onnxruntime when the process exits aborts it
+    ("terminate called without an active exception", exit 134; found by the kiosk test)."""
+    from dreamstate.engine.output.window import NoDisplayError, WindowOutput
+    from dreamstate.engine.render.renderer import DreamWorker, finish_workers
+
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(name, raising=False)
+    r = Renderer(squeezenet, WindowOutput((64, 48)), dream_size=(64, 48), output_size=(64, 48), fps=30)
+    r.set_recipe(DreamRecipe(layer_weights={"fire5": 1.0}))
+    with pytest.raises(NoDisplayError):
+        await asyncio.wait_for(r.run(), 20)
+    assert r._worker is None
+    assert not any(isinstance(t, DreamWorker) for t in threading.enumerate())
+    assert finish_workers(0.1)

@@ -292,6 +292,18 @@ class DreamLoop:
         return frame, report
 
 
+def finish_workers(timeout_s: float = 10.0) -> bool:
+    """Wait up to ``timeout_s`` for every dream worker thread to end (each ends after its
+    current step once its renderer stopped). Call before the interpreter exits: a daemon
+    thread still inside an onnxruntime call at exit aborts the process ("terminate called
+    without an active exception", exit 134). Returns True when none is left."""
+    deadline = time.monotonic() + timeout_s
+    for t in threading.enumerate():
+        if isinstance(t, DreamWorker):
+            t.join(max(0.0, deadline - time.monotonic()))
+    return not any(isinstance(t, DreamWorker) and t.is_alive() for t in threading.enumerate())
+
+
 class DreamWorker(threading.Thread):
     """The dream worker thread around a :class:`DreamLoop` (see the module docstring).
 
@@ -701,9 +713,15 @@ class Renderer:
         """Run until ``stop()`` (see the class docstring)."""
         self._stop.clear()
         self._worker_stop.clear()
+        self._opened.clear()
         display = threading.Thread(target=self._display_main, name="display", daemon=True)
         display.start()
-        self._start_worker()
+        # the worker starts once the output is open: an output that cannot open (no display yet)
+        # then costs no dream step, and no onnxruntime call is left running when the show ends
+        while not self._opened.is_set() and not self._stop.is_set() and display.is_alive():
+            await asyncio.sleep(0.02)
+        if self._opened.is_set() and self._display_error is None and not self._stop.is_set():
+            self._start_worker()
         retries = Backoff(base=0.5, cap=max(0.5, self.max_backoff_s)).retries()
         retries.started()
         restart_at: float | None = None
@@ -730,6 +748,8 @@ class Renderer:
             await asyncio.to_thread(display.join, 5.0)
             if self._worker is not None:
                 await asyncio.to_thread(self._worker.join, 1.0)
+                if self._worker.is_alive():  # in a long step; finish_workers() waits at exit
+                    log.info("dream worker still in a step; it ends after this step")
         if self._display_error is not None:
             err = self._display_error
             if isinstance(err, DreamstateError):

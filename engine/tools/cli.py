@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -95,6 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        _finish_dream_workers()
+
+
+def _finish_dream_workers(timeout_s: float = 10.0) -> None:
+    """No onnxruntime call may be running when the interpreter exits (the process would abort
+    with exit 134): wait for dream workers to end their step; if one hangs, exit at once."""
+    renderer = sys.modules.get("dreamstate.engine.render.renderer")
+    if renderer is None or renderer.finish_workers(timeout_s):
+        return
+    log.warning("a dream worker is still in a step after %.0f s; exiting without it", timeout_s)
+    logging.shutdown()
+    os._exit(1)
 
 
 if __name__ == "__main__":
