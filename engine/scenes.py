@@ -152,8 +152,20 @@ class SceneDirector:
         self._retarget(self.clock())
 
     def tick(self) -> None:
-        """Re-evaluate time-based choices (attract mode after ``attract.after_s``)."""
-        self._retarget(self.clock())
+        """Re-evaluate time-based choices (attract mode after ``attract.after_s``). A change
+        that fell due between ticks starts its crossfade at the moment it fell due, not at the
+        tick, so projectors that saw ``absent`` at the same stamped moment agree."""
+        now = self.clock()
+        due = self.next_change_at()
+        self._retarget(due if due is not None and due <= now else now)
+
+    def next_change_at(self) -> float | None:
+        """The clock time of the next time-based scene change (the attract scene after
+        ``attract.after_s`` of ``absent``), or None when none is pending."""
+        if self._absent_since is None or self._manual_scene or self._override:
+            return None
+        due = self._absent_since + self.show.attract.after_s
+        return due if self.target_scene(due) != self.scene_name else None
 
     # --- outputs ------------------------------------------------------------------------
     def target_scene(self, now: float) -> str:

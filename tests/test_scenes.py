@@ -84,6 +84,24 @@ def test_absent_goes_to_attract_after_delay(director: tuple[SceneDirector, Clock
     assert d.scene_name == "focused"
 
 
+def test_the_attract_crossfade_starts_when_it_fell_due_not_at_the_late_tick(
+        director: tuple[SceneDirector, Clock]) -> None:
+    """Two projectors that saw ``absent`` at the same stamped moment but tick at different
+    times must start the attract crossfade at the same moment (bench e2e found up to one tick,
+    50 ms, between them)."""
+    d, clock = director
+    d.on_state(state(ABSENT))
+    t_absent = clock.t
+    assert d.next_change_at() == pytest.approx(t_absent + 5.0)
+    clock.t += 5.04  # the tick comes 40 ms after the change fell due
+    d.tick()
+    assert d.scene_name == "attract"
+    assert d.changes[-1].at == pytest.approx(t_absent + 5.0)
+    assert d.next_change_at() is None
+    d.set_scene("neutral")
+    assert d.next_change_at() is None  # a held scene has no pending change
+
+
 def test_override_and_manual_scene_win(director: tuple[SceneDirector, Clock]) -> None:
     d, _ = director
     d.override("focused")

@@ -398,7 +398,9 @@ class ScenesStage(Stage):
     async def run(self) -> None:
         while True:
             self.tick()
-            await asyncio.sleep(self.period_s)
+            due = self.director.next_change_at()  # wake for a pending change on time, not up to a period late
+            wait = self.period_s if due is None else min(self.period_s, max(0.0, due - self.director.clock()))
+            await asyncio.sleep(wait)
 
 
 class ControlStage(Stage):
