@@ -205,6 +205,9 @@ async def test_telemetry_out_over_osc_and_mqtt(tmp_path: Path, shared_models: Pa
         await asyncio.sleep(1.3)
         tele = json.loads(got["dreamstate/room/eeg/telemetry"])
         assert 0.0 <= tele["signal"] <= 1.0 and "state" in tele
+        # the status file's content: the device, each stage, the last errors and the uptime too
+        assert {"device", "stages", "last_errors", "uptime_s"} <= set(tele), sorted(tele)
+        assert {"device", "signal", "render", "mqtt"} <= set(tele["stages"]) and tele["device"].startswith("simulated")
         assert json.loads(got["dreamstate/room/eeg/state"])["label"] in {"calm", "focused", "neutral"}
         addresses: dict[str, int] = {}
         from pythonosc.osc_packet import OscPacket
@@ -221,7 +224,7 @@ async def test_telemetry_out_over_osc_and_mqtt(tmp_path: Path, shared_models: Pa
                 addresses[timed.message.address] = addresses.get(timed.message.address, 0) + 1
         rt.supervisor.request_stop("test done")
         await asyncio.wait_for(task, 10)
-        for address in ("/dreamstate/heartbeat", "/dreamstate/state", "/dreamstate/eeg/signal",
+        for address in ("/dreamstate/heartbeat", "/dreamstate/status", "/dreamstate/state", "/dreamstate/eeg/signal",
                         "/dreamstate/eeg/attention", "/dreamstate/state/calm", "/dreamstate/render/fps"):
             assert addresses.get(address, 0) >= 1, (address, addresses)
         assert addresses["/dreamstate/state"] >= 10, "sent at a steady rate, not only on change"

@@ -257,11 +257,12 @@ def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
         tele.fps(59.9)
         tele.health(True, 2, [0.5] * 10)
         tele.heartbeat()
+        tele.status(12.5, 1, "render: RenderError: no display")
         tele.error("/dreamstate/zoom", "zoom nan is out of range")
         tele.clamped("/dreamstate/zoom", "value", 5.0, 1.9999)
         sent: dict[str, str] = {}
-        for _ in range(15):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat, error,
-            # clamped
+        for _ in range(16):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat,
+            # status, error, clamped
             m = OscMessage(rx.recv(4096))
             tags = "".join({float: "f", int: "i", str: "s"}[type(p)] for p in m.params)
             sent[m.address] = tags

@@ -222,6 +222,8 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
     ("/dreamstate/render/measures", "f...", "picture measures in engine.render.health.MEASURES order, 0..1 "
                                             "(motion -1 before the first second)"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
+    ("/dreamstate/status", "fis", "uptime in seconds, stage failures so far (all stages), the latest failure as "
+                                  "'stage: error' ('' when none); once a second"),
     ("/dreamstate/error", "ss", "a refused control message: its address, and why with the fix (at most 10 a second)"),
     ("/dreamstate/clamped", "ssff", "a control value outside its range, applied clamped: address, argument, "
                                     "requested, applied (at most 10 a second, with /dreamstate/error)"),
@@ -331,6 +333,11 @@ class OscTelemetry:
 
     def heartbeat(self) -> None:
         self._send("/dreamstate/heartbeat", 1)
+
+    def status(self, uptime_s: float, failures: int, latest_error: str) -> None:
+        """``/dreamstate/status`` f uptime (s) i stage failures so far s the latest failure
+        (cut to 200 characters): what the status file says, for a control surface."""
+        self._send("/dreamstate/status", float(uptime_s), int(failures), latest_error[:200])
 
     def error(self, address: str, why: str) -> None:
         """``/dreamstate/error`` s address s why: a refused control message reported back to

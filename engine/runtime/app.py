@@ -854,6 +854,9 @@ class ShowRuntime:
             tele.state(snap.state)
         if time.monotonic() - last_beat >= 1.0:
             tele.heartbeat()
+            sup = self.supervisor
+            failures = sum(v for k, v in sup.counters.snapshot().items() if k.endswith(".crashes"))
+            tele.status(time.monotonic() - self._started, failures, sup.latest_error)
             if snap.stats is not None:
                 tele.fps(snap.stats.display_fps)
                 if snap.stats.health is not None:
@@ -931,7 +934,7 @@ class ShowRuntime:
         period = 1.0 / self.show.mqtt.telemetry_hz
         while True:
             await asyncio.sleep(period)
-            link.publish_telemetry(self.telemetry_doc())
+            link.publish_telemetry(self.status_doc())  # what the status file says: device, stages, errors, uptime too
 
     async def _mqtt_state_loop(self, link: MqttLink) -> None:
         """The retained state, published when its label changes (checked 20 times a second)."""

@@ -99,6 +99,8 @@ class Supervisor:
         self.counters = Counters()
         self.status: dict[str, StageStatus] = {s.name: StageStatus.PENDING for s in self.stages}
         self.last_error: dict[str, str] = {}
+        self.latest_error = ""
+        """The most recent stage failure as ``stage: Type: message`` ("" when none yet)."""
         self._seen_errors: set[str] = set()
         self._stopping = asyncio.Event()
         self.stop_reason = ""
@@ -149,6 +151,7 @@ class Supervisor:
             except Exception as exc:
                 self.counters.inc(f"{stage.name}.crashes")
                 self.last_error[stage.name] = f"{type(exc).__name__}: {exc}"
+                self.latest_error = f"{stage.name}: {self.last_error[stage.name]}"
                 await self._stop_stage(stage)
                 if not stage.restart:
                     log.error("stage failed and is not restarted", exc_info=exc,
