@@ -88,7 +88,7 @@ def test_show_cli_and_osc_agree_on_every_value(field: str) -> None:
 def test_ranges_come_from_the_schema() -> None:
     assert scene_limits("step").describe() == "0 < step <= 20"
     assert scene_limits("octaves").describe() == "1 <= octaves <= 10 (an integer)"
-    assert scene_limits("zoom").describe() == "0.5 < zoom < 2"
+    assert scene_limits("zoom").describe() == "0.8 <= zoom <= 1.25"
     assert scene_limits("layer_weight").describe() == "-10 <= layer weight <= 10"
 
 

@@ -219,8 +219,9 @@ class SceneConfig(Section):
     """layer name -> weight of the DeepDream objective (`dreamstate models layers MODEL` lists the names)"""
     channels: dict[str, list[int]] = Field(default_factory=dict)
     """layer name -> channel indices to dream on (instead of whole layers)"""
-    zoom: Annotated[float, Field(gt=0.5, lt=2.0)] = 1.01
-    """zoom per motion tick (10 a second); 1.01 is a slow dive"""
+    zoom: Annotated[float, Field(ge=0.8, le=1.25)] = 1.01
+    """zoom per motion tick (10 a second); 1.01 is a slow dive. Beyond 0.8..1.25 the loop has no
+    picture left to show (zoom 0.5 froze the renderer; 2.0 wiped it to one colour in a second)"""
     rotate: Annotated[float, Field(ge=-45, le=45)] = 0.0
     """degrees per motion tick"""
     translate: tuple[Annotated[float, Field(ge=-64, le=64)], Annotated[float, Field(ge=-64, le=64)]] = (0.0, 0.0)
