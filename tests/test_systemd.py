@@ -18,24 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_notify import SHOW  # the same tiny headless show
+
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "deploy" / "dreamstate.service"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze") or ("/usr/bin/systemd-analyze"
                                                       if Path("/usr/bin/systemd-analyze").exists() else None)
 
-SHOW = """
-[show]
-model = "starter"
-[scenes.calm]
-layers = { block2 = 1.0 }
-[scenes.attract]
-layers = { block2 = 1.0 }
-[output]
-kind = "none"
-size = [64, 48]
-dream_size = [64, 48]
-fps = 30
-"""
 
 
 # --- the unit file ---------------------------------------------------------------------------------------
