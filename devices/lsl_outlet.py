@@ -255,7 +255,10 @@ class LslOutlets:
             self.counters.inc("skipped.nonfinite")
             samples = np.where(np.isfinite(samples), samples, np.float32(np.nan))
         stamps = self.clock.stamps(chunk.first_index, n, self.lsl_time(chunk.time))
-        self._outlets["eeg"].push_chunk(samples.reshape(n, 1), timestamp=stamps)
+        # the last sample's stamp is enough: liblsl stamps the chunk's first sample at
+        # last - (n - 1) / 512 and the rest one period apart, exactly the index map within a chunk,
+        # and sends no per-sample stamps (mne-lsl's per-sample path converts in Python: 2-3x slower)
+        self._outlets["eeg"].push_chunk(samples.reshape(n, 1), timestamp=float(stamps[-1]))
         self.counters.inc("eeg_samples", n)
 
     def push_state(self, state: EegState, point: MapPoint | None) -> None:
