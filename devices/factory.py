@@ -20,6 +20,8 @@ def open_device(cfg: DeviceConfig, loaded: LoadedShow | None = None) -> Device:
       and speed.
     * ``replay``: ``ReplayDevice`` of ``file`` (resolved inside the show folder when a show is
       given; it must exist), with speed and loop.
+    * ``lsl``: ``devices.lsl.LslDevice`` for the stream ``[device.lsl]`` names (an LSL EEG stream
+      from muse-lsl, BlueMuse, OpenBCI, an amplifier or a PlayerLSL).
     """
     if cfg.kind == "thinkgear":
         from dreamstate.devices.serial_port import ThinkGearSerialDevice
@@ -41,5 +43,11 @@ def open_device(cfg: DeviceConfig, loaded: LoadedShow | None = None) -> Device:
             raise DeviceError(f"device.file {path} does not exist",
                               hint="record one with `dreamstate record --out FILE` or fix the path")
         return ReplayDevice(path, speed=cfg.speed, loop=cfg.loop)
+    if cfg.kind == "lsl":
+        from dreamstate.devices.lsl import LslDevice
+
+        q = cfg.lsl
+        return LslDevice(name=q.name, stype=q.type, source_id=q.source_id, channels=q.channels, unit=q.unit,
+                         timeout_s=q.timeout_s, stall_s=q.stall_s)
     raise DeviceError(f"unknown device.kind {cfg.kind!r}",
-                      hint="use thinkgear, simulated or replay")
+                      hint="use thinkgear, simulated, replay or lsl")

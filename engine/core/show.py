@@ -99,9 +99,26 @@ class SimStep(Section):
     """how long the step lasts"""
 
 
+class LslInConfig(Section):
+    name: str | None = None
+    """the LSL stream's name (e.g. `Muse`, `BlueMuse`, `obci_eeg1`); unset: any name"""
+    type: str | None = None
+    """the stream's type; unset: `EEG` when neither name nor source_id is set, else any type"""
+    source_id: str | None = None
+    """the stream's source_id (survives the sender's restarts); unset: any"""
+    channels: list[str] = Field(default_factory=list)
+    """channel names to use; several are averaged into the one pipeline channel (empty: the first EEG channel)"""
+    unit: Literal["auto", "uV", "mV", "V"] = "auto"
+    """the stream's unit: `auto` reads its metadata (none: microvolts, the XDF convention)"""
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """how long to look for the stream at start; then the error lists the streams that are visible"""
+    stall_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """seconds without a sample before the stream counts as gone and is looked for again"""
+
+
 class DeviceConfig(Section):
-    kind: Literal["thinkgear", "simulated", "replay"] = "simulated"
-    """`thinkgear` (a headset on a serial port), `simulated` or `replay` (a recording)"""
+    kind: Literal["thinkgear", "simulated", "replay", "lsl"] = "simulated"
+    """`thinkgear` (a headset on a serial port), `simulated`, `replay` (a recording) or `lsl` (any LSL EEG stream)"""
     port: str = "auto"
     """serial port, or `auto` to find the headset or dongle"""
     baud: Literal[1200, 9600, 57600, 115200] | None = None
@@ -118,6 +135,8 @@ class DeviceConfig(Section):
     """simulated only: the states to play, in order (empty: the demo cycle)"""
     seed: int | None = None
     """simulated only: random seed (unset: different each run)"""
+    lsl: LslInConfig = Field(default_factory=LslInConfig)
+    """lsl only: which stream, which channels, its unit (`[device.lsl]`)"""
 
     @model_validator(mode="after")
     def _replay_needs_file(self) -> DeviceConfig:
@@ -506,6 +525,15 @@ class RecordConfig(Section):
     """recording path (inside the show folder); a timestamp is added"""
 
 
+class LslConfig(Section):
+    enabled: StrictBool = False
+    """publish the EEG, bands, state and markers as Lab Streaming Layer streams (docs/lsl.md)"""
+    prefix: str = Field(default="dreamstate", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """stream names are `<prefix>-eeg`, `<prefix>-bands`, `<prefix>-state` and `<prefix>-markers`"""
+    source_id: str | None = Field(default=None, min_length=1, max_length=200)
+    """stable id consumers reconnect by; each stream appends its suffix (unset: `dreamstate:<host>:<show name>`)"""
+
+
 class Show(Section):
     show: ShowMeta = Field(default_factory=ShowMeta)
     device: DeviceConfig = Field(default_factory=DeviceConfig)
@@ -528,6 +556,7 @@ class Show(Section):
                              "record on the eeg node")
         return self
     health: HealthConfig = Field(default_factory=HealthConfig)
+    lsl: LslConfig = Field(default_factory=LslConfig)
 
 
 class LoadedShow:

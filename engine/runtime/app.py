@@ -21,6 +21,8 @@ the runtime wires (see ``engine.runtime.supervisor`` for the lifecycle):
   :class:`Telemetry` snapshot;
 * ``record`` (:class:`RecordStage`, when enabled): the crash-safe journal, finalised to FIF
   when the stage stops;
+* ``lsl`` (``engine.runtime.lsl_stage.LslStage``, when ``[lsl] enabled``): the readings and
+  states as Lab Streaming Layer streams;
 * ``status``: one log line every 10 s with fps, state and error counters;
 * ``timer`` (``--seconds``): ends the show.
 
@@ -97,6 +99,7 @@ if TYPE_CHECKING:
     from dreamstate.engine.render.renderer import Renderer
     from dreamstate.engine.render.stats import FrameStats
     from dreamstate.engine.runtime.hours import HoursStage
+    from dreamstate.engine.runtime.lsl_stage import LslStage
     from dreamstate.engine.signal.pipeline import SignalPipeline
     from dreamstate.models.dream import DreamModel
 
@@ -537,6 +540,7 @@ class ShowRuntime:
         self.osc_stage: ControlStage | None = None
         self.mqtt_stage: ControlStage | None = None
         self.record_stage: RecordStage | None = None
+        self.lsl_stage: LslStage | None = None
         self.supervisor = Supervisor(self._stages())
 
     # --- wiring ---------------------------------------------------------------------------------
@@ -556,6 +560,12 @@ class ShowRuntime:
         if show.record.enabled:
             self.record_stage = RecordStage(self.loaded, self.readings)
             stages.append(self.record_stage)
+        if show.lsl.enabled:  # LSL streams out: EEG, bands, state, markers
+            from dreamstate.engine.runtime.lsl_stage import LslStage
+
+            self.lsl_stage = LslStage(self.loaded, self.readings, self.states, self.signal_stage.eeg,
+                                      lambda: self.signal_stage.pipeline.active_label)
+            stages.append(self.lsl_stage)
         if show.hours.enabled and self.role != "eeg":
             from dreamstate.engine.runtime.hours import HoursStage
 

@@ -1,5 +1,6 @@
 """``dreamstate devices``: list serial ports, say which look like a NeuroSky headset and why,
-and with ``--probe`` listen on them for valid ThinkGear checksums at each baud rate."""
+and with ``--probe`` listen on them for valid ThinkGear checksums at each baud rate; then list
+the Lab Streaming Layer streams visible on the network (``--lsl-timeout``, 0 to skip)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def register(sub: Any) -> None:
                    help="probe this port too (any path pyserial can open; repeatable)")
     p.add_argument("--timeout", type=float, default=1.5,
                    help="seconds to listen per port and rate when probing (default 1.5)")
+    p.add_argument("--lsl-timeout", type=float, default=1.0,
+                   help="seconds to look for LSL streams (default 1; 0 skips the LSL list)")
     p.set_defaults(func=_devices)
 
 
@@ -48,6 +51,8 @@ def _devices(args: argparse.Namespace) -> int:
         console.print("no serial ports found. Pair the MindWave Mobile (Linux: `rfcomm bind`; "
                       "macOS: /dev/tty.MindWaveMobile*; Windows: the Outgoing COM port) or plug "
                       "in the USB dongle.")
+    if args.lsl_timeout > 0:
+        _lsl_streams(console, args.lsl_timeout)
     if not args.probe and not args.port:
         if ports:
             console.print("`dreamstate devices --probe` listens on the likely ports for a "
@@ -72,3 +77,32 @@ def _devices(args: argparse.Namespace) -> int:
         for line in tried:
             console.print(f"    {line}")
     return 0 if found or not targets else 1
+
+
+def _lsl_streams(console: Any, timeout: float) -> None:
+    """Print the visible LSL streams and the ``[device.lsl]`` line that would read each."""
+    from rich.table import Table
+
+    from dreamstate.devices.lsl import MIN_RATE_HZ, list_streams
+    from dreamstate.engine.core.errors import DeviceError
+
+    try:
+        streams = list_streams(timeout)
+    except DeviceError as exc:
+        console.print(f"LSL streams: not listed ({exc})")
+        return
+    if not streams:
+        console.print(f"no LSL streams visible within {timeout:g} s (start muse-lsl, BlueMuse, the OpenBCI GUI's "
+                      "LSL output or an amplifier's LSL app)")
+        return
+    table = Table(title="LSL streams")
+    for col in ("name", "type", "channels", "rate", "format", "source_id", "host", "EEG source?"):
+        table.add_column(col, overflow="fold")
+    usable = [s for s in streams if s.dtype != "string" and s.sfreq >= MIN_RATE_HZ]
+    for s in streams:
+        table.add_row(s.name, s.stype or "-", str(s.n_channels), f"{s.sfreq:g} Hz" if s.sfreq else "irregular",
+                      s.dtype, s.source_id or "-", s.hostname, "[green]yes[/green]" if s in usable else "no")
+    console.print(table)
+    for s in usable:
+        console.print(f'{s.name}: [device] kind = "lsl", lsl = {{ name = "{s.name}" }}', soft_wrap=True,
+                      markup=False, highlight=False)
