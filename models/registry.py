@@ -30,6 +30,7 @@ STARTER_DIR = Path(__file__).resolve().parent / "starter"
 STARTER_JSON = STARTER_DIR / "model.json"
 LITE0_DIR = Path(__file__).resolve().parent / "efficientnet_lite0"
 LITE0_JSON = LITE0_DIR / "model.json"
+TOON_JSON = Path(__file__).resolve().parent / "toon" / "model.json"
 DEFAULT_MODEL = "efficientnet-lite0"
 """The model shows and ``dreamstate dream`` use when none is named: ships with the package."""
 
@@ -185,7 +186,7 @@ def models_dir() -> Path:
 
 def bundled() -> dict[str, Path]:
     """Models that ship inside the package: name -> its model.json (read at call time)."""
-    return {DEFAULT_MODEL: LITE0_JSON, "starter": STARTER_JSON}
+    return {DEFAULT_MODEL: LITE0_JSON, "starter": STARTER_JSON, "toon": TOON_JSON}
 
 
 def _bundled_spec(name: str) -> ModelSpec:

@@ -315,7 +315,8 @@ class StyleModel:
     def from_model(self, y: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) model output -> (N, H, W, 3) RGB, clipped to [0, 1]."""
         v = np.asarray(y, np.float32).transpose(0, 2, 3, 1)[..., self._order] / np.float32(self._pre.scale)
-        return np.clip(v, 0.0, 1.0)
+        out: np.ndarray = np.clip(v, 0.0, 1.0)
+        return out
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """The session on a model-space batch (N, 3, H, W); the unclipped output."""
