@@ -54,6 +54,9 @@ def scene_recipe(scene: SceneConfig, generation: int = 0) -> DreamRecipe:
         contrast=scene.contrast,
         warp_px=scene.warp_px,
         crossfade_s=scene.crossfade_s,
+        mode=scene.mode,
+        style=scene.style,
+        style_mix=scene.style_mix if scene.mode == "style" else 0.0,
     )
 
 
@@ -78,6 +81,7 @@ def blend_recipes(a: DreamRecipe, b: DreamRecipe, t: float) -> DreamRecipe:
         color_nudge=_lerp(a.color_nudge, b.color_nudge, t),
         contrast=_lerp(a.contrast, b.contrast, t),
         warp_px=_lerp(a.warp_px, b.warp_px, t),
+        style_mix=_lerp(a.style_mix, b.style_mix, t),
     )
 
 

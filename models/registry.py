@@ -6,6 +6,10 @@ order), then reordered to BGR when ``bgr`` is true. A model file given by path i
 registry entry by its SHA-256; otherwise a sidecar ``<model>.json`` (same fields as
 ``models/starter/model.json``) supplies the preprocessing; otherwise ImageNet RGB [0, 1]
 mean/std is assumed and a warning logged.
+
+``kind`` says what a model is for: ``classifier`` (the dream and attribution compilers) or
+``style`` (an image-to-image network for the style mode, :mod:`models.style`; its output is read
+back with the input's channel order and value range). A sidecar sets it with ``"kind": "style"``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ STARTER_DIR = Path(__file__).resolve().parent / "starter"
 STARTER_JSON = STARTER_DIR / "model.json"
 LITE0_DIR = Path(__file__).resolve().parent / "efficientnet_lite0"
 LITE0_JSON = LITE0_DIR / "model.json"
+TOON_JSON = Path(__file__).resolve().parent / "toon" / "model.json"
 DEFAULT_MODEL = "efficientnet-lite0"
 """The model shows and ``dreamstate dream`` use when none is named: ships with the package."""
 
@@ -57,6 +62,7 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
     labels: tuple[str, ...] = field(default=(), compare=False)  # class names, by output index
     step: float | None = None  # recommended step in display levels (0..255), when the model says
+    kind: str = "classifier"  # "classifier" (dream, explain) or "style" (image-to-image, models.style)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -133,6 +139,34 @@ REGISTRY: dict[str, ModelSpec] = {
             "weights_sha256_prefix": "1378be20",
         },
     ),
+    "candy": ModelSpec(
+        name="candy",
+        title="Fast neural style 'candy' (Johnson et al. 2016; Windows-Machine-Learning sample, OnnxMLTools, opset 7)",
+        filename="candy.onnx",
+        url="https://github.com/microsoft/Windows-Machine-Learning/raw/master/"
+        "Samples/FNSCandyStyleTransfer/UWP/cs/Assets/candy.onnx",
+        sha256="4cc994e51bc371584fe38d91ac66015909d8e06eec5b22de9a6b969ad091c2c0",
+        size=1712395,
+        # BGR 0..255 in; the graph's ImageScaler subtracts the BGR means itself; BGR 0..255 out
+        preprocess=Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=True, scale=255.0),
+        layers=(),
+        notes="style model: bright candy-coloured strokes (declares 720x720; relaxed to any size when loaded). "
+        "The URL was not checked from an offline machine; the SHA-256 check refuses any other file",
+        kind="style",
+    ),
+    "mosaic": ModelSpec(
+        name="mosaic",
+        title="Fast neural style 'mosaic' (Johnson et al. 2016; Windows-Machine-Learning sample, OnnxMLTools, opset 7)",
+        filename="mosaic.onnx",
+        url="https://github.com/microsoft/Windows-Machine-Learning/raw/master/Samples/StyleTransfer/Assets/mosaic.onnx",
+        sha256="88bae7a0b1df776190c0edceb94878dc9d39178a06df97ca44d08dfb5b56e035",
+        size=1712530,
+        preprocess=Preprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), bgr=True, scale=255.0),
+        layers=(),
+        notes="style model: stained-glass tiles (declares 720x720; relaxed to any size when loaded). "
+        "The URL was not checked from an offline machine; the SHA-256 check refuses any other file",
+        kind="style",
+    ),
 }
 
 
@@ -152,7 +186,7 @@ def models_dir() -> Path:
 
 def bundled() -> dict[str, Path]:
     """Models that ship inside the package: name -> its model.json (read at call time)."""
-    return {DEFAULT_MODEL: LITE0_JSON, "starter": STARTER_JSON}
+    return {DEFAULT_MODEL: LITE0_JSON, "starter": STARTER_JSON, "toon": TOON_JSON}
 
 
 def _bundled_spec(name: str) -> ModelSpec:
@@ -193,6 +227,10 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
     file = str(doc.get("file", doc.get("onnx", f"{name}.onnx")))
     labels = doc.get("labels", ())
     step = doc.get("recommended_step")
+    kind = str(doc.get("kind", "classifier"))
+    if kind not in ("classifier", "style"):
+        raise ModelError(f"{where}: 'kind' must be \"classifier\" or \"style\", not {kind!r}",
+                         hint="use \"style\" for an image-to-image network")
     if not isinstance(labels, list | tuple) or not all(isinstance(v, str) for v in labels):
         raise ModelError(f"{where}: 'labels' must be a list of class names", hint="see models/efficientnet_lite0")
     if step is not None and (not isinstance(step, int | float) or not 0 < float(step) <= 20):
@@ -209,6 +247,7 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
         extra={"dir": str(where.parent)},
         labels=tuple(labels),
         step=None if step is None else float(step),
+        kind=kind,
     )
 
 

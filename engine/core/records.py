@@ -256,6 +256,10 @@ class DreamRecipe:
     contrast: float = 0.85
     warp_px: float = 16.0
     crossfade_s: float = 2.0
+    # scene mode (engine.render.modes): "dream", or a FrameMode such as "style" (engine.render.style)
+    mode: str = "dream"
+    style: str | None = None  # style model: registry name or show-relative .onnx
+    style_mix: float = 0.0  # share of the styled frame in each new frame (0 = unstyled)
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,6 +270,23 @@ class SceneConfig(Section):
                                      "for, as a share of the source's")] = 0.85
     warp_px: Annotated[float, Field(ge=0, le=256, description="resample the dream only after the motion "
                                     "moved some pixel this far (fewer resamples, less blur; 0 = every step)")] = 16.0
+    # scene modes (engine/render/modes.py)
+    mode: Literal["dream", "style"] = "dream"
+    """`dream` (DeepDream on the zoom-feedback loop) or `style` (each frame is style(zoom(previous)), a
+    feed-forward style network instead of the dream step)"""
+    style: str | None = None
+    """style mode: the style model, a registry name (`toon` ships; `candy`, `mosaic` by `dreamstate models
+    fetch`) or an .onnx file inside the show folder (with its .json sidecar)"""
+    style_mix: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """style mode: share of the styled frame in each new frame (the rest is the unstyled, zoomed frame);
+    crossfades in from 0 when the scene starts, so a style flows in"""
+
+    @model_validator(mode="after")
+    def _style_needs_a_model(self) -> SceneConfig:
+        if self.mode == "style" and not self.style:
+            raise ValueError("mode = 'style' needs style = \"MODEL\" (`toon` ships with dreamstate; "
+                             "`dreamstate models list` shows the others)")
+        return self
 
 
 class AttractConfig(Section):
@@ -833,7 +850,10 @@ rules = [
   { state = "focused", when = "beta_rel > 0.30" },
 ]
 
-[scenes.calm]              # slow, soft: eyes and ornament
+[scenes.calm]              # slow, soft: the picture repainted as a cartoon (the bundled toon style)
+mode = "style"             # each frame is style(zoom(previous)); `candy` or `mosaic` after `models fetch`
+style = "toon"
+style_mix = 0.3            # 30 % styled, the rest the zoomed frame: the style flows rather than snaps
 layers = { block7 = 1.0 }
 zoom = 1.003
 rotate = 0.15

@@ -66,6 +66,47 @@ def model_source(loaded: LoadedShow) -> str | Path:
     return path
 
 
+def style_source(loaded: LoadedShow, name: str, *, key: str = "style") -> str | Path:
+    """Where a scene's style model comes from: a registry name or an .onnx file inside the show
+    folder (with its .json sidecar), like ``show.model``. Raises ``PathEscapeError`` with the fix."""
+    from dreamstate.models import registry
+
+    if name in registry.names():
+        return name
+    try:
+        path = loaded.path(name, what=key)
+    except DreamstateError as exc:
+        raise PathEscapeError(f"{exc}", hint="name a registry style model (`toon`, `candy`, `mosaic`) or put the "
+                                           ".onnx file in the show folder") from None
+    if not path.is_file():
+        raise PathEscapeError(
+            f"style model {name!r} is neither a registry model nor a file in the show folder ({path} does not exist)",
+            hint="fix the name (`dreamstate models list`), `dreamstate models fetch candy`, or put the .onnx file "
+                 "(and its .json) in the show folder")
+    return path
+
+
+def _style_problem(loaded: LoadedShow, key: str, name: str, seen: dict[str, str | None]) -> str | None:
+    """Why a scene's style model cannot be used (resolved and its graph prepared), or None."""
+    from dreamstate.models import registry
+    from dreamstate.models.style import prepare_style_graph
+
+    if name in seen:
+        return seen[name]
+    problem: str | None = None
+    try:
+        path, spec = registry.resolve(style_source(loaded, name, key=key))
+        if spec.kind != "style":
+            problem = (f"model {spec.name!r} is a {spec.kind}, not a style model; "
+                       "use `toon`, `candy`, `mosaic` or a model whose .json says \"kind\": \"style\"")
+        else:
+            prepare_style_graph(path, label=str(path))
+    except DreamstateError as exc:
+        problem = str(exc)
+    seen[name] = problem
+    return problem
+
+
 def _model_graph(loaded: LoadedShow) -> tuple[Any | None, Any | None, str | None]:
     """The show model's forward graph (cheap: parsed, not compiled) and spec, or an error."""
     from dreamstate.models import registry
@@ -125,8 +166,13 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
         graph, spec, err = _model_graph(loaded)
         if err:
             problems.append(("show.model", err))
+    styles: dict[str, str | None] = {}
     for name, scene in show.scenes.items():
         base = f"scenes.{name}"
+        if scene.mode == "style" and scene.style:
+            msg = _style_problem(loaded, f"{base}.style", scene.style, styles)
+            if msg:
+                problems.append((f"{base}.style", msg))
         for field in ("image", "guide"):
             value = getattr(scene, field)
             if value:

@@ -29,7 +29,7 @@ the moved source, then dreamed; the result feeds the next frame.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -193,6 +193,18 @@ class FeedbackDreamer:
                               guide=self.guide, seed=seed, progress=progress)
         self.canvas = self._blend(self.canvas, dreamed, blend)
         self.steps_done += params.octaves * params.steps_per_octave
+        return self.canvas
+
+    def transform(self, step: Callable[[RGB], RGB], stabilise: StabiliserParams | None = None) -> RGB:
+        """A scene mode's step instead of a dream step: the stabilisers, then
+        ``canvas = step(canvas)`` (e.g. a style network, :mod:`engine.render.style`)."""
+        self.stabilise(stabilise)
+        out = np.asarray(step(self.canvas), np.float32)
+        if out.shape != self.canvas.shape:
+            raise RenderError(f"a scene mode returned a frame of shape {out.shape} for a canvas of {self.canvas.shape}",
+                              hint="the mode must keep the frame size")
+        self.canvas = out
+        self.steps_done += 1
         return self.canvas
 
     def restart_octaves(self) -> None:

@@ -40,7 +40,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ from dreamstate.engine.render.dream import DreamParams, StepModel, guide_feature
 from dreamstate.engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
 from dreamstate.engine.render.health import HealthReport, HealthSettings, PictureHealth
 from dreamstate.engine.render.masks import Mask, make_mask
+from dreamstate.engine.render.modes import FrameMode
 from dreamstate.engine.render.stabilise import StabiliserParams
 from dreamstate.engine.render.stats import FrameStats, StatsTracker
 
@@ -126,6 +127,10 @@ class DreamLoop:
       time; any clock, so tests drive it by frames) and reseeds when the watchdog says so.
       Returns the :class:`DreamedFrame` to publish and the health report, when one was made.
     * ``hold(seconds)``: the picture was paused this long (its geometry keeps its place).
+
+    A recipe whose ``mode`` names one of ``modes`` (:class:`~engine.render.modes.FrameMode`, e.g.
+    ``style``) has that mode make the step instead of the dream; motion, stabilisers and the
+    watchdog stay. A mode it was not given is dreamed instead, logged once, counted.
     """
 
     def __init__(self, model: StepModel, size: tuple[int, int], *, source: RGB, canvas: RGB | None = None,
@@ -133,8 +138,9 @@ class DreamLoop:
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, start_cut: int = 0, source_spec: str | None = None,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, modes: Mapping[str, FrameMode] | None = None) -> None:
         self.model = model
+        self.modes: Mapping[str, FrameMode] = modes or {}
         self.guide_model = guide_model
         self.size = size
         self.counters = counters or Counters()
@@ -229,6 +235,22 @@ class DreamLoop:
             # a new scene: start at the coarsest (fastest) octave so it shows at once
             self.dreamer.restart_octaves()
         self.recipe = recipe
+        mode = self._frame_mode(recipe)
+        if mode is not None and mode.apply(recipe):
+            self._new_cut(recipe.crossfade_s)
+
+    def _frame_mode(self, recipe: DreamRecipe) -> FrameMode | None:
+        """The FrameMode that makes this recipe's steps, or None to dream."""
+        if recipe.mode == "dream":
+            return None
+        mode = self.modes.get(recipe.mode)
+        if mode is None:
+            self.counters.inc("mode_unsupported")
+            if f"mode:{recipe.mode}" not in self._bad_layers:
+                self._bad_layers.add(f"mode:{recipe.mode}")
+                log.error("scene asks for mode %r but the renderer was not given it (modes: %s); dreaming instead",
+                          recipe.mode, ", ".join(["dream", *self.modes]), extra={"mode": recipe.mode})
+        return mode
 
     def _new_cut(self, fade_s: float) -> None:
         """What is shown changes at once: the display crossfades over ``fade_s``."""
@@ -278,7 +300,11 @@ class DreamLoop:
             raise RenderError("DreamLoop.step before any recipe", hint="call apply(recipe) first")
         if self.dreamer.move(recipe_motion(recipe), ticks, min_px=recipe.warp_px):
             self.geometry_time = now
-        canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend, stabilise=self._stabilise)
+        mode = self._frame_mode(recipe)
+        if mode is None:
+            canvas = self.dreamer.dream_realtime(self._params, 1, recipe.blend, stabilise=self._stabilise)
+        else:
+            canvas = self.dreamer.transform(lambda c: mode.step(c, recipe), stabilise=self._stabilise)
         self.steps += 1
         frame = DreamedFrame(canvas, self.geometry_time, self.version, recipe.generation, self.steps,
                              self.cut, self._fade_s, self._mask_shown, self._backdrop)
@@ -320,7 +346,7 @@ class DreamWorker(threading.Thread):
                  nice: int = 0, source_spec: str | None = None,
                  paused: threading.Event | None = None, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, health_slot: LatestSlot[HealthReport] | None = None,
-                 start_cut: int = 0) -> None:
+                 start_cut: int = 0, modes: Mapping[str, FrameMode] | None = None) -> None:
         super().__init__(name="dream-worker", daemon=True)
         self.nice = nice
         self.paused = paused or threading.Event()
@@ -336,7 +362,7 @@ class DreamWorker(threading.Thread):
         self.loop = DreamLoop(model, size, source=source, canvas=canvas, counters=counters, stats=stats,
                               seed=seed, resolve=resolve, flow=flow, guide_model=guide_model,
                               sources=sources, health=health, start_cut=start_cut, source_spec=source_spec,
-                              now=time.monotonic())
+                              now=time.monotonic(), modes=modes)
         self.loop.version = start_version
         self.dreamer = self.loop.dreamer
 
@@ -390,6 +416,12 @@ class DreamWorker(threading.Thread):
             self.stats.step(time.monotonic())
             if report is not None and self.health_slot is not None:
                 self.health_slot.put(report)
+            if loop.recipe is not None and loop.recipe.mode != "dream":
+                # a scene mode makes one frame per motion tick at most: a fast style network
+                # (toon: ~55 frames/s) must not iterate its filter faster than the picture moves
+                rest = 1.0 / self.motion_hz - (time.monotonic() - now)
+                if rest > 0:
+                    self.stop_event.wait(rest)
 
 
 @dataclass(slots=True)
@@ -432,8 +464,11 @@ class Renderer:
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, max_backoff_s: float = 10.0,
                  worker_nice: int = 5, sources: list[RGB] | None = None,
-                 health: HealthSettings | None = None) -> None:
+                 health: HealthSettings | None = None, modes: Mapping[str, FrameMode] | None = None) -> None:
         self.model = model
+        self.modes: dict[str, FrameMode] = dict(modes or {})
+        """scene modes other than ``dream`` by name (:mod:`engine.render.modes`); they outlive a
+        worker restart"""
         self.worker_nice = worker_nice
         self.guide_model = guide_model
         self.output = output
@@ -557,7 +592,7 @@ class Renderer:
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
             nice=self.worker_nice, source_spec=old.source_spec if old is not None else None,
             paused=self._paused, sources=self.sources, health=self.health_settings,
-            health_slot=self.health, start_cut=old.cut if old is not None else 0)
+            health_slot=self.health, start_cut=old.cut if old is not None else 0, modes=self.modes)
         self._worker.start()
 
     @property

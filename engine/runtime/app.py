@@ -86,6 +86,8 @@ from dreamstate.engine.core.records import (
     SignalQuality,
 )
 from dreamstate.engine.core.show import LoadedShow, Show
+from dreamstate.engine.render.modes import FrameMode
+from dreamstate.engine.render.style import StyleMode
 from dreamstate.engine.runtime import FunctionStage, Stage, Supervisor
 from dreamstate.engine.runtime.showfile import load_show
 from dreamstate.engine.scenes import SceneDirector
@@ -641,10 +643,30 @@ class ShowRuntime:
         sources = [load_image(p, what="source image") for p in paths]
         hc = show.health
         health = HealthSettings(enabled=hc.enabled, watchdog_s=hc.watchdog_s, limits=hc.limits())
-        return Renderer(model, self._open_output(self.loaded), dream_size=out_cfg.dream_size,
-                        output_size=out_cfg.size, fps=out_cfg.fps, source=sources[0] if sources else None,
-                        sources=sources, resolve=lambda p: self.loaded.path(p, what="recipe path"),
-                        guide_model=guide_model, health=health)
+        renderer = Renderer(model, self._open_output(self.loaded), dream_size=out_cfg.dream_size,
+                            output_size=out_cfg.size, fps=out_cfg.fps, source=sources[0] if sources else None,
+                            sources=sources, resolve=lambda p: self.loaded.path(p, what="recipe path"),
+                            guide_model=guide_model, health=health, modes=self.scene_modes())
+        for mode in renderer.modes.values():
+            if isinstance(mode, StyleMode):
+                mode.counters = renderer.counters
+        return renderer
+
+    def scene_modes(self) -> dict[str, FrameMode]:
+        """The scene modes other than ``dream`` that the show's scenes use (the style mode loads
+        its models on first use, in the dream worker)."""
+        from dreamstate.engine.render.checks import style_source
+        from dreamstate.models.style import StyleModel
+
+        modes: dict[str, FrameMode] = {}
+        if any(s.mode == "style" for s in self.show.scenes.values()):
+            device = self.show.output.device
+
+            def load_style(spec: str) -> StyleModel:
+                return StyleModel.load(style_source(self.loaded, spec), device=device)
+
+            modes["style"] = StyleMode(load_style)
+        return modes
 
     # --- control ----------------------------------------------------------------------------------
     def apply_command(self, cmd: Command) -> None:

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dreamstate.engine.tools.signal_cli",   # map, calibrate
     "dreamstate.engine.tools.models_cli",          # models layers|compile|fetch|list|export-torchvision
     "dreamstate.engine.tools.render_cli",   # dream, feedback
+    "dreamstate.engine.tools.style_cli",    # style
 )
 
 BENCH_MODULES: dict[str, str] = {
@@ -40,6 +41,7 @@ BENCH_MODULES: dict[str, str] = {
     "soak": "dreamstate.engine.tools.bench_soak",
     "e2e": "dreamstate.engine.tools.bench_e2e",
     "lsl": "dreamstate.engine.tools.bench_lsl",
+    "style": "dreamstate.engine.tools.bench_style",
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         # a command module that does not import is a packaging fault: fail loudly, naming it
         importlib.import_module(name).register(sub)
     bench = sub.add_parser("bench", help="benchmarks that print their figures "
-                                         "(parser, signal, dream, render, longrun, osc-flood, soak, e2e, lsl)")
+                                         "(parser, signal, dream, render, longrun, osc-flood, soak, e2e, lsl, style)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for bench_name, module_name in BENCH_MODULES.items():
         bp = bench_sub.add_parser(bench_name, help=f"benchmark: {bench_name}")
