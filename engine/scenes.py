@@ -50,6 +50,11 @@ def scene_recipe(scene: SceneConfig, generation: int = 0) -> DreamRecipe:
         contrast=scene.contrast,
         warp_px=scene.warp_px,
         crossfade_s=scene.crossfade_s,
+        mode=scene.mode,
+        draw=tuple(str(v) for v in scene.draw),
+        draw_each_s=scene.draw_each_s,
+        ellipses=scene.ellipses,
+        optimizer=scene.optimizer,
     )
 
 

@@ -256,6 +256,12 @@ class DreamRecipe:
     contrast: float = 0.85
     warp_px: float = 16.0
     crossfade_s: float = 2.0
+    # drawing mode (engine.render.drawing): classes by name or index, taken in turn
+    mode: str = "dream"
+    draw: tuple[str, ...] = ()
+    draw_each_s: float = 90.0
+    ellipses: int = 40
+    optimizer: str = "cma"
 
 
 @dataclass(frozen=True, slots=True)

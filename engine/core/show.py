@@ -250,6 +250,35 @@ class SceneConfig(Section):
                                      "for, as a share of the source's")] = 0.85
     warp_px: Annotated[float, Field(ge=0, le=256, description="resample the dream only after the motion "
                                     "moved some pixel this far (fewer resamples, less blur; 0 = every step)")] = 16.0
+    # drawing mode (engine/render/drawing.py): ellipses searched until the show's model sees a class
+    mode: Literal["dream", "drawing"] = "dream"
+    """`dream` (DeepDream on the picture) or `drawing` (two-colour ellipses searched, live, until the
+    show's model scores them as a class of `draw`)"""
+    draw: list[str | int] = Field(default_factory=list)
+    """drawing mode: the class the drawing becomes, by name or index (`dreamstate draw --list-classes`), or
+    several, taken in turn every `draw_each_s`; a new class starts from the current drawing"""
+    draw_each_s: Annotated[float, Field(ge=5, le=86400)] = 90.0
+    """drawing mode with several classes: seconds before the drawing moves on to the next one"""
+    ellipses: Annotated[int, Field(ge=1, le=200)] = 40
+    """drawing mode: how many ellipses the drawing has"""
+    optimizer: Literal["cma", "random"] = "cma"
+    """drawing mode: `cma` (CMA-ES, the faster by measurement: docs/BENCHMARKS.md) or `random` (the original's
+    random search)"""
+
+    @field_validator("draw", mode="before")
+    @classmethod
+    def _one_class(cls, value: Any) -> Any:
+        """``draw = "killer whale"`` is one class; a list is several."""
+        return [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _drawing_needs_a_class(self) -> SceneConfig:
+        if self.mode == "drawing" and not self.draw:
+            raise ValueError("mode = 'drawing' needs draw = \"class name\" (or a list of classes); "
+                             "`dreamstate draw --list-classes --model MODEL` lists them")
+        if any(isinstance(v, str) and not v.strip() for v in self.draw):
+            raise ValueError("draw has an empty class name; write the class name or its index")
+        return self
 
 
 class AttractConfig(Section):
