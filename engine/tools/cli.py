@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dreamstate.engine.tools.signal_cli",   # map, calibrate
     "dreamstate.engine.tools.models_cli",          # models layers|compile|fetch|list|export-torchvision
     "dreamstate.engine.tools.render_cli",   # dream, feedback
+    "dreamstate.engine.tools.draw_cli",     # draw
 )
 
 BENCH_MODULES: dict[str, str] = {
@@ -37,6 +38,7 @@ BENCH_MODULES: dict[str, str] = {
     "longrun": "dreamstate.engine.tools.bench_longrun",
     "osc-flood": "dreamstate.engine.tools.bench_osc",
     "soak": "dreamstate.engine.tools.bench_soak",
+    "draw": "dreamstate.engine.tools.bench_draw",
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         # a command module that does not import is a packaging fault: fail loudly, naming it
         importlib.import_module(name).register(sub)
     bench = sub.add_parser("bench", help="benchmarks that print their figures "
-                                         "(parser, signal, dream, render, longrun, osc-flood, soak)")
+                                         "(parser, signal, dream, render, longrun, osc-flood, soak, draw)")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for bench_name, module_name in BENCH_MODULES.items():
         bp = bench_sub.add_parser(bench_name, help=f"benchmark: {bench_name}")
