@@ -261,7 +261,7 @@ class DreamRecipe:
     draw: tuple[str, ...] = ()
     draw_each_s: float = 90.0
     ellipses: int = 40
-    optimizer: str = "cma"
+    optimizer: str = "random"
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,9 +261,9 @@ class SceneConfig(Section):
     """drawing mode with several classes: seconds before the drawing moves on to the next one"""
     ellipses: Annotated[int, Field(ge=1, le=200)] = 40
     """drawing mode: how many ellipses the drawing has"""
-    optimizer: Literal["cma", "random"] = "cma"
-    """drawing mode: `cma` (CMA-ES, the faster by measurement: docs/BENCHMARKS.md) or `random` (the original's
-    random search)"""
+    optimizer: Literal["random", "cma"] = "random"
+    """drawing mode: `random` (the original's random search, ahead by measurement: docs/BENCHMARKS.md) or `cma`
+    (CMA-ES)"""
 
     @field_validator("draw", mode="before")
     @classmethod
@@ -847,9 +847,10 @@ rotate = -0.3
 step = 1.8
 contrast = 0.95
 
-[scenes.neutral]           # plants, flowers and buildings
-layers = { block12 = 1.0 }
-zoom = 1.005
+[scenes.neutral]           # a drawing the network believes: two-colour ellipses searched until
+mode = "drawing"           # EfficientNet-Lite0 sees a killer whale, then a jack-o'-lantern
+draw = ["killer whale", "jack-o'-lantern"]
+draw_each_s = 60
 
 [scenes.attract]           # nobody wears the headset: a slow porthole into the dream
 layers = { block9 = 1.0 }

@@ -36,6 +36,7 @@ from dreamstate.engine.core.images import U8
 from dreamstate.engine.core.metrics import Counters
 from dreamstate.engine.core.records import DreamRecipe
 from dreamstate.engine.render.drawing import (
+    DEFAULT_OPTIMIZER,
     PALETTE,
     PER_ELLIPSE,
     DrawingObjective,
@@ -175,7 +176,7 @@ class LiveDrawing:
             self._evaluations_before += self.search.evaluations
         self.objective = DrawingObjective(self.classifier, target, jitters=self.jitters, seed=self.seed,
                                           batch=self.batch)
-        self.search = make_search(self._optimizer or "cma", self.objective, start, seed=self.seed)
+        self.search = make_search(self._optimizer or DEFAULT_OPTIMIZER, self.objective, start, seed=self.seed)
         self.theta = self.search.best
         self._version += 1
         log.info("drawing %s", self.classifier.label(target),
