@@ -243,3 +243,14 @@ def test_show_drawing_with_a_model_that_is_no_classifier(tmp_path: Path, shared_
     with pytest.raises(ShowError) as err:
         load_show(tmp_path / "show.toml")
     assert "scenes.calm.draw[0]: model mnist has no class 'spiral'" in str(err.value)
+
+
+def test_bench_draw_prints_both_optimisers_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamstate.engine.tools.cli import main
+
+    assert main(["bench", "draw", "--model", "starter", "--classes", "spiral,dots", "--seconds", "1",
+                 "--jitters", "1", "--ellipses", "8", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "batched (16 images a call)" in out and "ratio" in out
+    assert out.count("  random ") == 2 and out.count("     cma ") == 2
+    assert (tmp_path / "spiral_cma_s0.svg").exists() and (tmp_path / "dots_random_s0.png").exists()

@@ -37,9 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=positive_seconds, default=300.0,
                         help="wall-clock budget per optimiser, class and seed (300)")
     parser.add_argument("--seeds", type=positive_int, default=1, help="seeds per class, the same for both (1)")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first seed (0); seeds run from it upwards")
     parser.add_argument("--batch", type=positive_int, default=16, help="images per classifier call (16)")
     parser.add_argument("--out", type=Path, help="folder for the final drawings (PNG and SVG) of both optimisers")
     add_search_arguments(parser)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)  # noqa: T201 -- benchmark output, line by line as it comes
 
 
 def _model(args: argparse.Namespace) -> str:
@@ -88,19 +93,20 @@ def main(args: argparse.Namespace) -> int:
 
     classifier = ClassifierModel.load(_model(args), device=args.device, threads=args.threads)
     targets = [classifier.resolve(c.strip()) for c in args.classes.split(",") if c.strip()]
-    print(f"bench draw: {classifier.name} on {classifier.provider}, {args.threads} threads, {args.ellipses} "  # noqa: T201
-          f"ellipses, {args.jitters} views, {args.seconds:g} s per optimiser, {args.seeds} seed(s) per class")
+    _say(f"bench draw: {classifier.name} on {classifier.provider}, {args.threads} threads, {args.ellipses} "
+          f"ellipses, {args.jitters} views, {args.seconds:g} s per optimiser, {args.seeds} seed(s) per class "
+          f"from {args.first_seed}")
 
     # how often random drawings already read as each class (the original's advice on classes)
     pile = np.stack([random_drawing(args.ellipses, 10_000 + i) for i in range(64)])
     probe = DrawingObjective(classifier, targets[0], jitters=1, batch=args.batch)
     lp = probe.log_probs(pile)[:, 0, :]
     ranks = (-lp).argsort(axis=1)
-    print("\nclass on 64 random drawings: top-1 share, top-5 share, median probability")  # noqa: T201
+    _say("\nclass on 64 random drawings: top-1 share, top-5 share, median probability")
     for t in targets:
         top1 = float((ranks[:, 0] == t).mean())
         top5 = float((ranks[:, :5] == t).any(axis=1).mean())
-        print(f"  {classifier.label(t):<24} {top1:6.2f} {top5:6.2f} {float(np.median(np.exp(lp[:, t]))):.5f}")  # noqa: T201
+        _say(f"  {classifier.label(t):<24} {top1:6.2f} {top5:6.2f} {float(np.median(np.exp(lp[:, t]))):.5f}")
 
     # batched against unbatched scoring, timed alternately
     batched = DrawingObjective(classifier, targets[0], jitters=args.jitters, batch=args.batch)
@@ -114,13 +120,13 @@ def main(args: argparse.Namespace) -> int:
             obj.score(cand)
             rates[name].append(len(cand) / (time.perf_counter() - t0))
     rb, ru = statistics.median(rates["batched"]), statistics.median(rates["unbatched"])
-    print(f"\ncandidate drawings scored per second ({args.jitters} views each): batched ({args.batch} images a call) "  # noqa: T201
+    _say(f"\ncandidate drawings scored per second ({args.jitters} views each): batched ({args.batch} images a call) "
           f"{rb:.1f}/s, unbatched (1 a call) {ru:.1f}/s, ratio {rb / ru:.2f}")
 
     rows: list[tuple[str, int, float, float | None, float | None, float, float, float, float]] = []
     for t in targets:
         label = classifier.label(t)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             theta0 = random_drawing(args.ellipses, seed)
             results = {}
             for name in ("random", "cma"):
@@ -136,22 +142,22 @@ def main(args: argparse.Namespace) -> int:
                     save_image(stem.with_suffix(".png"), render_u8(results[name].best, (512, 512)))
                     stem.with_suffix(".svg").write_text(to_svg(results[name].best, (512, 512)), encoding="utf-8")
             r, c = results["random"], results["cma"]
-            print(f"\n{label} (seed {seed}): best probability over time "  # noqa: T201
+            _say(f"\n{label} (seed {seed}): best probability over time "
                   f"(random {r.evaluations / r.seconds:.1f} drawings/s, cma {c.evaluations / c.seconds:.1f}/s)")
-            print("   seconds " + "".join(f"{s:>8g}" for s in CHECKPOINTS if s <= args.seconds))  # noqa: T201
+            _say("   seconds " + "".join(f"{s:>8g}" for s in CHECKPOINTS if s <= args.seconds))
             for name, res in results.items():
-                print(f"  {name:>8} " + "".join(f"{math.exp(best_at(res.trace, s)):8.3f}"  # noqa: T201
+                _say(f"  {name:>8} " + "".join(f"{math.exp(best_at(res.trace, s)):8.3f}"
                                                 for s in CHECKPOINTS if s <= args.seconds))
             goal = r.score
             tr, tc = time_to_reach(r.trace, goal), time_to_reach(c.trace, goal)
             rows.append((label, seed, goal, tr, tc, r.score, c.score, r.evaluations / r.seconds,
                          c.evaluations / c.seconds))
-    print(f"\nscore the random search reaches in {args.seconds:g} s, and the time each optimiser needs for it")  # noqa: T201
-    print(f"  {'class':<22} seed  score(p)        random      cma   ratio  cma final(p)")  # noqa: T201
+    _say(f"\nscore the random search reaches in {args.seconds:g} s, and the time each optimiser needs for it")
+    _say(f"  {'class':<22} seed  score(p)        random      cma   ratio  cma final(p)")
     for label, seed, goal, tr, tc, _rs, cs, _er, _ec in rows:
         ratio = f"{tr / tc:6.1f}x" if tr is not None and tc else "     -"
         tcs = f"{tc:7.1f}s" if tc is not None else "  never"
         trs = f"{tr:7.1f}s" if tr is not None else "  never"
-        print(f"  {label:<22} {seed:4d}  {goal:7.3f}({math.exp(goal):.3f}) {trs}  {tcs}  {ratio}  "  # noqa: T201
+        _say(f"  {label:<22} {seed:4d}  {goal:7.3f}({math.exp(goal):.3f}) {trs}  {tcs}  {ratio}  "
               f"{cs:.3f}({math.exp(cs):.3f})")
     return 0
