@@ -57,6 +57,10 @@ def scene_recipe(scene: SceneConfig, generation: int = 0) -> DreamRecipe:
         mode=scene.mode,
         style=scene.style,
         style_mix=scene.style_mix if scene.mode == "style" else 0.0,
+        draw=tuple(str(v) for v in scene.draw),
+        draw_each_s=scene.draw_each_s,
+        ellipses=scene.ellipses,
+        optimizer=scene.optimizer,
     )
 
 

@@ -63,10 +63,33 @@ class ModelSpec:
     labels: tuple[str, ...] = field(default=(), compare=False)  # class names, by output index
     step: float | None = None  # recommended step in display levels (0..255), when the model says
     kind: str = "classifier"  # "classifier" (dream, explain) or "style" (image-to-image, models.style)
+    input_size: int = 224  # square size in pixels the classifier was trained at (drawing mode scores there)
+
+
+IMAGENET_LABELS_FILE = Path(__file__).resolve().parent / "imagenet_classes.txt"
+
+
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in output order, one a line in ``imagenet_classes.txt``
+    (torchvision's ``_IMAGENET_CATEGORIES``, BSD-3-Clause). Raises ``ModelError`` when the file is
+    missing or does not hold 1000 distinct names."""
+    try:
+        names = tuple(line.strip() for line in IMAGENET_LABELS_FILE.read_text(encoding="utf-8").splitlines())
+    except OSError as exc:
+        raise ModelError(f"the ImageNet class names {IMAGENET_LABELS_FILE} cannot be read: {exc}",
+                         hint="reinstall dreamstate") from exc
+    if len(names) != 1000 or len(set(names)) != 1000:
+        raise ModelError(f"{IMAGENET_LABELS_FILE} holds {len(names)} names ({len(set(names))} distinct), not 1000",
+                         hint="reinstall dreamstate")
+    return names
+
+
+IMAGENET = imagenet_labels()
 
 
 REGISTRY: dict[str, ModelSpec] = {
     "googlenet": ModelSpec(
+        labels=IMAGENET,
         name="googlenet",
         title="GoogLeNet / Inception-v1 (ONNX Model Zoo, Caffe BVLC weights, opset 7)",
         filename="googlenet-7.onnx",
@@ -79,6 +102,7 @@ REGISTRY: dict[str, ModelSpec] = {
         notes="the classic DeepDream network; inception_4c/output is Google's default layer",
     ),
     "squeezenet1.0": ModelSpec(
+        labels=IMAGENET,
         name="squeezenet1.0",
         title="SqueezeNet 1.0 (ONNX Model Zoo, Caffe2 export, opset 8)",
         filename="squeezenet1.0-8.onnx",
@@ -91,6 +115,7 @@ REGISTRY: dict[str, ModelSpec] = {
         notes="small and fast; fire modules dream as fine textures",
     ),
     "squeezenet1.0-fp16": ModelSpec(
+        labels=IMAGENET,
         name="squeezenet1.0-fp16",
         title="SqueezeNet 1.0 fp16 (microsoft/Windows-Machine-Learning, Caffe2 export, opset 7)",
         filename="SqueezeNet_fp16.onnx",
@@ -102,6 +127,7 @@ REGISTRY: dict[str, ModelSpec] = {
         notes="fp16 weights are cast to fp32 when compiled",
     ),
     "squeezenet1.1": ModelSpec(
+        labels=IMAGENET,
         name="squeezenet1.1",
         title="SqueezeNet 1.1 (ONNX Model Zoo, MXNet export, opset 7)",
         filename="squeezenet1.1-7.onnx",
@@ -121,8 +147,11 @@ REGISTRY: dict[str, ModelSpec] = {
         preprocess=Preprocess(mean=(0.0,), std=(1.0,), scale=255.0, channels=1),
         layers=("Plus214_Output_0",),
         notes="a test model: grayscale 28x28, 0..255; dreams class logits (objective 'class')",
+        labels=tuple(str(d) for d in range(10)),
+        input_size=28,
     ),
     "googlenet-torchvision": ModelSpec(
+        labels=IMAGENET,
         name="googlenet-torchvision",
         title="GoogLeNet (torchvision weights, exported by `dreamstate models export-torchvision`)",
         filename="googlenet-torchvision.onnx",
@@ -225,12 +254,15 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
     except (TypeError, ValueError, IndexError) as exc:
         raise ModelError(f"{where}: bad preprocessing fields: {exc}", hint="see models/starter/model.json") from exc
     file = str(doc.get("file", doc.get("onnx", f"{name}.onnx")))
-    labels = doc.get("labels", ())
+    labels = doc.get("labels", doc.get("classes", ()))
     step = doc.get("recommended_step")
     kind = str(doc.get("kind", "classifier"))
     if kind not in ("classifier", "style"):
         raise ModelError(f"{where}: 'kind' must be \"classifier\" or \"style\", not {kind!r}",
                          hint="use \"style\" for an image-to-image network")
+    input_size = doc.get("input_size", 224)
+    if not isinstance(input_size, int) or isinstance(input_size, bool) or not 8 <= input_size <= 4096:
+        raise ModelError(f"{where}: 'input_size' must be a whole number of pixels in 8..4096", hint="e.g. 224")
     if not isinstance(labels, list | tuple) or not all(isinstance(v, str) for v in labels):
         raise ModelError(f"{where}: 'labels' must be a list of class names", hint="see models/efficientnet_lite0")
     if step is not None and (not isinstance(step, int | float) or not 0 < float(step) <= 20):
@@ -248,6 +280,7 @@ def spec_from_json(name: str, doc: dict[str, Any], where: Path) -> ModelSpec:
         labels=tuple(labels),
         step=None if step is None else float(step),
         kind=kind,
+        input_size=input_size,
     )
 
 

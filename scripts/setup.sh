@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 
 # Xvfb + xwd: a real X server for the window tests; mosquitto (+ mosquitto_passwd): a real MQTT
 # broker for the MQTT tests; openssl: certificates the TLS tests make; liblo-tools: oscsend/oscdump,
-# OSC clients written by others, for the OSC tests; systemd: systemd-analyze verifies the kiosk unit
-APT_PACKAGES=(xvfb x11-apps mosquitto openssl liblo-tools systemd)
+# OSC clients written by others, for the OSC tests; systemd: systemd-analyze verifies the kiosk unit;
+# libcairo2: the C library CairoSVG uses to rasterise drawings' SVG in the tests
+APT_PACKAGES=(xvfb x11-apps mosquitto openssl liblo-tools systemd libcairo2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

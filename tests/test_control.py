@@ -260,9 +260,10 @@ def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
         tele.status(12.5, 1, "render: RenderError: no display")
         tele.error("/dreamstate/zoom", "zoom nan is out of range")
         tele.clamped("/dreamstate/zoom", "value", 5.0, 1.9999)
+        tele.drawing("killer whale", -0.25, 0.78)
         sent: dict[str, str] = {}
-        for _ in range(16):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat,
-            # status, error, clamped
+        for _ in range(17):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat,
+            # status, error, clamped, drawing
             m = OscMessage(rx.recv(4096))
             tags = "".join({float: "f", int: "i", str: "s"}[type(p)] for p in m.params)
             sent[m.address] = tags

@@ -221,6 +221,8 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
     ("/dreamstate/render/health", "ff", "picture in bounds (1/0), reseeds so far (once a second)"),
     ("/dreamstate/render/measures", "f...", "picture measures in engine.render.health.MEASURES order, 0..1 "
                                             "(motion -1 before the first second)"),
+    ("/dreamstate/drawing", "sff", "while a drawing scene plays: the class it is drawing, its score (log-probability "
+                                   "averaged over jittered views, <= 0) and exp(score) 0..1"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
     ("/dreamstate/status", "fis", "uptime in seconds, stage failures so far (all stages), the latest failure as "
                                   "'stage: error' ('' when none); once a second"),
@@ -330,6 +332,10 @@ class OscTelemetry:
         (0..1; motion is -1 before the first second)."""
         self._send("/dreamstate/render/health", 1.0 if in_bounds else 0.0, float(reseeds))
         self._send("/dreamstate/render/measures", *[(-1.0 if v is None else float(v)) for v in measures])
+
+    def drawing(self, label: str, score: float, probability: float) -> None:
+        """``/dreamstate/drawing`` s class, f score (nats, <= 0), f probability 0..1."""
+        self._send("/dreamstate/drawing", label[:120], float(score), float(probability))
 
     def heartbeat(self) -> None:
         self._send("/dreamstate/heartbeat", 1)

@@ -256,10 +256,16 @@ class DreamRecipe:
     contrast: float = 0.85
     warp_px: float = 16.0
     crossfade_s: float = 2.0
-    # scene mode (engine.render.modes): "dream", or a FrameMode such as "style" (engine.render.style)
+    # scene mode (engine.render.modes): "dream", or a FrameMode: "style" (engine.render.style),
+    # "drawing" (engine.render.drawmode)
     mode: str = "dream"
     style: str | None = None  # style model: registry name or show-relative .onnx
     style_mix: float = 0.0  # share of the styled frame in each new frame (0 = unstyled)
+    # drawing mode: classes by name or index, taken in turn
+    draw: tuple[str, ...] = ()
+    draw_each_s: float = 90.0
+    ellipses: int = 40
+    optimizer: str = "random"
 
 
 @dataclass(frozen=True, slots=True)

@@ -271,21 +271,43 @@ class SceneConfig(Section):
     warp_px: Annotated[float, Field(ge=0, le=256, description="resample the dream only after the motion "
                                     "moved some pixel this far (fewer resamples, less blur; 0 = every step)")] = 16.0
     # scene modes (engine/render/modes.py)
-    mode: Literal["dream", "style"] = "dream"
-    """`dream` (DeepDream on the zoom-feedback loop) or `style` (each frame is style(zoom(previous)), a
-    feed-forward style network instead of the dream step)"""
+    mode: Literal["dream", "style", "drawing"] = "dream"
+    """`dream` (DeepDream on the zoom-feedback loop), `style` (each frame is style(zoom(previous)), a
+    feed-forward style network instead of the dream step) or `drawing` (two-colour ellipses searched, live,
+    until the show's model scores them as a class of `draw`)"""
     style: str | None = None
     """style mode: the style model, a registry name (`toon` ships; `candy`, `mosaic` by `dreamstate models
     fetch`) or an .onnx file inside the show folder (with its .json sidecar)"""
     style_mix: Annotated[float, Field(ge=0, le=1)] = 1.0
     """style mode: share of the styled frame in each new frame (the rest is the unstyled, zoomed frame);
     crossfades in from 0 when the scene starts, so a style flows in"""
+    draw: list[str | int] = Field(default_factory=list)
+    """drawing mode: the class the drawing becomes, by name or index (`dreamstate draw --list-classes`), or
+    several, taken in turn every `draw_each_s`; a new class starts from the current drawing"""
+    draw_each_s: Annotated[float, Field(ge=5, le=86400)] = 90.0
+    """drawing mode with several classes: seconds before the drawing moves on to the next one"""
+    ellipses: Annotated[int, Field(ge=1, le=200)] = 40
+    """drawing mode: how many ellipses the drawing has"""
+    optimizer: Literal["random", "cma"] = "random"
+    """drawing mode: `random` (the original's random search, ahead by measurement: docs/BENCHMARKS.md) or `cma`
+    (CMA-ES)"""
+
+    @field_validator("draw", mode="before")
+    @classmethod
+    def _one_class(cls, value: Any) -> Any:
+        """``draw = "killer whale"`` is one class; a list is several."""
+        return [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
-    def _style_needs_a_model(self) -> SceneConfig:
+    def _mode_needs_its_subject(self) -> SceneConfig:
         if self.mode == "style" and not self.style:
             raise ValueError("mode = 'style' needs style = \"MODEL\" (`toon` ships with dreamstate; "
                              "`dreamstate models list` shows the others)")
+        if self.mode == "drawing" and not self.draw:
+            raise ValueError("mode = 'drawing' needs draw = \"class name\" (or a list of classes); "
+                             "`dreamstate draw --list-classes --model MODEL` lists them")
+        if any(isinstance(v, str) and not v.strip() for v in self.draw):
+            raise ValueError("draw has an empty class name; write the class name or its index")
         return self
 
 
@@ -868,9 +890,10 @@ rotate = -0.3
 step = 1.8
 contrast = 0.95
 
-[scenes.neutral]           # plants, flowers and buildings
-layers = { block12 = 1.0 }
-zoom = 1.005
+[scenes.neutral]           # a drawing the network believes: two-colour ellipses searched until
+mode = "drawing"           # EfficientNet-Lite0 sees a killer whale, then a jack-o'-lantern
+draw = ["killer whale", "jack-o'-lantern"]
+draw_each_s = 60
 
 [scenes.attract]           # nobody wears the headset: a slow porthole into the dream
 layers = { block9 = 1.0 }

@@ -11,6 +11,8 @@
   then cached), so ``run`` never starts with a model it cannot dream;
 * ``scenes.<s>.layers.<name>`` and ``scenes.<s>.channels.<name>``: the layer must exist in the
   show's model. Layers are listed from the ONNX graph without compiling anything.
+* ``scenes.<s>.draw[i]`` (``mode = "drawing"``): the show's model must be a classifier (one
+  score per class) and know the class, by name (closest names offered) or index.
 
 Warnings (``loaded.warnings``, printed by ``check`` and logged by ``run``): a scene layer far
 from the depth of the model's recommended layers (``models.graph.depth_warning``), the usual
@@ -153,6 +155,27 @@ def _size_problem(graph: Any, spec: Any, show: Any) -> tuple[str, str] | None:
     return None
 
 
+def _drawing_problems(loaded: LoadedShow, graph: Any, spec: Any) -> list[tuple[str, str]]:
+    """Drawing scenes: the model is a classifier and knows every class they name."""
+    from dreamstate.models.classify import classifier_classes, resolve_class
+
+    scenes = [(name, s) for name, s in loaded.show.scenes.items() if s.mode == "drawing"]
+    if not scenes:
+        return []
+    try:
+        classes = classifier_classes(graph, model=spec.name)
+    except DreamstateError as exc:
+        return [("show.model", f"drawing scenes ({', '.join(n for n, _ in scenes)}) need a classifier: {exc}")]
+    problems: list[tuple[str, str]] = []
+    for name, scene in scenes:
+        for i, target in enumerate(scene.draw):
+            try:
+                resolve_class(target, spec.labels, classes, model=spec.name)
+            except DreamstateError as exc:
+                problems.append((f"scenes.{name}.draw[{i}]", str(exc)))
+    return problems
+
+
 def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
     """Every render problem in the show (see the module docstring)."""
     show = loaded.show
@@ -196,6 +219,8 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
                     warning = depth_warning(graph, layer, spec.layers, model=spec.name) if spec else None
                     if warning:
                         loaded.warnings.append((f"{base}.{section}.{layer}", warning))
+    if graph is not None and spec is not None:
+        problems += _drawing_problems(loaded, graph, spec)
     if graph is not None and spec is not None and show.scenes:
         problem = _size_problem(graph, spec, show)
         if problem:

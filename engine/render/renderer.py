@@ -52,10 +52,11 @@ from dreamstate.engine.core.backoff import Backoff
 from dreamstate.engine.core.channels import LatestSlot
 from dreamstate.engine.core.cvlib import cv
 from dreamstate.engine.core.errors import DreamstateError, RenderError
-from dreamstate.engine.core.images import RGB, load_image, resize, save_image, to_uint8
+from dreamstate.engine.core.images import RGB, from_uint8, load_image, resize, save_image, to_uint8
 from dreamstate.engine.core.metrics import Counters
 from dreamstate.engine.core.records import DreamRecipe
 from dreamstate.engine.output.base import U8, Output
+from dreamstate.engine.render.drawmode import Classifier, DrawingStatus, LiveDrawing
 from dreamstate.engine.render.dream import DreamParams, StepModel, guide_features
 from dreamstate.engine.render.feedback import FeedbackDreamer, FlowMethod, Motion
 from dreamstate.engine.render.health import HealthReport, HealthSettings, PictureHealth
@@ -103,6 +104,9 @@ def noise_source(size: tuple[int, int], seed: int = 0) -> RGB:
 
 
 def recipe_motion(recipe: DreamRecipe) -> Motion:
+    """The recipe's motion per tick; a drawing holds still (it is redrawn, not moved)."""
+    if recipe.mode == "drawing":
+        return Motion()
     return Motion(zoom=recipe.zoom, rotate_deg=recipe.rotate_deg,
                   translate=(float(recipe.translate[0]), float(recipe.translate[1])))
 
@@ -131,6 +135,13 @@ class DreamLoop:
     A recipe whose ``mode`` names one of ``modes`` (:class:`~engine.render.modes.FrameMode`, e.g.
     ``style``) has that mode make the step instead of the dream; motion, stabilisers and the
     watchdog stay. A mode it was not given is dreamed instead, logged once, counted.
+
+    A recipe with ``mode = "drawing"`` hands the steps to ``drawing`` (a
+    :class:`~dreamstate.engine.render.drawmode.LiveDrawing`): each step is one optimiser step,
+    and the frame is the best drawing so far at ``draw_size()`` (the projector size), with no
+    motion and no health watchdog. Switching between dreaming and drawing is a cut (crossfaded
+    over the scene's ``crossfade_s``); the dream canvas waits meanwhile. Without ``drawing`` a
+    drawing recipe is logged once, counted (``drawing_unsupported``) and dreamed instead.
     """
 
     def __init__(self, model: StepModel, size: tuple[int, int], *, source: RGB, canvas: RGB | None = None,
@@ -138,9 +149,14 @@ class DreamLoop:
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, start_cut: int = 0, source_spec: str | None = None,
-                 now: float = 0.0, modes: Mapping[str, FrameMode] | None = None) -> None:
+                 now: float = 0.0, modes: Mapping[str, FrameMode] | None = None, drawing: LiveDrawing | None = None,
+                 draw_size: Callable[[], tuple[int, int]] | None = None) -> None:
         self.model = model
         self.modes: Mapping[str, FrameMode] = modes or {}
+        self.drawing = drawing
+        self.draw_size = draw_size
+        self._drawn: DreamedFrame | None = None
+        self._drawn_img: object = None
         self.guide_model = guide_model
         self.size = size
         self.counters = counters or Counters()
@@ -234,14 +250,33 @@ class DreamLoop:
         if self.recipe is not None and recipe.generation != self.recipe.generation:
             # a new scene: start at the coarsest (fastest) octave so it shows at once
             self.dreamer.restart_octaves()
+        was_drawing = self.drawing_now
         self.recipe = recipe
-        mode = self._frame_mode(recipe)
-        if mode is not None and mode.apply(recipe):
+        cut = False
+        if recipe.mode == "drawing":
+            if self.drawing is None:
+                self.counters.inc("drawing_unsupported")
+                if "drawing" not in self._bad_layers:
+                    self._bad_layers.add("drawing")
+                    log.error("scene asks for mode 'drawing' but the renderer has no classifier; dreaming instead",
+                              extra={"model": self.model.name})
+            else:
+                self.drawing.apply(recipe, self.geometry_time)
+        else:
+            mode = self._frame_mode(recipe)
+            cut = mode is not None and mode.apply(recipe)
+        if cut or self.drawing_now != was_drawing:
             self._new_cut(recipe.crossfade_s)
 
+    @property
+    def drawing_now(self) -> bool:
+        """True while the recipe in force is a drawing and there is a drawing mode to run it."""
+        return self.recipe is not None and self.recipe.mode == "drawing" and self.drawing is not None
+
     def _frame_mode(self, recipe: DreamRecipe) -> FrameMode | None:
-        """The FrameMode that makes this recipe's steps, or None to dream."""
-        if recipe.mode == "dream":
+        """The FrameMode that makes this recipe's steps, or None to dream (``drawing`` is not a
+        FrameMode: it replaces the picture instead of stepping it, see ``drawing``)."""
+        if recipe.mode in ("dream", "drawing"):
             return None
         mode = self.modes.get(recipe.mode)
         if mode is None:
@@ -294,10 +329,31 @@ class DreamLoop:
     def hold(self, seconds: float) -> None:
         self.geometry_time += seconds
 
+    def _draw_step(self, recipe: DreamRecipe, now: float) -> DreamedFrame:
+        """One drawing step; the frame is redrawn only when the drawing changed."""
+        assert self.drawing is not None
+        self.drawing.step(now)
+        self.steps += 1
+        self.geometry_time = now
+        size = self.draw_size() if self.draw_size is not None else self.size
+        img = self.drawing.picture(size)
+        prev = self._drawn
+        if img is None:
+            pixels = self.dreamer.canvas
+        elif prev is not None and img is self._drawn_img:
+            pixels = prev.pixels  # unchanged: the same (never written) array again
+        else:
+            pixels = from_uint8(img)
+        self._drawn_img = img
+        self._drawn = DreamedFrame(pixels, now, self.version, recipe.generation, self.steps, self.cut, self._fade_s)
+        return self._drawn
+
     def step(self, ticks: float, now: float) -> tuple[DreamedFrame, HealthReport | None]:
         recipe = self.recipe
         if recipe is None:
             raise RenderError("DreamLoop.step before any recipe", hint="call apply(recipe) first")
+        if self.drawing is not None and recipe.mode == "drawing":
+            return self._draw_step(recipe, now), None
         if self.dreamer.move(recipe_motion(recipe), ticks, min_px=recipe.warp_px):
             self.geometry_time = now
         mode = self._frame_mode(recipe)
@@ -346,7 +402,8 @@ class DreamWorker(threading.Thread):
                  nice: int = 0, source_spec: str | None = None,
                  paused: threading.Event | None = None, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, health_slot: LatestSlot[HealthReport] | None = None,
-                 start_cut: int = 0, modes: Mapping[str, FrameMode] | None = None) -> None:
+                 start_cut: int = 0, modes: Mapping[str, FrameMode] | None = None, drawing: LiveDrawing | None = None,
+                 draw_size: Callable[[], tuple[int, int]] | None = None) -> None:
         super().__init__(name="dream-worker", daemon=True)
         self.nice = nice
         self.paused = paused or threading.Event()
@@ -362,7 +419,7 @@ class DreamWorker(threading.Thread):
         self.loop = DreamLoop(model, size, source=source, canvas=canvas, counters=counters, stats=stats,
                               seed=seed, resolve=resolve, flow=flow, guide_model=guide_model,
                               sources=sources, health=health, start_cut=start_cut, source_spec=source_spec,
-                              now=time.monotonic(), modes=modes)
+                              now=time.monotonic(), modes=modes, drawing=drawing, draw_size=draw_size)
         self.loop.version = start_version
         self.dreamer = self.loop.dreamer
 
@@ -464,7 +521,8 @@ class Renderer:
                  resolve: Callable[[str], Path] | None = None, flow: FlowMethod | None = None,
                  guide_model: StepModel | None = None, max_backoff_s: float = 10.0,
                  worker_nice: int = 5, sources: list[RGB] | None = None,
-                 health: HealthSettings | None = None, modes: Mapping[str, FrameMode] | None = None) -> None:
+                 health: HealthSettings | None = None, modes: Mapping[str, FrameMode] | None = None,
+                 classifier: Classifier | None = None) -> None:
         self.model = model
         self.modes: dict[str, FrameMode] = dict(modes or {})
         """scene modes other than ``dream`` by name (:mod:`engine.render.modes`); they outlive a
@@ -490,6 +548,10 @@ class Renderer:
         self.recipes: LatestSlot[DreamRecipe] = LatestSlot()
         self.frames: LatestSlot[DreamedFrame] = LatestSlot()
         self.counters = Counters()
+        self.drawing: LiveDrawing | None = None if classifier is None else \
+            LiveDrawing(classifier, seed=seed, counters=self.counters)
+        """the drawing mode (scenes with ``mode = "drawing"``), when a classifier was given; it
+        outlives a worker restart, so the drawing carries on from where it was"""
         self.tracker = StatsTracker(fps)
         self.quit_requested = False
         self._stop = threading.Event()
@@ -559,6 +621,14 @@ class Renderer:
         return self._paused.is_set()
 
     @property
+    def drawing_status(self) -> DrawingStatus | None:
+        """The drawing's class and score while a drawing scene plays (else None)."""
+        w = self._worker
+        if self.drawing is None or w is None or not w.loop.drawing_now:
+            return None
+        return self.drawing.status
+
+    @property
     def blackout(self) -> bool:
         return self._blackout.is_set()
 
@@ -592,7 +662,8 @@ class Renderer:
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
             nice=self.worker_nice, source_spec=old.source_spec if old is not None else None,
             paused=self._paused, sources=self.sources, health=self.health_settings,
-            health_slot=self.health, start_cut=old.cut if old is not None else 0, modes=self.modes)
+            health_slot=self.health, start_cut=old.cut if old is not None else 0, modes=self.modes,
+            drawing=self.drawing, draw_size=lambda: self.output_size)
         self._worker.start()
 
     @property

@@ -98,11 +98,13 @@ if TYPE_CHECKING:
     from dreamstate.engine.control.mqtt import MqttLink
     from dreamstate.engine.control.osc import OscControlServer, OscTelemetry
     from dreamstate.engine.output.base import Output
+    from dreamstate.engine.render.drawmode import DrawingStatus
     from dreamstate.engine.render.renderer import Renderer
     from dreamstate.engine.render.stats import FrameStats
     from dreamstate.engine.runtime.hours import HoursStage
     from dreamstate.engine.runtime.lsl_stage import LslStage
     from dreamstate.engine.signal.pipeline import SignalPipeline
+    from dreamstate.models.classify import ClassifierModel
     from dreamstate.models.dream import DreamModel
 
 log = logging.getLogger("dreamstate.app")
@@ -112,6 +114,8 @@ DeviceFactory = Callable[[LoadedShow], "Device"]
 ModelLoader = Callable[[LoadedShow, "list[str] | None", bool], "DreamModel"]
 """Loads the dream model for a show's layers (``guide`` True for the guide-image model);
 default :func:`load_show_model`."""
+ClassifierLoader = Callable[[LoadedShow], "ClassifierModel"]
+"""Loads the show's model as a classifier for drawing scenes; default :func:`load_show_classifier`."""
 OutputFactory = Callable[[LoadedShow], "Output"]
 """Makes the (unopened) output for a show; default ``engine.output.factory.open_output``."""
 
@@ -150,6 +154,16 @@ def load_show_model(loaded: LoadedShow, layers: list[str] | None, guide: bool) -
                            threads=threads)
 
 
+def load_show_classifier(loaded: LoadedShow) -> ClassifierModel:
+    """The show's model as a plain classifier for the drawing scenes (``mode = "drawing"``), on
+    the show's ``output.device`` with the dream's thread count."""
+    from dreamstate.engine.render.checks import model_source
+    from dreamstate.models.classify import ClassifierModel
+
+    threads = max(1, (os.cpu_count() or 2) - 1)
+    return ClassifierModel.load(model_source(loaded), device=loaded.show.output.device, threads=threads)
+
+
 RECIPE_FIELDS: dict[str, str] = {"rotate": "rotate_deg", "steps": "steps_per_octave"}
 """Show-file scene field -> ``DreamRecipe`` field, where the names differ."""
 
@@ -184,6 +198,7 @@ class Telemetry:
     stats: FrameStats | None
     recording: dict[str, Any] | None
     counters: dict[str, int | float]
+    drawing: DrawingStatus | None = None
 
     def doc(self) -> dict[str, Any]:
         """JSON-able: eSense and signal 0..1, map x y, state, fps, picture health (MQTT)."""
@@ -204,6 +219,10 @@ class Telemetry:
             out["fps"] = round(self.stats.display_fps, 1)
             if self.stats.health is not None:
                 out["picture"] = {**self.stats.health.as_dict(), "reseeds": self.stats.reseeds}
+        if self.drawing is not None:
+            d = self.drawing
+            out["drawing"] = {"class": d.label, "index": d.index, "score": round(d.score, 4),
+                              "probability": round(d.probability, 4), "evaluations": d.evaluations}
         return out
 
 
@@ -509,7 +528,8 @@ class ShowRuntime:
 
     def __init__(self, loaded: LoadedShow, *, seconds: float | None = None,
                  open_device: DeviceFactory | None = None, load_model: ModelLoader | None = None,
-                 open_output: OutputFactory | None = None, wall_clock: Callable[[], float] = time.time) -> None:
+                 open_output: OutputFactory | None = None, wall_clock: Callable[[], float] = time.time,
+                 load_classifier: ClassifierLoader | None = None) -> None:
         self.loaded = loaded
         self.wall_clock = wall_clock
         """Unix seconds for the MQTT state schedule (stamping, arrival, the moment to apply);
@@ -525,6 +545,7 @@ class ShowRuntime:
         self.edits = LiveEdits()
         self.last_counters: dict[str, int | float] = {}
         self._load_model = load_model or load_show_model
+        self._load_classifier = load_classifier or load_show_classifier
         self._open_output = open_output or default_output
         self.role = self.show.mqtt.role if self.show.mqtt.enabled else "all"
         self.device_stage = DeviceStage(loaded, self.readings, open_device or default_device)
@@ -643,10 +664,13 @@ class ShowRuntime:
         sources = [load_image(p, what="source image") for p in paths]
         hc = show.health
         health = HealthSettings(enabled=hc.enabled, watchdog_s=hc.watchdog_s, limits=hc.limits())
+        classifier = self._load_classifier(self.loaded) if any(s.mode == "drawing" for s in show.scenes.values()) \
+            else None
         renderer = Renderer(model, self._open_output(self.loaded), dream_size=out_cfg.dream_size,
                             output_size=out_cfg.size, fps=out_cfg.fps, source=sources[0] if sources else None,
                             sources=sources, resolve=lambda p: self.loaded.path(p, what="recipe path"),
-                            guide_model=guide_model, health=health, modes=self.scene_modes())
+                            guide_model=guide_model, health=health, modes=self.scene_modes(),
+                            classifier=classifier)
         for mode in renderer.modes.values():
             if isinstance(mode, StyleMode):
                 mode.counters = renderer.counters
@@ -797,7 +821,8 @@ class ShowRuntime:
         r, rec = self.renderer, self.recorder
         return Telemetry(eeg=self.signal_stage.eeg.get() or EegSnapshot(), state=self.latest_state,
                          scene=self.director.scene_name, stats=r.stats if r is not None else None,
-                         recording=rec.status() if rec is not None else None, counters=self.input_counters())
+                         recording=rec.status() if rec is not None else None, counters=self.input_counters(),
+                         drawing=r.drawing_status if r is not None else None)
 
     def telemetry_doc(self) -> dict[str, Any]:
         """The telemetry snapshot as JSON-able data (the MQTT ``telemetry`` payload); a render
@@ -884,6 +909,8 @@ class ShowRuntime:
         blinks = e.blinks
         if snap.state is not None:
             tele.state(snap.state)
+        if snap.drawing is not None:
+            tele.drawing(snap.drawing.label, snap.drawing.score, snap.drawing.probability)
         if time.monotonic() - last_beat >= 1.0:
             tele.heartbeat()
             sup = self.supervisor

@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dreamstate.engine.tools.models_cli",          # models layers|compile|fetch|list|export-torchvision
     "dreamstate.engine.tools.render_cli",   # dream, feedback
     "dreamstate.engine.tools.style_cli",    # style
+    "dreamstate.engine.tools.draw_cli",     # draw
 )
 
 BENCH_MODULES: dict[str, str] = {
@@ -42,6 +43,7 @@ BENCH_MODULES: dict[str, str] = {
     "e2e": "dreamstate.engine.tools.bench_e2e",
     "lsl": "dreamstate.engine.tools.bench_lsl",
     "style": "dreamstate.engine.tools.bench_style",
+    "draw": "dreamstate.engine.tools.bench_draw",
 }
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,8 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         # a command module that does not import is a packaging fault: fail loudly, naming it
         importlib.import_module(name).register(sub)
-    bench = sub.add_parser("bench", help="benchmarks that print their figures "
-                                         "(parser, signal, dream, render, longrun, osc-flood, soak, e2e, lsl, style)")
+    bench = sub.add_parser("bench", help=f"benchmarks that print their figures ({', '.join(BENCH_MODULES)})")
     bench_sub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     for bench_name, module_name in BENCH_MODULES.items():
         bp = bench_sub.add_parser(bench_name, help=f"benchmark: {bench_name}")

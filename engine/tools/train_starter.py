@@ -385,6 +385,7 @@ def export(result: dict[str, Any], out: Path) -> dict[str, Any]:
         "sha256": hashlib.sha256(blob).hexdigest(),
         "input": "image",
         "output": "logits",
+        "input_size": data.CROP,  # the drawing mode scores at the size it was trained at
         "preprocess": {
             "mean": [0.0, 0.0, 0.0],
             "std": [1.0, 1.0, 1.0],
