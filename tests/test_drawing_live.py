@@ -182,3 +182,31 @@ async def test_state_change_switches_the_class_and_the_shown_drawing_follows(
     doc = rt.telemetry().doc()
     assert doc["scene"] == "focused" and doc["drawing"]["class"] == "checkers"
     assert 0.0 <= doc["drawing"]["probability"] <= 1.0 and doc["drawing"]["score"] <= 0.0
+
+
+def test_one_loop_goes_style_to_drawing_to_style(starter: ClassifierModel, dream: DreamModel) -> None:
+    """A show with both modes: the style mode and the drawing hand over with a crossfaded cut
+    each way, the drawing leaves the style's canvas alone, and the style comes back on it."""
+    from dreamstate.engine.render.drawmode import LiveDrawing
+    from dreamstate.engine.render.style import StyleMode
+    from dreamstate.models.style import StyleModel
+
+    toon = StyleModel.load("toon", device="cpu", threads=1)
+    live = LiveDrawing(starter, seed=2, jitters=1, batch=4)
+    loop = DreamLoop(dream, (64, 48), source=noise_source((64, 48)), drawing=live, draw_size=lambda: (96, 54),
+                     modes={"style": StyleMode(lambda spec: toon)})
+    styled = DreamRecipe(layer_weights={}, zoom=1.0, rotate_deg=0.0, color_nudge=0.0, mode="style",
+                         style="toon", style_mix=1.0)
+    loop.apply(styled, 1)
+    s0, _ = loop.step(0.0, 0.0)
+    canvas = loop.dreamer.canvas.copy()
+    loop.apply(replace(styled, mode="drawing", draw=("spiral",), ellipses=8, generation=1), 2)
+    assert loop.cut == s0.cut + 1
+    d, _ = loop.step(0.0, 0.1)
+    assert d.pixels.shape == (54, 96, 3) and live.status is not None
+    np.testing.assert_array_equal(loop.dreamer.canvas, canvas)  # the drawing did not touch the canvas
+    loop.apply(replace(styled, generation=2), 3)
+    s1, _ = loop.step(0.0, 0.2)
+    assert s1.cut == d.cut + 1 and s1.pixels.shape == (48, 64, 3)
+    np.testing.assert_allclose(s1.pixels, toon.stylize(canvas), atol=1e-6)
+    assert loop.counters.get("mode_unsupported") == 0 and loop.counters.get("drawing_unsupported") == 0
