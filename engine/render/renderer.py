@@ -767,8 +767,14 @@ class Renderer:
         last_present: float | None = None
         black: U8 | None = None
         deadline = start
+        paced = self.output.paced
         while not self._stop.is_set():
             now = time.monotonic()
+            # an unpaced output: the frame is composed for the moment it will be shown (the next
+            # deadline), then presented on time, so the time spent composing (which varies with
+            # the machine's load) does not shift the presents; a paced output (vsync) blocks in
+            # present instead
+            show_at = now if paced else max(now, deadline)
             f, version = self.frames.get_if_newer(version)
             if f is not None:
                 prev_generation = generation if f.cut == cur.cut else None
@@ -782,17 +788,21 @@ class Renderer:
                     if self._pending is not None and f.recipe_version >= self._pending[0]:
                         self.tracker.latency(now - self._pending[1])
                         self._pending = None
-            alpha = min(1.0, (now - fade_t0) / fade_s)
+            alpha = min(1.0, (show_at - fade_t0) / fade_s)
             paused_at = self._paused_at
-            level = self.brightness_at(now)
+            level = self.brightness_at(show_at)
             if self._blackout.is_set() or level <= 0.0:
                 if black is None:
                     black = np.zeros((self.output_size[1], self.output_size[0], 3), np.uint8)
                 frame = black
             else:
-                frame = self._compose(now if paused_at is None else max(paused_at, cur.time), cur, alpha)
+                frame = self._compose(show_at if paused_at is None else max(paused_at, cur.time), cur, alpha)
                 if level < 1.0:
                     frame = cv().convertScaleAbs(frame, alpha=level)
+            if not paced:
+                delay = deadline - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
             self.output.present(frame)
             self._last_frame = frame
             visible = generation if alpha > 0.0 or prev_generation is None else prev_generation
@@ -806,13 +816,10 @@ class Renderer:
             if last_present is not None:
                 self.tracker.frame(t - last_present, t)
             last_present = t
-            if not self.output.paced:
+            if not paced:
                 deadline += period
-                delay = deadline - time.monotonic()
-                if delay > 0:
-                    self._stop.wait(delay)
-                elif delay < -period:
-                    deadline = time.monotonic()
+                if t - deadline > period:  # fell more than a frame behind: start the schedule again
+                    deadline = t
 
     # --- the task ----------------------------------------------------------------------------
     async def run(self) -> None:
