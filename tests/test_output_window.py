@@ -223,10 +223,15 @@ def test_dead_display_falls_back_at_open(tmp_path: Path, monkeypatch: pytest.Mon
     assert (tmp_path / "v.mp4").stat().st_size > 0
 
 
-async def test_renderer_drives_the_projector_window(display: str, shared_models: Path) -> None:
+@pytest.mark.parametrize("scale", ["gpu", "cpu"])
+async def test_renderer_drives_the_projector_window(display: str, shared_models: Path, scale: str) -> None:
+    """gpu: the renderer hands dream-size frames to the window, which scales them on the GPU;
+    cpu: the renderer upscales. Either way the screen shows the renderer's frames."""
+    import cv2
+
     model = DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", ["fire3/concat"],
                             device="cpu", threads=1)
-    out = WindowOutput(SCREEN, display=0, fullscreen=True, vsync=True)
+    out = WindowOutput(SCREEN, display=0, fullscreen=True, vsync=True, scale=scale)
     r = Renderer(model, out, dream_size=(160, 120), output_size=(160, 120), fps=60)
     r.set_recipe(DreamRecipe(layer_weights={"fire3/concat": 1.0}, zoom=1.0, octaves=2,
                              steps_per_octave=2, step=0.5))
@@ -236,7 +241,12 @@ async def test_renderer_drives_the_projector_window(display: str, shared_models:
     shown = r.latest_frame
     r.stop()
     await asyncio.wait_for(task, 20)
-    assert shown is not None and shown.shape == (SCREEN[1], SCREEN[0], 3)
+    assert out.scale_used == scale and (scale in out.describe())
+    assert shown is not None
+    if scale == "gpu":
+        assert shown.shape == (120, 160, 3)  # dream size: no CPU upscale
+        shown = cv2.resize(shown, SCREEN, interpolation=cv2.INTER_LINEAR)
+    assert shown.shape == (SCREEN[1], SCREEN[0], 3)
     assert r.output_size == SCREEN
     st = r.stats
     assert st.displayed_frames > 30 and st.dream_steps >= 1
@@ -244,6 +254,38 @@ async def test_renderer_drives_the_projector_window(display: str, shared_models:
     diff = np.abs(shot.astype(np.int16) - shown.astype(np.int16)).mean()
     assert diff < 6.0, diff
     assert shot.std() > 5  # a real picture, not a blank screen
+
+
+def test_gpu_scaling_fills_the_screen_from_a_small_frame(display: str) -> None:
+    """A 32x24 frame (left half red, right half blue) on the fullscreen window: the screen is
+    red on the left and blue on the right, edge to edge (SDL scales the texture)."""
+    frame = np.zeros((24, 32, 3), np.uint8)
+    frame[:, :16] = (255, 0, 0)
+    frame[:, 16:] = (0, 0, 255)
+    shots: list[np.ndarray] = []
+
+    def body() -> None:
+        out = WindowOutput((160, 120), display=0, fullscreen=True, vsync=True)
+        out.open()
+        try:
+            assert out.scales and out.scale_used == "gpu"
+            for _ in range(25):
+                for _ in range(3):
+                    out.present(frame)
+                    assert out.poll()
+                time.sleep(0.2)
+                shots.append(screenshot(display))
+                s = shots[-1]
+                if (s[:, :2] == (255, 0, 0)).all() and (s[:, -2:] == (0, 0, 255)).all():
+                    break
+        finally:
+            out.close()
+
+    _in_thread(body)
+    shot = shots[-1]
+    w = shot.shape[1]
+    assert (shot[:, : w // 2 - 8] == (255, 0, 0)).all()
+    assert (shot[:, w // 2 + 8:] == (0, 0, 255)).all()
 
 
 def test_env_driven_display_detection() -> None:

@@ -333,6 +333,10 @@ class OutputConfig(Section):
     """display frames per second"""
     vsync: StrictBool = True
     """wait for the display's refresh (no tearing)"""
+    scale: Literal["gpu", "cpu"] = "gpu"
+    """window: `gpu` hands the window dream-size frames and SDL's renderer scales them to the display (no
+    projector-sized frame on the CPU; falls back to `cpu` with a warning where SDL has no renderer); `cpu`
+    upscales with OpenCV"""
     path: str = "dreamstate.mp4"
     """video or snapshot path (inside the show folder)"""
     seconds: Annotated[float, Field(gt=0)] | None = None

@@ -24,6 +24,10 @@ U8 = npt.NDArray[np.uint8]
 class Output(abc.ABC):
     name: str = "output"
     paced: bool = False
+    scales: bool = False
+    """set by ``open()``: ``present`` takes frames of any size with the output's aspect ratio and
+    scales them to ``size`` itself (the window's GPU texture path), so the renderer hands it
+    frames at dream size and never upscales on the CPU"""
 
     def __init__(self, size: tuple[int, int]) -> None:
         self.size = (int(size[0]), int(size[1]))
@@ -73,6 +77,7 @@ class TeeOutput(Output):
         for o in self.extra:
             o.size = self.size
             o.open()
+        self.scales = all(o.scales for o in (self.primary, *self.extra))
         return self.size
 
     def present(self, frame: U8) -> None:

@@ -54,6 +54,7 @@ class FallbackOutput(Output):
             self.active = self.fallback
         self.name = self.active.name
         self.paced = self.active.paced
+        self.scales = self.active.scales
         return self.size
 
     def present(self, frame: U8) -> None:
@@ -86,7 +87,8 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
     if cfg.kind in ("window", "auto"):
         # an explicit window without a display falls back like auto does: one warning, then
         # the video file (restarting the render stage for a display that is not there helps nobody)
-        window = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen, vsync=cfg.vsync)
+        window = WindowOutput(size, display=cfg.display, fullscreen=cfg.fullscreen, vsync=cfg.vsync,
+                              scale=cfg.scale)
         if display_present():
             out = FallbackOutput(window, video())
         else:

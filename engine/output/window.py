@@ -1,6 +1,6 @@
 """The projector window: SDL2 through pygame-ce.
 
-``WindowOutput(size, display=0, fullscreen=False, vsync=True, hide_cursor=True)``:
+``WindowOutput(size, display=0, fullscreen=False, vsync=True, hide_cursor=True, scale="gpu")``:
 
 * ``display``: the SDL display index (0 = primary). An index that does not exist raises
   ``RenderError`` listing the displays that do (index and size).
@@ -10,6 +10,11 @@
 * ``vsync``: ``present`` waits for the display refresh; when the driver refuses vsync the window
   opens without it (a warning says so) and the display loop paces itself.
 * ``hide_cursor``: no mouse pointer over the projection.
+* ``scale``: ``"gpu"`` (default) draws through SDL's renderer: each frame is uploaded as a
+  streaming texture at the size it comes in (the dream size) and scaled to the window by the GPU
+  (linear filtering), so the CPU never touches a projector-sized frame (``scales`` is True
+  after ``open``). When SDL cannot make a renderer the window falls back to ``"cpu"`` with a
+  warning: frames are upscaled with OpenCV and blitted to the window surface.
 
 Video drivers (SDL picks one from the environment; set ``SDL_VIDEODRIVER`` to force it):
 
@@ -85,11 +90,18 @@ class WindowOutput(Output):
 
     def __init__(self, size: tuple[int, int], *, display: int = 0, fullscreen: bool = False,
                  vsync: bool = True, hide_cursor: bool = True, title: str = "dreamstate",
-                 quit_chord: str | None = None) -> None:
+                 quit_chord: str | None = None, scale: str = "gpu") -> None:
         """``quit_chord`` (kiosk mode), e.g. ``"ctrl+alt+q"``: only that key with those
         modifiers ends the show; Esc, q and the window manager's close are ignored. None: Esc,
         q or closing the window end it."""
         super().__init__(size)
+        if scale not in ("gpu", "cpu"):
+            raise RenderError(f"window scale {scale!r} is not gpu or cpu", hint="use scale = \"gpu\" or \"cpu\"")
+        self.scale = scale
+        self._window: Any = None
+        self._renderer: Any = None
+        self._texture: Any = None
+        self._scale_used = "cpu"
         self.quit_chord = parse_chord(quit_chord) if quit_chord else None
         self.display = display
         self.fullscreen = fullscreen
@@ -108,6 +120,7 @@ class WindowOutput(Output):
                 hint="start it inside a desktop session, set SDL_VIDEODRIVER=kmsdrm on a console "
                      "kiosk, or use [output] kind = 'video' for headless runs")
         os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        os.environ.setdefault("SDL_RENDER_SCALE_QUALITY", "linear")  # GPU scaling filters linearly
         import pygame
 
         self._pg = pygame
@@ -140,6 +153,61 @@ class WindowOutput(Output):
         if self.fullscreen or self.driver == "kmsdrm":
             size = (int(sizes[self.display][0]), int(sizes[self.display][1]))
             flags = pygame.FULLSCREEN if self.driver in ("wayland", "kmsdrm") else pygame.NOFRAME
+        if self.scale == "gpu":
+            try:
+                self._open_renderer(size, full=bool(flags))
+            except (pygame.error, ImportError, AttributeError) as exc:
+                log.warning("SDL renderer unavailable on the %s driver (%s); scaling frames on the CPU",
+                            self.driver, exc, extra={"output": self.name})
+                self._close_renderer()
+        if self._renderer is None:
+            self._open_surface(size, flags)
+        self._scale_used = "gpu" if self._renderer is not None else "cpu"
+        if self.hide_cursor:
+            pygame.mouse.set_visible(False)
+        log.info("window open", extra={"driver": self.driver, "display": self.display,
+                                       "size": self.size, "vsync": self.paced, "scale": self.scale_used})
+        return self.size
+
+    @property
+    def scale_used(self) -> str:
+        """``gpu`` when the last ``open`` drew through SDL's renderer, ``cpu`` otherwise (kept
+        after ``close``)."""
+        return self._scale_used
+
+    def _open_renderer(self, size: tuple[int, int], *, full: bool) -> None:
+        """A window with an SDL renderer (GPU scaling); raises pygame.error when SDL has none."""
+        pygame = self._pg
+        from pygame._sdl2 import video
+
+        where = 0x1FFF0000 | self.display  # SDL_WINDOWPOS_UNDEFINED_DISPLAY(display): on that display
+        kw = {}
+        if full:
+            kw = {"fullscreen_desktop": True} if self.driver in ("wayland", "kmsdrm") else {"borderless": True}
+        self._window = pygame.Window(self.title, size, position=(where, where), **kw)
+        try:
+            self._renderer = video.Renderer(self._window, vsync=self.vsync)
+        except pygame.error:
+            if not self.vsync:
+                raise
+            log.warning("vsync refused by the %s renderer; opening without it", self.driver,
+                        extra={"output": self.name})
+            self._renderer = video.Renderer(self._window)
+            self.vsync = False
+        self.paced = self.vsync
+        self.scales = True
+        self.size = (int(self._window.size[0]), int(self._window.size[1]))
+        self._screen = self._window
+
+    def _close_renderer(self) -> None:
+        self._texture = self._renderer = None
+        if self._window is not None:
+            self._window.destroy()
+        self._window = self._screen = None
+        self.scales = False
+
+    def _open_surface(self, size: tuple[int, int], flags: int) -> None:
+        pygame = self._pg
         try:
             self._screen = pygame.display.set_mode(size, flags, display=self.display,
                                                    vsync=1 if self.vsync else 0)
@@ -154,18 +222,16 @@ class WindowOutput(Output):
             self._screen = pygame.display.set_mode(size, flags, display=self.display)
             self.paced = False
         pygame.display.set_caption(self.title)
-        if self.hide_cursor:
-            pygame.mouse.set_visible(False)
         self.size = (int(self._screen.get_width()), int(self._screen.get_height()))
-        log.info("window open", extra={"driver": self.driver, "display": self.display,
-                                       "size": self.size, "vsync": self.paced})
-        return self.size
 
     def present(self, frame: U8) -> None:
         pygame = self._pg
         if self._screen is None or pygame is None:
             raise RenderError("window output used before open()", hint="call open() first")
         h, w = frame.shape[:2]
+        if self._renderer is not None:
+            self._present_texture(np.ascontiguousarray(frame), (w, h))
+            return
         if (w, h) != self.size:
             cv2 = cv()
 
@@ -174,6 +240,18 @@ class WindowOutput(Output):
         surf = pygame.image.frombuffer(np.ascontiguousarray(frame), (w, h), "RGB")
         self._screen.blit(surf, (0, 0))
         pygame.display.flip()
+        self.frames += 1
+
+    def _present_texture(self, frame: U8, size: tuple[int, int]) -> None:
+        """Upload ``frame`` (uint8 RGB, any size) and let the GPU scale it to the window."""
+        pygame = self._pg
+        from pygame._sdl2 import video
+
+        if self._texture is None or (self._texture.width, self._texture.height) != size:
+            self._texture = video.Texture(self._renderer, size, streaming=True)
+        self._texture.update(pygame.image.frombuffer(frame, size, "RGB"))
+        self._renderer.blit(self._texture, pygame.Rect(0, 0, *self.size))
+        self._renderer.present()
         self.frames += 1
 
     def poll(self) -> bool:
@@ -201,10 +279,12 @@ class WindowOutput(Output):
 
     def close(self) -> None:
         if self._pg is not None and self._screen is not None:
+            if self._renderer is not None:
+                self._close_renderer()
             self._pg.display.quit()
         self._screen = None
 
     def describe(self) -> str:
         mode = "fullscreen" if self.fullscreen else "windowed"
         return f"window (display {self.display}, {mode}, {self.size[0]}x{self.size[1]}, " \
-               f"driver {self.driver or '?'}, vsync {'on' if self.paced else 'off'})"
+               f"driver {self.driver or '?'}, vsync {'on' if self.paced else 'off'}, {self.scale_used} scaling)"

@@ -638,13 +638,17 @@ class Renderer:
 
     @property
     def latest_frame(self) -> U8 | None:
-        """The last frame presented to the output (uint8 RGB at output size)."""
+        """The last frame presented to the output (uint8 RGB at output size; at dream size when
+        the output scales frames itself, ``Output.scales``). Never written after it is shown."""
         return self._last_frame
 
     def snapshot(self, path: str | Path) -> Path:
+        """Write the frame on screen as PNG at output size."""
         frame = self._last_frame
         if frame is None:
             raise RenderError("no frame has been shown yet", hint="snapshot after run() started")
+        if (frame.shape[1], frame.shape[0]) != self.output_size:
+            frame = cv().resize(frame, self.output_size, interpolation=cv().INTER_LINEAR)
         return save_image(path, frame)
 
     # --- worker ----------------------------------------------------------------------------
@@ -725,7 +729,7 @@ class Renderer:
                 pic = cv().addWeighted(old, 1.0 - t, pic, t, 0.0)
         h, w = pic.shape[:2]
         rgb = cv().cvtColor(pic, cv().COLOR_RGBA2RGB)
-        if (w, h) == self.output_size:
+        if (w, h) == self.output_size or self.output.scales:  # the output scales it (GPU texture)
             out: U8 = rgb
             return out
         up: U8 = cv().resize(rgb, self.output_size, interpolation=cv().INTER_LINEAR)
@@ -770,6 +774,12 @@ class Renderer:
         paced = self.output.paced
         while not self._stop.is_set():
             now = time.monotonic()
+            if paced and last_present is not None and now - last_present < 0.9 * period:
+                # a paced output whose present does not block (no vblank, e.g. a virtual display):
+                # never run faster than the show's fps
+                if self._stop.wait(last_present + 0.9 * period - now):
+                    break
+                now = time.monotonic()
             # an unpaced output: the frame is composed for the moment it will be shown (the next
             # deadline), then presented on time, so the time spent composing (which varies with
             # the machine's load) does not shift the presents; a paced output (vsync) blocks in
@@ -793,7 +803,8 @@ class Renderer:
             level = self.brightness_at(show_at)
             if self._blackout.is_set() or level <= 0.0:
                 if black is None:
-                    black = np.zeros((self.output_size[1], self.output_size[0], 3), np.uint8)
+                    bw, bh = self.dream_size if self.output.scales else self.output_size
+                    black = np.zeros((bh, bw, 3), np.uint8)
                 frame = black
             else:
                 frame = self._compose(show_at if paused_at is None else max(paused_at, cur.time), cur, alpha)

@@ -1119,7 +1119,7 @@ def run_show(args: argparse.Namespace) -> int:
             comes up after the unit starts); it never falls back to a video file."""
             cfg = given.show.output
             return WindowOutput((int(cfg.size[0]), int(cfg.size[1])), display=cfg.display, fullscreen=True,
-                                vsync=cfg.vsync, hide_cursor=True, quit_chord=chord)
+                                vsync=cfg.vsync, hide_cursor=True, quit_chord=chord, scale=cfg.scale)
 
     runtime = ShowRuntime(loaded, seconds=args.seconds, open_output=opener)
     log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source,

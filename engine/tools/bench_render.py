@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=60.0)
     parser.add_argument("--output", choices=["none", "window"], default="none",
                         help="display sink: headless (none) or a real SDL window")
+    parser.add_argument("--scale", choices=["gpu", "cpu"], default="gpu",
+                        help="window: SDL renderer scales dream-size frames (gpu) or OpenCV upscales (cpu)")
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime threads (default: CPU cores - 1, leaving one for the display)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
@@ -82,7 +84,7 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
     threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
     model = DreamModel.load(name, args.layers, device=args.device, threads=threads)
     layers = list(model.layers)
-    out: Output = WindowOutput(output_size, vsync=True) if args.output == "window" \
+    out: Output = WindowOutput(output_size, vsync=True, scale=args.scale) if args.output == "window" \
         else NullOutput(output_size)
     r = Renderer(model, out, dream_size=args.dream_size, output_size=output_size,
                  fps=args.fps, seed=0)
