@@ -248,3 +248,31 @@ def test_starter_model_dreams_too() -> None:
     assert after > before * 1.1, (before, after)
     out = dream_image(starter, img, DreamParams(octaves=2, steps_per_octave=3, jitter=8))
     assert np.abs(out - img).mean() > 0.003
+
+
+def test_live_octaves_land_on_a_few_bucketed_shapes(squeezenet: DreamModel) -> None:
+    """A slider sweeping octave_scale over 1.20..1.60 in 0.005 steps (81 values): unbucketed,
+    nearly every value is a new set of image shapes for onnxruntime (and a new cuDNN tuning);
+    bucketed to 16 px, the live steps see a few shapes, each a multiple of 16 below full size."""
+    from dreamstate.engine.render.dream import OCTAVE_BUCKET_PX, dream_octave
+
+    scales = [1.2 + 0.005 * i for i in range(81)]
+    raw = {s for v in scales for s in octave_sizes(640, 360, 4, v)[1:]}
+    bucketed = {s for v in scales for s in octave_sizes(640, 360, 4, v, bucket=OCTAVE_BUCKET_PX)[1:]}
+    assert len(raw) > 150 and len(bucketed) < len(raw) / 4
+    assert all(w % 16 == 0 and h % 16 == 0 for w, h in bucketed)
+    seen: set[tuple[int, int]] = set()
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(squeezenet, name)
+
+        def step(self, x: np.ndarray, *a: object, **k: object) -> tuple[np.ndarray, float]:
+            seen.add((x.shape[3], x.shape[2]))
+            return squeezenet.step(x, *a, **k)  # type: ignore[arg-type]
+
+    rng = np.random.default_rng(0)
+    img = np.random.default_rng(1).random((90, 160, 3), dtype=np.float32)
+    for v in (1.30, 1.31, 1.32):
+        dream_octave(Spy(), img, DreamParams(octaves=2, octave_scale=v, jitter=0), 1, rng=rng)  # type: ignore[arg-type]
+    assert seen == {(128, 64)}  # 160/1.3..1.32 = 121..123 -> 128; 90/1.3.. = 68..69 -> 64

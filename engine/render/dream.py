@@ -95,17 +95,27 @@ def model_min_size(model: object) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+OCTAVE_BUCKET_PX = 16
+"""the live renderer rounds the octaves below full size to multiples of this many pixels, so a
+slider sweeping ``octave_scale`` (OSC, MQTT) lands on a few fixed image shapes instead of a new
+one at every value: onnxruntime plans memory per input shape, and cuDNN (with
+``cudnn_conv_algo_search = EXHAUSTIVE``) tunes its convolutions per shape"""
+
+
 def octave_sizes(width: int, height: int, octaves: int, scale: float,
-                 min_size: tuple[int, int] = (1, 1)) -> list[tuple[int, int]]:
+                 min_size: tuple[int, int] = (1, 1), *, bucket: int = 1) -> list[tuple[int, int]]:
     """(width, height) per octave, full size first. Octaves smaller than 48 px, or than the
     model's ``min_size`` (height, width), are dropped; the full size is always kept (the
-    gradient pads a too-small image, see :func:`tiled_gradient`)."""
+    gradient pads a too-small image, see :func:`tiled_gradient`). ``bucket`` > 1 rounds the
+    smaller octaves to multiples of ``bucket`` pixels (see ``OCTAVE_BUCKET_PX``)."""
     if not (math.isfinite(scale) and scale > 1.0):
         raise RenderError(f"octave_scale must be a finite number above 1, got {scale!r}",
                           hint="octave_scale is the growth from one octave to the next, e.g. 1.4")
     sizes = [(width, height)]
     for i in range(1, max(1, octaves)):
         w, h = round(width / scale ** i), round(height / scale ** i)
+        if bucket > 1:
+            w, h = bucket * max(1, round(w / bucket)), bucket * max(1, round(h / bucket))
         if min(w, h) < MIN_OCTAVE_SIDE or h < min_size[0] or w < min_size[1]:
             break
         sizes.append((w, h))
@@ -259,9 +269,10 @@ def dream_octave(model: StepModel, rgb: RGB, params: DreamParams, octave: int, *
                  guide: Mapping[str, Any] | None = None,
                  rng: np.random.Generator) -> tuple[RGB, float]:
     """Real-time variant: ``steps`` steps at one octave (0 = full size), detail added back at
-    full size. Returns (new RGB, last loss)."""
+    full size. The octaves below full size are bucketed to ``OCTAVE_BUCKET_PX``. Returns (new
+    RGB, last loss)."""
     h, w = rgb.shape[:2]
-    sizes = octave_sizes(w, h, params.octaves, params.octave_scale, model_min_size(model))
+    sizes = octave_sizes(w, h, params.octaves, params.octave_scale, model_min_size(model), bucket=OCTAVE_BUCKET_PX)
     ow, oh = sizes[min(octave, len(sizes) - 1)]
     small = resize(rgb, (ow, oh))
     x0 = np.asarray(model.to_model_space(small), dtype=np.float32)

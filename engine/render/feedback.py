@@ -41,6 +41,7 @@ from dreamstate.engine.core.cvlib import cv
 from dreamstate.engine.core.errors import RenderError
 from dreamstate.engine.core.images import RGB, resize
 from dreamstate.engine.render.dream import (
+    OCTAVE_BUCKET_PX,
     DreamParams,
     Progress,
     StepModel,
@@ -214,7 +215,7 @@ class FeedbackDreamer:
     def current_octave(self, params: DreamParams) -> int:
         """The octave (0 = full size) the next real-time step works on: coarse to fine."""
         n = len(octave_sizes(self.size[0], self.size[1], params.octaves, params.octave_scale,
-                             model_min_size(self.model)))
+                             model_min_size(self.model), bucket=OCTAVE_BUCKET_PX))
         cycle = (self._octave_counter // max(1, params.steps_per_octave)) % n
         return n - 1 - cycle
 
