@@ -164,6 +164,7 @@ class DreamModel:
         device: Literal["auto", "cpu", "cuda"] = "auto",
         threads: int | None = None,
         cache_dir: Path | None = None,
+        conv_algo_search: str = "HEURISTIC",
     ) -> DreamModel:
         from dreamstate.models import cache, compiler
         from dreamstate.models.session import make_session
@@ -172,14 +173,16 @@ class DreamModel:
         fg, spec, names, tensors, data, step_path = (compiled.forward, compiled.spec, compiled.layers,
                                                      compiled.tensors, compiled.data, compiled.path)
         try:
-            session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step")
+            session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step",
+                                             conv_algo_search=conv_algo_search)
         except ModelError:
             if step_path.exists():
                 step_path.unlink(missing_ok=True)  # a stale/corrupt cache entry: recompile once
                 step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
                 data = step_model.SerializeToString()
                 cache.write_atomic(step_path, data)
-                session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step")
+                session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step",
+                                                 conv_algo_search=conv_algo_search)
             else:
                 raise
         channels = tuple(

@@ -17,6 +17,21 @@ log = logging.getLogger("dreamstate.models")
 Device = Literal["auto", "cpu", "cuda"]
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+CONV_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
+
+
+def cuda_provider(conv_algo_search: str = "HEURISTIC") -> tuple[str, dict[str, str]]:
+    """The CUDA provider with its options, as ``InferenceSession(providers=[...])`` takes it.
+
+    ``conv_algo_search`` is cuDNN's convolution algorithm search: ``HEURISTIC`` by default,
+    because in onnxruntime 1.20 and later ``DEFAULT`` maps to a slow path (onnxruntime#22705)
+    and ``EXHAUSTIVE`` benchmarks every algorithm for each new input shape (the live renderer
+    buckets its octave sizes, ``engine.render.dream.OCTAVE_BUCKET_PX``, to keep those few).
+    Raises ``ModelError`` for another value."""
+    if conv_algo_search not in CONV_ALGO_SEARCH:
+        raise ModelError(f"cudnn_conv_algo_search {conv_algo_search!r} is not one of {', '.join(CONV_ALGO_SEARCH)}",
+                         hint="use HEURISTIC unless a benchmark says otherwise")
+    return CUDA, {"cudnn_conv_algo_search": conv_algo_search, "do_copy_in_default_stream": "1"}
 
 
 def available_providers() -> list[str]:
@@ -41,11 +56,14 @@ def session_options(threads: int | None) -> Any:
 
 
 def make_session(
-    model: bytes | str, *, device: Device = "auto", threads: int | None = None, what: str = "model"
+    model: bytes | str, *, device: Device = "auto", threads: int | None = None, what: str = "model",
+    conv_algo_search: str = "HEURISTIC",
 ) -> tuple[Any, str]:
-    """Create an InferenceSession; returns (session, provider that runs it)."""
+    """Create an InferenceSession; returns (session, provider that runs it). ``conv_algo_search``:
+    see :func:`cuda_provider` (CUDA only)."""
     import onnxruntime as ort
 
+    cuda = cuda_provider(conv_algo_search)
     if device not in ("auto", "cpu", "cuda"):
         raise ModelError(f"unknown device {device!r}", hint="use auto, cpu or cuda")
     have = available_providers()
@@ -58,7 +76,7 @@ def make_session(
         )
     if want_cuda:
         try:
-            sess = ort.InferenceSession(model, so, providers=[CUDA, CPU])
+            sess = ort.InferenceSession(model, so, providers=[cuda, CPU])
             provider = sess.get_providers()[0]
             if provider == CUDA:
                 log.info("dream session on CUDA", extra={"model": what, "provider": provider})

@@ -329,3 +329,38 @@ def test_bench_dream_reports_a_failing_torch_child_at_once(tmp_path: Path, share
         TorchPeer(str(tmp_path / "missing.onnx"), ["fire5/concat"], 1, tmp_path)
     assert time.monotonic() - t0 < 60
     assert "PyTorch is not installed" in str(err.value) or "does not exist" in str(err.value)
+
+
+def test_cudnn_conv_algo_search_is_heuristic_unless_the_show_says(shared_models: Path, tmp_path: Path) -> None:
+    """The CUDA provider is asked for HEURISTIC by default (DEFAULT is slow in onnxruntime >=
+    1.20, onnxruntime#22705); a show can choose EXHAUSTIVE; anything else is refused, in the
+    show file and in code. Where CUDA exists (-m gpu) the session really carries the option."""
+    from dreamstate.engine.core.errors import ShowError
+    from dreamstate.engine.core.show import read_show
+    from dreamstate.models.session import cuda_provider
+
+    assert cuda_provider() == ("CUDAExecutionProvider",
+                               {"cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": "1"})
+    assert cuda_provider("EXHAUSTIVE")[1]["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    with pytest.raises(ModelError, match="cudnn_conv_algo_search 'FAST'"):
+        cuda_provider("FAST")
+    with pytest.raises(ModelError, match="cudnn_conv_algo_search"):
+        DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", ["fire2/concat"], device="cpu",
+                        conv_algo_search="FAST")
+    show = tmp_path / "s.toml"
+    scene = '[scenes.calm]\nlayers = { "fire2/concat" = 1.0 }\n[scenes.attract]\nlayers = { "fire2/concat" = 1.0 }\n'
+    show.write_text(scene + '[output]\ncudnn_conv_algo_search = "EXHAUSTIVE"\n')
+    assert read_show(show).show.output.cudnn_conv_algo_search == "EXHAUSTIVE"
+    show.write_text(scene + '[output]\ncudnn_conv_algo_search = "fastest"\n')
+    with pytest.raises(ShowError, match="cudnn_conv_algo_search"):
+        read_show(show)
+
+
+@pytest.mark.gpu
+def test_the_cuda_session_carries_the_search_option(shared_models: Path) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA provider: pip install 'dreamstate[gpu]' on a machine with a GPU")
+    m = DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", ["fire2/concat"], device="cuda",
+                        conv_algo_search="EXHAUSTIVE")
+    opts = m._session.get_provider_options()["CUDAExecutionProvider"]
+    assert opts["cudnn_conv_algo_search"] == "EXHAUSTIVE"

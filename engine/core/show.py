@@ -349,6 +349,10 @@ class OutputConfig(Section):
                                         "more get 503 (each costs a thread and an encode per frame)")] = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the dream runs: `auto` (CUDA when present), `cpu` or `cuda`"""
+    cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
+    """CUDA only: how cuDNN picks convolution algorithms. `HEURISTIC` (fast to start); `EXHAUSTIVE` times
+    every algorithm once per input shape (slow start, then sometimes faster); `DEFAULT` maps to a slow path
+    in onnxruntime 1.20 and later (onnxruntime#22705)"""
 
 
 class OscTarget(Section):
