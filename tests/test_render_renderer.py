@@ -330,3 +330,67 @@ async def test_frames_are_composed_ahead_for_the_moment_they_are_presented(squee
     late = [out.stamps[i] - composed_for[i] for i in range(1, n)]
     assert min(late) >= 0.0  # never shown before its time
     assert float(np.median(late)) < 0.003, late  # composing before the deadline: the present is on time
+
+
+async def test_the_display_thread_asks_for_round_robin_priority(squeezenet: DreamModel) -> None:
+    """Where Linux grants it (root here, CAP_SYS_NICE or an rtprio limit) the display thread runs
+    under SCHED_RR at display_rt_priority; 0 leaves it at normal scheduling."""
+    import os
+
+    seen: dict[int, tuple[int, int]] = {}
+
+    class Spy(Recording):
+        def present(self, frame: U8) -> None:
+            tid = threading.get_native_id()
+            seen[tid] = (os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority)
+            super().present(frame)
+
+    for prio in (7, 0):
+        seen.clear()
+        r = Renderer(squeezenet, Spy((160, 90)), dream_size=(160, 90), output_size=(160, 90), fps=30,
+                     display_rt_priority=prio)
+        r.set_recipe(_recipe())
+        await _run_for(r, 0.5)
+        (policy, got), = seen.values()
+        if prio and os.geteuid() == 0:  # unprivileged: the next test covers the refusal
+            assert r.display_realtime and (policy, got) == (os.SCHED_RR, 7)
+        if not prio:
+            assert not r.display_realtime and policy == os.SCHED_OTHER
+
+
+def test_a_refused_priority_is_said_once_and_the_show_goes_on() -> None:
+    """As an unprivileged user (setpriv to nobody) SCHED_RR is refused: the display runs at normal
+    priority, frames keep coming, and the log says how to grant it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop to an unprivileged user")
+    code = (
+        "import logging, asyncio\n"
+        "from dreamstate.engine.output.base import NullOutput\n"
+        "from dreamstate.engine.render.renderer import Renderer, noise_source\n"
+        "from dreamstate.engine.core.records import DreamRecipe\n"
+        "from dreamstate.models.dream import DreamModel\n"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s')\n"
+        "m = DreamModel.load('starter', device='cpu', threads=1)\n"
+        "r = Renderer(m, NullOutput((96, 64)), dream_size=(96, 64), output_size=(96, 64), fps=30)\n"
+        "r.set_recipe(DreamRecipe(layer_weights={m.layers[0]: 1.0}))\n"
+        "st = r.run_for(1.0)\n"
+        "print('REALTIME', r.display_realtime, 'FRAMES', st.displayed_frames)\n"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dreamstate-nobody-") as home:  # /tmp: nobody can enter it
+        os.chmod(home, 0o777)
+        env = {**os.environ, "DREAMSTATE_CACHE": str(Path(home) / "cache"), "HOME": home}
+        done = subprocess.run(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups",
+                               sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              env=env, cwd=home)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "REALTIME False" in done.stdout
+    frames = int(done.stdout.split("FRAMES")[1])
+    assert frames >= 10
+    assert done.stderr.count("real-time priority 5 refused") == 1 and "LimitRTPRIO=5" in done.stderr

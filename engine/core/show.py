@@ -349,6 +349,10 @@ class OutputConfig(Section):
                                         "more get 503 (each costs a thread and an encode per frame)")] = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the dream runs: `auto` (CUDA when present), `cpu` or `cuda`"""
+    display_rt_priority: Annotated[int, Field(ge=0, le=50)] = 5
+    """real-time (SCHED_RR) priority the display thread asks for, so other work on the machine does not
+    delay frames (0 = normal scheduling). Linux grants it to root, with CAP_SYS_NICE, or under an rtprio limit
+    (the systemd unit sets LimitRTPRIO=10); refused, the display runs normally and the log says how to grant it"""
     cudnn_conv_algo_search: Literal["HEURISTIC", "EXHAUSTIVE", "DEFAULT"] = "HEURISTIC"
     """CUDA only: how cuDNN picks convolution algorithms. `HEURISTIC` (fast to start); `EXHAUSTIVE` times
     every algorithm once per input shape (slow start, then sometimes faster); `DEFAULT` maps to a slow path

@@ -14,12 +14,20 @@
   stamped with the time its geometry belongs to and the recipe version it used.
 * The **display loop** runs in its own thread, because SDL's present/vsync wait blocks: the
   asyncio loop is never blocked. Each refresh it warps the newest dreamed frame (uint8, at
-  dream size) by the motion elapsed since that frame's stamp, then upscales it to the output, so zoom and
-  rotation run continuously at the output rate, and crossfades from the previous dreamed frame
-  (both warped to the same instant, so they line up). A slow dream slows how often the picture
-  gains detail, never the motion.
+  dream size) by the motion elapsed since that frame's stamp, then upscales it to the output (or
+  hands it to an output that scales on the GPU, ``Output.scales``), so zoom and rotation run
+  continuously at the output rate, and crossfades from the previous dreamed frame (both warped
+  to the same instant, so they line up). A slow dream slows how often the picture gains detail,
+  never the motion. Each frame is composed for its deadline and presented on time, so the time
+  composing takes does not shift the presents.
 * **Priority**: the worker thread lowers its own scheduling priority (``worker_nice``, default
-  +5; Linux applies it to that thread alone), so on a busy CPU the display thread wins.
+  +5; Linux applies it to that thread alone), so on a busy CPU the display thread wins. The
+  display thread asks for round-robin real-time scheduling (``SCHED_RR`` at
+  ``display_rt_priority``, default 5; 0 = normal scheduling): it sleeps most of each frame, and
+  with it the frame-time p99 at 1920x1080 beside one busy process went from 21 to 17.5 ms
+  (docs/BENCHMARKS.md). Linux grants it to root, to a process with ``CAP_SYS_NICE``, or under a
+  ``RLIMIT_RTPRIO`` of at least that priority (the systemd unit's ``LimitRTPRIO=10``); refused,
+  the display runs at normal priority and says so once in the log.
 * **Failure**: if the worker dies, ``run`` restarts it with the shared capped, jittered backoff
   (``engine.core.backoff``: 0.5 s doubling to ``max_backoff_s``, afresh after 30 s healthy)
   from the last published frame; the display keeps showing and moving the last frame meanwhile.
@@ -522,8 +530,11 @@ class Renderer:
                  guide_model: StepModel | None = None, max_backoff_s: float = 10.0,
                  worker_nice: int = 5, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, modes: Mapping[str, FrameMode] | None = None,
-                 classifier: Classifier | None = None) -> None:
+                 classifier: Classifier | None = None, display_rt_priority: int = 5) -> None:
         self.model = model
+        self.display_rt_priority = display_rt_priority
+        self.display_realtime = False
+        """True once the display thread runs under SCHED_RR (see the module docstring)"""
         self.modes: dict[str, FrameMode] = dict(modes or {})
         """scene modes other than ``dream`` by name (:mod:`engine.render.modes`); they outlive a
         worker restart"""
@@ -735,7 +746,22 @@ class Renderer:
         up: U8 = cv().resize(rgb, self.output_size, interpolation=cv().INTER_LINEAR)
         return up
 
+    def _raise_display_priority(self) -> None:
+        """SCHED_RR at ``display_rt_priority`` for the calling (display) thread; logged when refused."""
+        prio = self.display_rt_priority
+        if prio <= 0 or not hasattr(os, "sched_setscheduler"):
+            return
+        try:
+            os.sched_setscheduler(threading.get_native_id(), os.SCHED_RR, os.sched_param(prio))
+            self.display_realtime = True
+        except (PermissionError, OSError) as exc:
+            log.info("display thread at normal priority (real-time priority %d refused: %s); to grant it, "
+                     "set LimitRTPRIO=%d in the systemd unit or an rtprio limit for the user "
+                     "(/etc/security/limits.d), or [output] display_rt_priority = 0 to stop asking",
+                     prio, exc.strerror or exc, prio, extra={"output": self.output.name})
+
     def _display_main(self) -> None:
+        self._raise_display_priority()
         try:
             self.output_size = self.output.open()
         except BaseException as exc:  # handed to run(), which re-raises it on the loop

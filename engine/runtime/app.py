@@ -670,7 +670,7 @@ class ShowRuntime:
                             output_size=out_cfg.size, fps=out_cfg.fps, source=sources[0] if sources else None,
                             sources=sources, resolve=lambda p: self.loaded.path(p, what="recipe path"),
                             guide_model=guide_model, health=health, modes=self.scene_modes(),
-                            classifier=classifier)
+                            classifier=classifier, display_rt_priority=out_cfg.display_rt_priority)
         for mode in renderer.modes.values():
             if isinstance(mode, StyleMode):
                 mode.counters = renderer.counters

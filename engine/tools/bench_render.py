@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--classic-frames", type=int, default=1,
                         help="frames of the classic 4x10 loop to time (1)")
+    parser.add_argument("--rt-priority", type=int, default=5,
+                        help="display thread SCHED_RR priority, as [output] display_rt_priority (5; 0 = normal)")
     parser.add_argument("--load", type=int, default=0, metavar="N",
                         help="busy processes to run beside the bench (0..16), one core each (0)")
     parser.add_argument("--flicker-seconds", type=float, default=15.0,
@@ -87,7 +89,7 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
     out: Output = WindowOutput(output_size, vsync=True, scale=args.scale) if args.output == "window" \
         else NullOutput(output_size)
     r = Renderer(model, out, dream_size=args.dream_size, output_size=output_size,
-                 fps=args.fps, seed=0)
+                 fps=args.fps, seed=0, display_rt_priority=args.rt_priority)
     recipes = [DreamRecipe(layer_weights={layers[i % len(layers)]: 1.0}, zoom=1.01,
                            rotate_deg=0.3, steps_per_octave=2, octaves=4, blend=0.0,
                            generation=i) for i in range(1000)]
@@ -124,7 +126,7 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
     first, last = warm_rss[0], warm_rss[-1]
     res: dict[str, Any] = {
         "model": model.name, "threads": threads, "sink": out.describe(),
-        "size": f"{output_size[0]}x{output_size[1]}",
+        "size": f"{output_size[0]}x{output_size[1]}", "realtime": r.display_realtime,
         "steps_per_s": steps / warm_s, "display_fps": disp / warm_s,
         "p50_ms": _percentile(frames, 50) * 1000, "p99_ms": _percentile(frames, 99) * 1000,
         "dropped": dropped, "frames": disp,
@@ -183,7 +185,7 @@ def _live_flicker(model: Any, args: argparse.Namespace, *, blend: float,
             rec.present(frame)
 
     r = Renderer(model, Sink(args.dream_size), dream_size=args.dream_size, output_size=args.dream_size,
-                 fps=args.fps, seed=0, flow=flow)
+                 fps=args.fps, seed=0, flow=flow, display_rt_priority=args.rt_priority)
     r.set_recipe(DreamRecipe(layer_weights={model.layers[0]: 1.0}, zoom=1.01, rotate_deg=0.3,
                              steps_per_octave=2, octaves=4, blend=blend))
     warm = min(5.0, args.flicker_seconds / 3)
@@ -300,7 +302,8 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace, console: An
     for r in results:
         table.add_column(f"{r['model']} {r['size']}", justify="right")
     rows: list[tuple[str, str]] = [
-        ("onnxruntime threads", "{threads}"), ("dream steps/s (live)", "{steps_per_s:.2f}"),
+        ("onnxruntime threads", "{threads}"), ("display thread SCHED_RR", "{realtime}"),
+        ("dream steps/s (live)", "{steps_per_s:.2f}"),
         ("display fps", "{display_fps:.1f}"), ("display frame time p50 (ms)", "{p50_ms:.1f}"),
         ("display frame time p99 (ms)", "{p99_ms:.1f}"), ("dropped display frames", "{dropped}"),
         ("recipe change -> shown, median (ms)", "{latency_med_ms:.0f}"),
