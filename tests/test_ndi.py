@@ -1,0 +1,214 @@
+"""NDI video out with real parts on loopback: the sink (``engine/output/ndi.py``) sends through
+cyndilib's bundled NDI runtime, and cyndilib's own Finder and Receiver in the test discover the
+source and receive its frames.
+
+Discovery: NDI finds sources by mDNS, which a box without a network (CI, this sandbox) does not
+answer. The NDI configuration file's ``networks.ips`` ("extra IPs": machines whose NDI service
+on port 5960 the finder asks directly, docs.ndi.video, "Configuration File Options") set to
+127.0.0.1 makes a finder on this machine see this machine's senders without mDNS. The NDI runtime
+reads the file from ``$NDI_CONFIG_DIR`` when a finder or sender is created, so the fixture sets
+it before the first one. Source names carry the process id, so tests run at the same time on one
+machine (other checkouts, xdist workers) never receive each other's sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from dreamstate.engine.core.show import OutputConfig
+from dreamstate.engine.output.base import TeeOutput
+from dreamstate.engine.output.factory import open_output
+from dreamstate.engine.output.ndi import NdiOutput
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ndi_loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("ndi-config")
+    (folder / "ndi-config.v1.json").write_text(json.dumps({"ndi": {"networks": {"ips": "127.0.0.1",
+                                                                                "discovery": ""}}}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NDI_CONFIG_DIR", str(folder))
+        yield folder
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def find_source(nd: Any, finder: Any, name: str, timeout_s: float = 5.0) -> Any:
+    """The NDI source whose stream name is ``name`` (full names are "HOST (name)")."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        finder.wait_for_sources(0.2)
+        for full in finder.get_source_names():
+            if full.endswith(f"({name})"):
+                return finder.get_source(full)
+    pytest.fail(f"NDI source {name!r} not found in {timeout_s} s; visible: {finder.get_source_names()}")
+
+
+def pattern(w: int, h: int, blue: int) -> np.ndarray:
+    """Smooth gradients (NDI's codec is lossy; smooth content survives it) with a per-frame blue level."""
+    f = np.empty((h, w, 3), np.uint8)
+    f[..., 0] = (np.arange(w) * 255 // max(1, w - 1))[None, :]
+    f[..., 1] = (np.arange(h) * 255 // max(1, h - 1))[:, None]
+    f[..., 2] = blue
+    return f
+
+
+def test_frames_from_the_sink_arrive_at_a_real_ndi_receiver() -> None:
+    import cyndilib as nd
+
+    w, h = 320, 180
+    name = unique("ds-test")
+    out = NdiOutput((w, h), source_name=name, fps=60.0)
+    out.open()
+    finder = nd.Finder()
+    finder.open()
+    receiver = nd.Receiver(color_format=nd.RecvColorFormat.RGBX_RGBA, bandwidth=nd.RecvBandwidth.highest)
+    got = nd.VideoFrameSync()
+    receiver.frame_sync.set_video_frame(got)
+    try:
+        assert out.full_name is not None and out.full_name.endswith(f"({name})")
+        receiver.set_source(find_source(nd, finder, name))
+        for blue in (40, 210):  # the second proves the receiver follows the live picture
+            sent = pattern(w, h, blue)
+            deadline = time.monotonic() + 5.0
+            frame = None
+            while time.monotonic() < deadline:
+                out.present(sent)
+                time.sleep(1 / 60)
+                receiver.frame_sync.capture_video()
+                if got.xres == w and got.yres == h:
+                    arr = np.asarray(got.get_array()).reshape(h, w, 4)[..., :3]
+                    if abs(float(arr[..., 2].mean()) - blue) < 8:
+                        frame = arr.copy()
+                        break
+            assert frame is not None, f"no {w}x{h} frame with blue {blue} arrived in 5 s (sent {out.sent})"
+            diff = np.abs(frame.astype(np.int16) - sent.astype(np.int16))
+            assert float(diff.mean()) < 4.0, f"mean error {diff.mean():.1f} levels"
+            assert float(np.percentile(diff, 99)) < 24, "the gradients did not survive the trip"
+        assert receiver.is_connected()
+        assert out.connections() == 1
+        assert out.sent >= 2
+    finally:
+        receiver.disconnect()
+        finder.close()
+        out.close()
+    assert out.connections() == 0
+
+
+def test_present_never_waits_for_the_send_and_drops_are_counted() -> None:
+    """At 1920x1080 a send costs about 11 ms here (libndi's compression): a display loop that
+    waited for it would lose its 60 Hz. ``present`` only copies into the latest-frame slot."""
+    w, h = 1920, 1080
+    out = NdiOutput((w, h), source_name=unique("ds-rate"), fps=60.0)
+    frames = [pattern(w, h, b) for b in (0, 128)]
+    out.open()
+    try:
+        # back to back, as fast as the caller can: each call must cost far less than a send
+        times = []
+        for i in range(40):
+            t0 = time.perf_counter()
+            out.present(frames[i % 2])
+            times.append(time.perf_counter() - t0)
+        time.sleep(0.3)
+        assert out.sent >= 2
+        mean_send = out.send_s / out.sent
+        assert sum(times) < 0.5 * 40 * mean_send, (
+            f"40 presents took {sum(times) * 1e3:.0f} ms; 40 sends would take {40 * mean_send * 1e3:.0f} ms")
+        assert out.dropped > 0  # the sender could not keep up with back-to-back frames: counted
+        # a paced loop at 60 Hz for one second keeps its rate while the sender works beside it
+        period = 1 / 60
+        start = deadline = time.monotonic()
+        presented = 0
+        while time.monotonic() - start < 1.0:
+            out.present(frames[presented % 2])
+            presented += 1
+            deadline += period
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        assert presented >= 54, f"the 60 Hz loop presented only {presented} frames in a second"
+        assert statistics.median(times) < 0.004
+    finally:
+        out.close()
+    assert out.frames == 40 + presented
+    # every presented frame was either sent or replaced before the sender took it (at most one
+    # left in the slot when the thread stopped)
+    assert out.frames - 1 <= out.sent + out.dropped <= out.frames
+
+
+def test_present_copies_the_frame() -> None:
+    """A caller that reuses its array after ``present`` (the display loop's black frame) must not
+    change what is sent: the slot holds a copy."""
+    out = NdiOutput((32, 16), source_name=unique("ds-copy"))
+    frame = pattern(32, 16, 99)
+    out.present(frame)
+    frame[...] = 0
+    held = out.slot.get()
+    assert held is not None and held is not frame and int(held[..., 2].max()) == 99
+
+
+def test_factory_builds_ndi_alone_or_beside_another_output() -> None:
+    alone = open_output(OutputConfig(kind="ndi", size=(64, 32)))
+    assert isinstance(alone, NdiOutput) and alone.source_name == "dreamstate" and alone.size == (64, 32)
+    beside = open_output(OutputConfig(kind="none", ndi="VJ out", size=(64, 32)))
+    assert isinstance(beside, TeeOutput) and beside.primary.name == "none"
+    assert [type(o) for o in beside.extra] == [NdiOutput]
+    assert isinstance(beside.extra[0], NdiOutput) and beside.extra[0].source_name == "VJ out"
+    assert not isinstance(open_output(OutputConfig(kind="none")), TeeOutput)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "tab\there"])
+def test_unusable_source_names_are_refused(name: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="ndi"):
+        OutputConfig(ndi=name)
+
+
+ABSENT = """
+import sys
+sys.modules["cyndilib"] = None  # the import fails as it does where the extra is not installed
+from dreamstate.engine.core.errors import RenderError
+from dreamstate.engine.core.show import OutputConfig
+from dreamstate.engine.output.factory import open_output
+from dreamstate.engine.tools.cli import main
+
+print("check", main(["check", sys.argv[1]]), flush=True)
+print("run", main(["run", sys.argv[2], "--output", "ndi", "--seconds", "1"]), flush=True)
+try:
+    open_output(OutputConfig(kind="none", ndi="x"))
+except RenderError as exc:
+    print("open_output:", exc, flush=True)
+"""
+
+
+def test_absent_library_is_named_by_check_and_at_start(tmp_path: Path) -> None:
+    scenes = '[scenes.calm]\nlayers = { block10 = 1.0 }\n[scenes.attract]\nlayers = { block9 = 1.0 }\n'
+    wants = tmp_path / "ndi.toml"
+    wants.write_text('[show]\nname = "vj"\n' + scenes + '[output]\nkind = "none"\nndi = "VJ out"\n')
+    plain = tmp_path / "plain.toml"
+    plain.write_text('[show]\nname = "plain"\n' + scenes + '[output]\nkind = "none"\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    r = subprocess.run([sys.executable, "-c", ABSENT, str(wants), str(plain)], capture_output=True, text=True,
+                       timeout=90, env=env, cwd=tmp_path)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "check 1" in r.stdout and "run 1" in r.stdout, out
+    assert out.count("pip install 'dreamstate[ndi]'") >= 3, out  # check, run --output ndi, open_output
+    assert "output.ndi" in out and "output.kind" in out, out
+    assert "open_output: NDI output needs the optional cyndilib library" in r.stdout, out
+    assert "show starting" not in out, "the show must not start without the NDI library"
