@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -212,3 +213,27 @@ def test_absent_library_is_named_by_check_and_at_start(tmp_path: Path) -> None:
     assert "output.ndi" in out and "output.kind" in out, out
     assert "open_output: NDI output needs the optional cyndilib library" in r.stdout, out
     assert "show starting" not in out, "the show must not start without the NDI library"
+
+
+def test_bench_render_sink_ndi_times_the_send_and_keeps_the_display_rate(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        code = cli_main(["bench", "render", "--sink", "ndi", "--model", "starter", "--seconds", "1.5",
+                         "--warmup", "0.3", "--dream-size", "96x64", "--output-size", "192x128", "--threads", "1",
+                         "--ndi-sizes", "192x128", "320x180", "--ndi-seconds", "0.5"])
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "NDI sink alone" in out and "192x128" in out and "320x180" in out
+    flat = " ".join(out.split())  # rich wraps long lines at the terminal width
+    assert "display sink = none + NDI source" in flat
+    sent = re.search(r"NDI beside it: (\d+) frames sent, (\d+) dropped", flat)
+    assert sent is not None and int(sent[1]) > 0, out

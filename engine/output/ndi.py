@@ -15,6 +15,7 @@ counted in ``dropped``; frames the thread sent are counted in ``sent``.
 
 from __future__ import annotations
 
+import collections
 import importlib
 import logging
 import threading
@@ -81,7 +82,8 @@ class NdiOutput(Output):
     or a discovery server / extra IPs from the NDI configuration file); ``close()`` stops the
     thread after its current send and releases the sender. Counters: ``frames`` (presented),
     ``sent`` (handed to libndi), ``dropped`` (replaced in the slot before the sender took them),
-    ``send_s`` (total seconds spent in sends, so ``send_s / sent`` is the mean cost per frame).
+    ``send_s`` (total seconds spent in sends, so ``send_s / sent`` is the mean cost per frame) and
+    ``send_times`` (the last 1000 sends, seconds each).
 
     Raises ``RenderError`` from ``open()`` when cyndilib is absent (naming the extra) or the NDI
     sender cannot be created.
@@ -98,6 +100,7 @@ class NdiOutput(Output):
         self.slot: LatestSlot[U8] = LatestSlot()
         self.sent = 0
         self.send_s = 0.0
+        self.send_times: collections.deque[float] = collections.deque(maxlen=1000)
         self.full_name: str | None = None
         self._sender: Any = None
         self._thread: threading.Thread | None = None
@@ -152,7 +155,9 @@ class NdiOutput(Output):
         rgbx = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA)
         t0 = time.perf_counter()
         self._sender.write_video(rgbx.reshape(-1))
-        self.send_s += time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        self.send_s += took
+        self.send_times.append(took)
         self.sent += 1
 
     def connections(self, timeout_s: float = 0.0) -> int:
