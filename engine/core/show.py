@@ -347,6 +347,9 @@ class OutputConfig(Section):
     ndi: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     """also send the displayed frames as an NDI source of this name, beside the window or file (unset: off; with
     `kind = "ndi"` the source name, default "dreamstate"); needs `pip install 'dreamstate[ndi]'` (docs/ndi.md)"""
+    ndi_fps: Annotated[float, Field(gt=0, le=240)] | None = None
+    """most frames a second sent over NDI (unset: every displayed frame); 30 halves the CPU the NDI compression
+    takes, for a small machine at 1920x1080 (docs/ndi.md)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the dream runs: `auto` (CUDA when present), `cpu` or `cuda`"""
 

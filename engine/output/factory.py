@@ -108,7 +108,7 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
         out = PngOutput(folder, size, every_s=1.0)
     elif cfg.kind == "ndi":
         load_cyndilib()
-        out = NdiOutput(size, source_name=cfg.ndi or DEFAULT_SOURCE_NAME, fps=cfg.fps)
+        out = NdiOutput(size, source_name=cfg.ndi or DEFAULT_SOURCE_NAME, fps=cfg.fps, max_fps=cfg.ndi_fps)
     elif cfg.kind == "none":
         out = NullOutput(size)
     else:
@@ -129,7 +129,7 @@ def with_ndi(out: Output, cfg: OutputConfig) -> Output:
     if name is None:
         return out
     load_cyndilib()
-    return TeeOutput(out, NdiOutput(out.size, source_name=name, fps=cfg.fps))
+    return TeeOutput(out, NdiOutput(out.size, source_name=name, fps=cfg.fps, max_fps=cfg.ndi_fps))
 
 
 def preview_window(size: tuple[int, int] = (640, 360), *, display: int = 0) -> WindowOutput:

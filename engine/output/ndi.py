@@ -74,14 +74,17 @@ def check_ndi(loaded: LoadedShow) -> list[tuple[str, str]]:
 
 
 class NdiOutput(Output):
-    """Sends presented frames as the NDI source ``source_name`` (RGBX, progressive, ``fps``).
+    """Sends presented frames as the NDI source ``source_name`` (RGBX, progressive), at most
+    ``max_fps`` frames a second (None: every presented frame the sender can keep up with; the
+    stream is announced at ``max_fps`` or else ``fps``).
 
     ``present(frame)`` takes a uint8 RGB frame of shape (height, width, 3) and returns at once
     (one copy, about 1 ms at 1920x1080); a frame of another size is resized to ``size`` on the
     sender thread. After ``open()`` the source is visible on the network (NDI discovery: mDNS,
     or a discovery server / extra IPs from the NDI configuration file); ``close()`` stops the
     thread after its current send and releases the sender. Counters: ``frames`` (presented),
-    ``sent`` (handed to libndi), ``dropped`` (replaced in the slot before the sender took them),
+    ``sent`` (handed to libndi), ``dropped`` (replaced in the slot before the sender took them,
+    because a send was under way or ``max_fps`` held the sender back),
     ``send_s`` (total seconds spent in sends, so ``send_s / sent`` is the mean cost per frame) and
     ``send_times`` (the last 1000 sends, seconds each).
 
@@ -92,10 +95,13 @@ class NdiOutput(Output):
     name = "ndi"
 
     def __init__(self, size: tuple[int, int], *, source_name: str = DEFAULT_SOURCE_NAME, fps: float = 60.0,
-                 groups: str = "") -> None:
+                 max_fps: float | None = None, groups: str = "") -> None:
         super().__init__(size)
+        if max_fps is not None and max_fps <= 0:
+            raise RenderError(f"NDI max_fps must be above 0, not {max_fps}", hint="leave it unset to send every frame")
         self.source_name = source_name
         self.fps = fps
+        self.max_fps = max_fps
         self.groups = groups
         self.slot: LatestSlot[U8] = LatestSlot()
         self.sent = 0
@@ -113,7 +119,7 @@ class NdiOutput(Output):
             frame = nd.VideoSendFrame()
             frame.set_resolution(w, h)
             frame.set_fourcc(nd.FourCC.RGBX)
-            frame.set_frame_rate(Fraction(self.fps).limit_denominator(1001))
+            frame.set_frame_rate(Fraction(self.max_fps or self.fps).limit_denominator(1001))
             # clock_video=False: the display loop sets the pace; a clocked send would sleep in libndi
             sender = nd.Sender(self.source_name, ndi_groups=self.groups, clock_video=False, clock_audio=False)
             sender.set_video_frame(frame)
@@ -143,10 +149,13 @@ class NdiOutput(Output):
             frame, version = self.slot.wait_newer(version, timeout=0.2)
             if frame is None:
                 continue
+            started = time.monotonic()
             try:
                 self._send(frame, w, h)
             except Exception as exc:  # noqa: BLE001 -- reported; the sender takes the next frame
                 report_background_error("NDI sender", exc, log, output=self.name, source=self.source_name)
+            if self.max_fps is not None:  # frames presented meanwhile replace each other (dropped)
+                self._stop.wait(max(0.0, started + 1.0 / self.max_fps - time.monotonic()))
 
     def _send(self, frame: U8, w: int, h: int) -> None:
         cv2 = cv()

@@ -55,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ndi-sizes", type=size_arg, nargs="+", default=[(1280, 720), (1920, 1080)],
                         help="frame sizes the NDI sink is timed at (1280x720 1920x1080)")
     parser.add_argument("--ndi-seconds", type=float, default=3.0, help="seconds per NDI size (3)")
+    parser.add_argument("--ndi-fps", type=float, default=None,
+                        help="most frames a second sent over NDI, as [output] ndi_fps (default: every frame)")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -85,7 +87,8 @@ def _bench_one(name: str, args: argparse.Namespace, console: Any) -> dict[str, A
         from dreamstate.engine.output import TeeOutput
         from dreamstate.engine.output.ndi import NdiOutput
 
-        ndi = NdiOutput(args.output_size, source_name=f"dreamstate-bench-{os.getpid()}", fps=args.fps)
+        ndi = NdiOutput(args.output_size, source_name=f"dreamstate-bench-{os.getpid()}", fps=args.fps,
+                        max_fps=args.ndi_fps)
         out = TeeOutput(out, ndi)
     r = Renderer(model, out, dream_size=args.dream_size, output_size=args.output_size,
                  fps=args.fps, seed=0)
@@ -152,12 +155,13 @@ def _bench_one(name: str, args: argparse.Namespace, console: Any) -> dict[str, A
     return res
 
 
-def ndi_send_figures(size: tuple[int, int], seconds: float, fps: float = 60.0) -> dict[str, float]:
-    """The NDI sink alone at ``size`` (width, height): a loop paced at ``fps`` presents moving
-    frames for ``seconds``. Returns send times on the sink's thread (``send_p50_ms``,
-    ``send_p99_ms``), present times on the caller's (``present_p50_ms``, ``present_p99_ms``),
-    the loop's rate (``loop_fps``) and ``presented``, ``sent``, ``dropped``. Raises
-    ``RenderError`` without the ndi extra."""
+def ndi_send_figures(size: tuple[int, int], seconds: float, fps: float = 60.0,
+                     max_fps: float | None = None) -> dict[str, float]:
+    """The NDI sink alone at ``size`` (width, height), sending at most ``max_fps`` frames a second
+    (None: all it can): a loop paced at ``fps`` presents moving frames for ``seconds``. Returns
+    send times on the sink's thread (``send_p50_ms``, ``send_p99_ms``), present times on the
+    caller's (``present_p50_ms``, ``present_p99_ms``), the loop's rate (``loop_fps``) and
+    ``presented``, ``sent``, ``dropped``. Raises ``RenderError`` without the ndi extra."""
     import numpy as np
 
     from dreamstate.engine.output.ndi import NdiOutput
@@ -167,7 +171,7 @@ def ndi_send_figures(size: tuple[int, int], seconds: float, fps: float = 60.0) -
     base[..., 0] = (np.arange(w) * 255 // max(1, w - 1))[None, :]
     base[..., 1] = (np.arange(h) * 255 // max(1, h - 1))[:, None]
     frames = [np.roll(base, 8 * i, axis=1) for i in range(8)]
-    out = NdiOutput(size, source_name=f"dreamstate-bench-{os.getpid()}-{w}x{h}", fps=fps)
+    out = NdiOutput(size, source_name=f"dreamstate-bench-{os.getpid()}-{w}x{h}", fps=fps, max_fps=max_fps)
     out.open()
     presents: list[float] = []
     try:
@@ -193,13 +197,14 @@ def _ndi_table(args: argparse.Namespace, console: Any) -> None:
     from rich.table import Table
 
     budget = 1e3 / args.fps
-    table = Table(title=f"NDI sink alone, loop paced at {args.fps:g} Hz (frame budget {budget:.1f} ms), "
+    cap = f", sending at most {args.ndi_fps:g} frames/s" if args.ndi_fps else ""
+    table = Table(title=f"NDI sink alone, loop paced at {args.fps:g} Hz (frame budget {budget:.1f} ms){cap}, "
                         f"{args.ndi_seconds:g} s per size, {os.cpu_count()} CPU cores")
     for col in ("size", "send p50 (ms)", "send p99 (ms)", "present p50 (ms)", "present p99 (ms)",
                 "loop fps", "sent / presented", "dropped"):
         table.add_column(col, justify="right", no_wrap=col == "size")
     for size in args.ndi_sizes:
-        f = ndi_send_figures(size, args.ndi_seconds, args.fps)
+        f = ndi_send_figures(size, args.ndi_seconds, args.fps, args.ndi_fps)
         table.add_row(f"{size[0]}x{size[1]}", f"{f['send_p50_ms']:.1f}", f"{f['send_p99_ms']:.1f}",
                       f"{f['present_p50_ms']:.2f}", f"{f['present_p99_ms']:.2f}", f"{f['loop_fps']:.1f}",
                       f"{f['sent']:.0f} / {f['presented']:.0f}", f"{f['dropped']:.0f}")
