@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 
 from dreamstate.engine.core.show import OutputConfig
-from dreamstate.engine.output.base import TeeOutput
-from dreamstate.engine.output.factory import open_output
+from dreamstate.engine.output.base import NullOutput, TeeOutput
+from dreamstate.engine.output.factory import open_output, with_ndi
 from dreamstate.engine.output.ndi import NdiOutput
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +187,10 @@ def test_factory_builds_ndi_alone_or_beside_another_output() -> None:
     assert isinstance(beside.extra[0], NdiOutput) and beside.extra[0].source_name == "VJ out"
     assert beside.extra[0].max_fps == 30 and alone.max_fps is None
     assert not isinstance(open_output(OutputConfig(kind="none")), TeeOutput)
+    # the kiosk's opener: its own window, plus the NDI source a `kind = "ndi"` show asks for
+    kiosk = with_ndi(NullOutput((64, 32)), OutputConfig(kind="ndi"))
+    assert isinstance(kiosk, TeeOutput) and isinstance(kiosk.extra[0], NdiOutput)
+    assert kiosk.extra[0].source_name == "dreamstate"
 
 
 @pytest.mark.parametrize("name", ["", "   ", "tab\there"])
