@@ -6,9 +6,10 @@ Discovery: NDI finds sources by mDNS, which a box without a network (CI, this sa
 answer. The NDI configuration file's ``networks.ips`` ("extra IPs": machines whose NDI service
 on port 5960 the finder asks directly, docs.ndi.video, "Configuration File Options") set to
 127.0.0.1 makes a finder on this machine see this machine's senders without mDNS. The NDI runtime
-reads the file from ``$NDI_CONFIG_DIR`` when a finder or sender is created, so the fixture sets
-it before the first one. Source names carry the process id, so tests run at the same time on one
-machine (other checkouts, xdist workers) never receive each other's sources.
+reads the file from ``$NDI_CONFIG_DIR`` once, when the process's first finder or sender is made
+(one made earlier keeps the process blind), so ``tests/conftest.py`` sets it at import.
+Source names carry the process id, so tests run at the same time on one machine (other
+checkouts, xdist workers) never receive each other's sources.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,10 @@ from dreamstate.engine.output.ndi import NdiOutput
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ndi_loopback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    folder = tmp_path_factory.mktemp("ndi-config")
-    (folder / "ndi-config.v1.json").write_text(json.dumps({"ndi": {"networks": {"ips": "127.0.0.1",
-                                                                                "discovery": ""}}}))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NDI_CONFIG_DIR", str(folder))
-        yield folder
+def test_the_ndi_configuration_for_loopback_discovery_is_in_place() -> None:
+    """tests/conftest.py points NDI_CONFIG_DIR at tests/ndi before any NDI object exists."""
+    config = Path(os.environ["NDI_CONFIG_DIR"]) / "ndi-config.v1.json"
+    assert json.loads(config.read_text())["ndi"]["networks"]["ips"] == "127.0.0.1"
 
 
 def unique(prefix: str) -> str:
