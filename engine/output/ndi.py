@@ -34,7 +34,6 @@ from dreamstate.engine.output.base import U8, Output
 
 log = logging.getLogger("dreamstate.output")
 
-EXTRA = "ndi"
 INSTALL_HINT = "pip install 'dreamstate[ndi]' (the cyndilib package; its wheels bundle the NDI runtime)"
 DEFAULT_SOURCE_NAME = "dreamstate"
 
