@@ -254,3 +254,100 @@ def test_bench_render_sink_ndi_prints_send_times_and_runs_the_renderer_with_ndi_
     assert "display sink = none + NDI source" in flat
     sent = re.search(r"NDI beside it: (\d+) frames sent, (\d+) dropped", flat)
     assert sent is not None and int(sent[1]) > 0, out
+
+
+SHOW = """
+[show]
+name = "vj"
+model = "starter"
+default_scene = "calm"
+[scenes.calm]
+layers = {{ block2 = 1.0 }}
+[scenes.attract]
+layers = {{ block2 = 0.5 }}
+[output]
+kind = "none"
+ndi = "{name}"
+size = [160, 96]
+dream_size = [96, 64]
+fps = 30
+"""
+
+
+async def test_a_show_with_output_ndi_sends_its_displayed_frames(tmp_path: Path) -> None:
+    """The whole path: a show file's `[output] ndi`, the output factory, the renderer's display
+    loop and the sink; a real receiver in a thread gets moving frames of the show's size."""
+    import asyncio
+    import threading
+
+    import cyndilib as nd
+
+    from dreamstate.engine.core.show import LoadedShow
+    from dreamstate.engine.output.base import Output
+    from dreamstate.engine.runtime.app import ShowRuntime
+    from dreamstate.engine.runtime.showfile import load_show
+    from dreamstate.models.dream import DreamModel
+
+    name = unique("ds-show")
+    (tmp_path / "show.toml").write_text(SHOW.format(name=name))
+    model = DreamModel.load("starter", ["block2"])
+    got: list[np.ndarray] = []
+    errors: list[BaseException] = []
+
+    def receive() -> None:
+        try:
+            finder = nd.Finder()  # made after the sink opened: a finder lists existing sources at once
+            finder.open()
+            receiver = nd.Receiver(color_format=nd.RecvColorFormat.RGBX_RGBA, bandwidth=nd.RecvBandwidth.highest)
+            frame = nd.VideoFrameSync()
+            receiver.frame_sync.set_video_frame(frame)
+            try:
+                deadline = time.monotonic() + 10.0
+                # polled with sleeps: cyndilib's wait_for_sources holds the GIL while it waits,
+                # which would stall the show's threads in this process
+                while not any(n.endswith(f"({name})") for n in finder.get_source_names()):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"NDI source {name!r} not found; visible: {finder.get_source_names()}")
+                    time.sleep(0.05)
+                receiver.set_source(finder.get_source(next(n for n in finder.get_source_names()
+                                                           if n.endswith(f"({name})"))))
+                deadline = time.monotonic() + 8.0
+                while time.monotonic() < deadline and len(got) < 10:
+                    receiver.frame_sync.capture_video()
+                    if frame.xres:
+                        arr = np.asarray(frame.get_array()).reshape(frame.yres, frame.xres, 4)[..., :3].copy()
+                        if not got or not np.array_equal(arr, got[-1]):
+                            got.append(arr)
+                    time.sleep(1 / 60)
+            finally:
+                receiver.disconnect()
+                finder.close()
+        except BaseException as exc:  # noqa: BLE001 -- handed to the test, which fails with it
+            errors.append(exc)
+
+    made: list[Output] = []
+
+    def opener(loaded: LoadedShow) -> Output:
+        """The real factory; the test keeps what it made, to know when the NDI source is up."""
+        out = open_output(loaded.show.output, loaded)
+        made.append(out)
+        return out
+
+    rt = ShowRuntime(load_show(tmp_path / "show.toml"), seconds=20.0, load_model=lambda _l, _layers, _g: model,
+                     open_output=opener)
+    show = asyncio.create_task(rt.run())
+    deadline = time.monotonic() + 20.0
+    while not (made and isinstance(made[0], TeeOutput) and getattr(made[0].extra[0], "full_name", None)):
+        assert time.monotonic() < deadline and not show.done(), "the show's NDI source did not open"
+        await asyncio.sleep(0.05)
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    while thread.is_alive() and not show.done():
+        await asyncio.sleep(0.05)
+    rt.supervisor.request_stop("the receiver has its frames")
+    await asyncio.wait_for(show, 40)
+    thread.join(timeout=20)
+    assert not errors, errors
+    assert len(got) >= 10, f"only {len(got)} distinct frames arrived"
+    assert all(f.shape == (96, 160, 3) for f in got)
+    assert float(got[-1].mean()) > 10, "the frames arrived black"
