@@ -303,9 +303,10 @@ async def test_a_show_with_output_ndi_sends_its_displayed_frames(tmp_path: Path)
             receiver.frame_sync.set_video_frame(frame)
             try:
                 deadline = time.monotonic() + 10.0
-                # polled with sleeps: cyndilib's wait_for_sources holds the GIL while it waits,
-                # which would stall the show's threads in this process
-                while not any(n.endswith(f"({name})") for n in finder.get_source_names()):
+                # polled with sleeps: cyndilib's wait_for_sources holds the GIL while it waits
+                # (finder.pyx calls NDIlib_find_wait_for_sources outside a nogil block), which
+                # would stall the show's threads in this process
+                while not any(n.endswith(f"({name})") for n in finder.update_sources()):
                     if time.monotonic() > deadline:
                         raise AssertionError(f"NDI source {name!r} not found; visible: {finder.get_source_names()}")
                     time.sleep(0.05)
