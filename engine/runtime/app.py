@@ -1118,9 +1118,10 @@ def run_show(args: argparse.Namespace) -> int:
         from dreamstate.engine.output.window import WindowOutput
 
         def opener(given: LoadedShow) -> Output:
-            """Kiosk: the fullscreen window only, cursor hidden, only the chord quits. With no
-            display yet the render stage waits and retries with backoff (X or Wayland often
-            comes up after the unit starts); it never falls back to a video file."""
+            """Kiosk: the fullscreen window (and the show's NDI source, if it asks for one), cursor
+            hidden, only the chord quits. With no display yet the render stage waits and retries
+            with backoff (X or Wayland often comes up after the unit starts); it never falls back
+            to a video file."""
             from dreamstate.engine.output.factory import with_ndi
 
             cfg = given.show.output
