@@ -34,5 +34,5 @@ fi
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+.venv/bin/python -m pip install -q -e '.[dev,ndi]'  # ndi: tests/test_ndi.py sends and receives NDI on loopback
 echo "setup: ok ($(.venv/bin/python --version), .venv ready)" >&2

@@ -30,6 +30,12 @@ def shared_models() -> Path:
 # it (a test that provokes one on purpose takes it with take_background_errors()).
 os.environ.setdefault("DREAMSTATE_RAISE_BACKGROUND_ERRORS", "1")
 
+# NDI finds sources by mDNS, which a box without a network (CI) does not answer. This NDI
+# configuration names 127.0.0.1 as an "extra IP" (the finder asks this machine's NDI port
+# directly), so tests/test_ndi.py's receivers see the sink's sources. The NDI runtime reads it
+# once, when the first sender or finder of the process is made, so it is set here, before any.
+os.environ["NDI_CONFIG_DIR"] = str(REPO / "tests" / "ndi")
+
 
 @pytest.fixture(autouse=True)
 def no_unexpected_background_errors() -> Iterator[None]:

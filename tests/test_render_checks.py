@@ -57,10 +57,11 @@ def _write(folder: Path, **kw: str) -> Path:
 
 def test_the_loader_calls_the_stage_checks_explicitly() -> None:
     """No registry filled by import side effects: the runtime's loader names its checks."""
+    from dreamstate.engine.output.ndi import check_ndi
     from dreamstate.engine.runtime.showfile import STAGE_CHECKS
     from dreamstate.engine.signal.check import check_signal
 
-    assert (check_signal, check_render) == STAGE_CHECKS
+    assert (check_signal, check_render, check_ndi) == STAGE_CHECKS
 
 
 def test_a_good_show_passes(show_dir: Path) -> None:

@@ -319,8 +319,9 @@ class AttractConfig(Section):
 
 
 class OutputConfig(Section):
-    kind: Literal["auto", "window", "video", "png", "none"] = "auto"
-    """`window` (projector), `video` file, `png` snapshots, `none`, or `auto` (a window, else video)"""
+    kind: Literal["auto", "window", "video", "png", "ndi", "none"] = "auto"
+    """`window` (projector), `video` file, `png` snapshots, `ndi` (an NDI source only, no window; needs the `ndi`
+    extra), `none`, or `auto` (a window, else video)"""
     display: Annotated[int, Field(ge=0)] = 0
     """which display the window opens on (0 = first)"""
     fullscreen: StrictBool = False
@@ -347,6 +348,12 @@ class OutputConfig(Section):
     """serve an MJPEG preview on 127.0.0.1 at this port (unset: off)"""
     mjpeg_clients: Annotated[int, Field(ge=1, le=64, description="viewers of the MJPEG preview at once; "
                                         "more get 503 (each costs a thread and an encode per frame)")] = 4
+    ndi: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    """also send the displayed frames as an NDI source of this name, beside the window or file (unset: off; with
+    `kind = "ndi"` the source name, default "dreamstate"); needs `pip install 'dreamstate[ndi]'` (docs/ndi.md)"""
+    ndi_fps: Annotated[float, Field(gt=0, le=240)] | None = None
+    """most frames a second sent over NDI (unset: every displayed frame); 30 halves the CPU the NDI compression
+    takes, for a small machine at 1920x1080 (docs/ndi.md)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """where the dream runs: `auto` (CUDA when present), `cpu` or `cuda`"""
     display_rt_priority: Annotated[int, Field(ge=0, le=50)] = 5
@@ -357,6 +364,13 @@ class OutputConfig(Section):
     """CUDA only: how cuDNN picks convolution algorithms. `HEURISTIC` (fast to start); `EXHAUSTIVE` times
     every algorithm once per input shape (slow start, then sometimes faster); `DEFAULT` maps to a slow path
     in onnxruntime 1.20 and later (onnxruntime#22705)"""
+
+    @field_validator("ndi")
+    @classmethod
+    def _ndi_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(ord(c) < 32 for c in value)):
+            raise ValueError(f"{value!r} is not a usable NDI source name; write visible text, e.g. \"dreamstate\"")
+        return value
 
 
 class OscTarget(Section):

@@ -8,11 +8,14 @@ opens it, because SDL windows belong to the thread that opens them):
   give it a display;
 * ``video``: a video file at ``cfg.path`` (show-relative);
 * ``png``: PNG snapshots into the folder ``cfg.path`` names (on demand, or once a second);
+* ``ndi``: an NDI source only (``NdiOutput``, named by ``cfg.ndi`` or "dreamstate"), no window;
 * ``none``: frames are discarded (statistics still run);
 * ``auto``: the window when a display is present, else the video file, with a warning;
   if the window then fails to open for lack of a display, the video file takes over too.
 
-``mjpeg_port`` adds an MJPEG preview on 127.0.0.1 to any of them.
+``mjpeg_port`` adds an MJPEG preview on 127.0.0.1 to any of them, and ``ndi`` (a source name)
+an NDI source beside any of them (``with_ndi``). Asking for NDI without the ``ndi`` extra
+raises ``RenderError`` here, before anything opens, naming ``pip install 'dreamstate[ndi]'``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from dreamstate.engine.core.errors import RenderError
 from dreamstate.engine.core.show import LoadedShow, OutputConfig
 from dreamstate.engine.output.base import U8, NullOutput, Output, TeeOutput
+from dreamstate.engine.output.ndi import DEFAULT_SOURCE_NAME, NdiOutput, load_cyndilib
 from dreamstate.engine.output.sinks import MjpegOutput, PngOutput, VideoOutput
 from dreamstate.engine.output.window import NoDisplayError, WindowOutput, display_present
 
@@ -104,14 +108,30 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
         folder = _path(cfg.path, loaded)
         folder = folder.with_suffix("") if folder.suffix else folder
         out = PngOutput(folder, size, every_s=1.0)
+    elif cfg.kind == "ndi":
+        load_cyndilib()
+        out = NdiOutput(size, source_name=cfg.ndi or DEFAULT_SOURCE_NAME, fps=cfg.fps, max_fps=cfg.ndi_fps)
     elif cfg.kind == "none":
         out = NullOutput(size)
     else:
-        raise RenderError(f"output.kind {cfg.kind!r} is not known", hint="use auto, window, video, png or none")
+        raise RenderError(f"output.kind {cfg.kind!r} is not known",
+                          hint="use auto, window, video, png, ndi or none")
     if cfg.mjpeg_port is not None:
         out = TeeOutput(out, MjpegOutput(size, host="127.0.0.1", port=cfg.mjpeg_port,
                                                    max_clients=cfg.mjpeg_clients))
-    return out
+    return out if cfg.kind == "ndi" else with_ndi(out, cfg)
+
+
+def with_ndi(out: Output, cfg: OutputConfig) -> Output:
+    """``out`` with an NDI source beside it (a ``TeeOutput``), named ``cfg.ndi`` (or "dreamstate"
+    when ``cfg.kind`` is ``ndi``, for an opener such as the kiosk's that replaces the primary
+    output); ``out`` itself when the show asks for no NDI. Raises ``RenderError`` naming the
+    extra to install when cyndilib is absent."""
+    name = cfg.ndi if cfg.ndi is not None else DEFAULT_SOURCE_NAME if cfg.kind == "ndi" else None
+    if name is None:
+        return out
+    load_cyndilib()
+    return TeeOutput(out, NdiOutput(out.size, source_name=name, fps=cfg.fps, max_fps=cfg.ndi_fps))
 
 
 def preview_window(size: tuple[int, int] = (640, 360), *, display: int = 0) -> WindowOutput:

@@ -69,7 +69,7 @@ from dreamstate.engine.control.commands import (
 from dreamstate.engine.control.transport import ControlTransport
 from dreamstate.engine.core.background import watch_task
 from dreamstate.engine.core.channels import BoundedQueue, Broadcast, LatestSlot
-from dreamstate.engine.core.errors import CalibrationError, DreamstateError
+from dreamstate.engine.core.errors import CalibrationError, DreamstateError, ShowError
 from dreamstate.engine.core.logs import LogLimiter, truncate
 from dreamstate.engine.core.metrics import Counters
 from dreamstate.engine.core.records import (
@@ -1106,6 +1106,10 @@ def run_show(args: argparse.Namespace) -> int:
         updates["fullscreen"] = True
     if updates:
         loaded = loaded.with_show(show.model_copy(update={"output": out.model_copy(update=updates)}))
+        from dreamstate.engine.output.ndi import check_ndi
+
+        if problems := check_ndi(loaded):  # `--output ndi` asks for NDI after the show's own check
+            raise ShowError(loaded.source, problems)
     for key, message in loaded.warnings:
         log.warning("show: %s: %s", key, message)
     opener: OutputFactory | None = None
@@ -1114,12 +1118,16 @@ def run_show(args: argparse.Namespace) -> int:
         from dreamstate.engine.output.window import WindowOutput
 
         def opener(given: LoadedShow) -> Output:
-            """Kiosk: the fullscreen window only, cursor hidden, only the chord quits. With no
-            display yet the render stage waits and retries with backoff (X or Wayland often
-            comes up after the unit starts); it never falls back to a video file."""
+            """Kiosk: the fullscreen window (and the show's NDI source, if it asks for one), cursor
+            hidden, only the chord quits. With no display yet the render stage waits and retries
+            with backoff (X or Wayland often comes up after the unit starts); it never falls back
+            to a video file."""
+            from dreamstate.engine.output.factory import with_ndi
+
             cfg = given.show.output
-            return WindowOutput((int(cfg.size[0]), int(cfg.size[1])), display=cfg.display, fullscreen=True,
-                                vsync=cfg.vsync, hide_cursor=True, quit_chord=chord, scale=cfg.scale)
+            window = WindowOutput((int(cfg.size[0]), int(cfg.size[1])), display=cfg.display, fullscreen=True,
+                                  vsync=cfg.vsync, hide_cursor=True, quit_chord=chord, scale=cfg.scale)
+            return with_ndi(window, cfg)  # the window, and the show's NDI source beside it
 
     runtime = ShowRuntime(loaded, seconds=args.seconds, open_output=opener)
     log.info("show starting", extra={"show": loaded.show.show.name, "source": loaded.source,

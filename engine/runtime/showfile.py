@@ -4,7 +4,8 @@ own checks, called here explicitly (no registry filled by import side effects).
 ``load_show(path)`` validates the whole show and raises one ``ShowError`` listing every
 problem: types and ranges, paths and scene references (``engine.core.show``), then feature and
 rule names (``engine.signal.check``) and images, models, layers and sizes
-(``engine.render.checks``). ``deep=False`` skips the stage checks (the monitor and the offline
+(``engine.render.checks``), and that a show sending NDI has the ``ndi`` extra installed
+(``engine.output.ndi.check_ndi``). ``deep=False`` skips the stage checks (the monitor and the offline
 tools only need the schema).
 """
 
@@ -13,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from dreamstate.engine.core.show import LoadedShow, ShowCheck, read_show
+from dreamstate.engine.output.ndi import check_ndi
 from dreamstate.engine.render.checks import check_render
 from dreamstate.engine.signal.check import check_signal
 
-STAGE_CHECKS: tuple[ShowCheck, ...] = (check_signal, check_render)
+STAGE_CHECKS: tuple[ShowCheck, ...] = (check_signal, check_render, check_ndi)
 
 
 def load_show(path: str | Path | None, *, deep: bool = True) -> LoadedShow:

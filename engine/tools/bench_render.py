@@ -22,6 +22,14 @@ bench, to stand in for a shared or thermally throttled machine; they end with th
 The display loop renders to the headless ``none`` sink by default (it does the full per-frame
 work: fused upscale+zoom warp at output size, crossfade, uint8 frame; only the present is a
 no-op), or to a real SDL window with ``--output window`` (needs a display).
+
+``--sink ndi`` (needs the ``ndi`` extra) adds an NDI source beside that sink, as
+``[output] ndi`` does in a show, so the figures above say whether the display rate holds
+while NDI sends; first it times the NDI sink alone at each ``--ndi-sizes`` (default 1280x720
+and 1920x1080): a 60 Hz loop presents for ``--ndi-seconds`` (3) and the table gives the send
+time per frame (median, p99, on the sink's own thread), what ``present`` costs the display
+thread (median, p99), the loop's rate, and frames sent and dropped (replaced before the
+sender took them).
 """
 
 from __future__ import annotations
@@ -63,6 +71,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="busy processes to run beside the bench (0..16), one core each (0)")
     parser.add_argument("--flicker-seconds", type=float, default=15.0,
                         help="seconds per flicker run (live variants and naive re-dreaming); 0 skips them (15)")
+    parser.add_argument("--sink", choices=["none", "ndi"], default="none",
+                        help="ndi: time the NDI sink and add it beside the display sink (needs the ndi extra)")
+    parser.add_argument("--ndi-sizes", type=size_arg, nargs="+", default=[(1280, 720), (1920, 1080)],
+                        help="frame sizes the NDI sink is timed at (1280x720 1920x1080)")
+    parser.add_argument("--ndi-seconds", type=float, default=3.0, help="seconds per NDI size (3)")
+    parser.add_argument("--ndi-fps", type=float, default=None,
+                        help="most frames a second sent over NDI, as [output] ndi_fps (default: every frame)")
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -88,6 +103,14 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
     layers = list(model.layers)
     out: Output = WindowOutput(output_size, vsync=True, scale=args.scale) if args.output == "window" \
         else NullOutput(output_size)
+    ndi: Any = None
+    if args.sink == "ndi":
+        from dreamstate.engine.output import TeeOutput
+        from dreamstate.engine.output.ndi import NdiOutput
+
+        ndi = NdiOutput(output_size, source_name=f"dreamstate-bench-{os.getpid()}", fps=args.fps,
+                        max_fps=args.ndi_fps)
+        out = TeeOutput(out, ndi)
     r = Renderer(model, out, dream_size=args.dream_size, output_size=output_size,
                  fps=args.fps, seed=0, display_rt_priority=args.rt_priority)
     recipes = [DreamRecipe(layer_weights={layers[i % len(layers)]: 1.0}, zoom=1.01,
@@ -137,6 +160,9 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
         "rss_first": first, "rss_last": last, "rss_max": max(warm_rss),
         "rss_drift_pct": (last - first) / first * 100.0,
         "restarts": tr.worker_restarts,
+        "ndi": "" if ndi is None else (
+            f" NDI beside it: {ndi.sent} frames sent, {ndi.dropped} dropped, "
+            f"{1e3 * ndi.send_s / max(1, ndi.sent):.1f} ms a send on its own thread."),
     }
     src = noise_source(args.dream_size, 1)
     params = DreamParams(layer_weights=None, octaves=4, steps_per_octave=10)
@@ -234,6 +260,65 @@ def _naive_flicker(model: Any, args: argparse.Namespace) -> dict[str, float]:
             "display_fps": n / (time.monotonic() - t0)}
 
 
+def ndi_send_figures(size: tuple[int, int], seconds: float, fps: float = 60.0,
+                     max_fps: float | None = None) -> dict[str, float]:
+    """The NDI sink alone at ``size`` (width, height), sending at most ``max_fps`` frames a second
+    (None: all it can): a loop paced at ``fps`` presents moving frames for ``seconds``. Returns
+    send times on the sink's thread (``send_p50_ms``, ``send_p99_ms``), present times on the
+    caller's (``present_p50_ms``, ``present_p99_ms``), the loop's rate (``loop_fps``) and
+    ``presented``, ``sent``, ``dropped``. Raises ``RenderError`` without the ndi extra."""
+    import numpy as np
+
+    from dreamstate.engine.output.ndi import NdiOutput
+
+    w, h = size
+    base = np.zeros((h, w, 3), np.uint8)
+    base[..., 0] = (np.arange(w) * 255 // max(1, w - 1))[None, :]
+    base[..., 1] = (np.arange(h) * 255 // max(1, h - 1))[:, None]
+    frames = [np.roll(base, 8 * i, axis=1) for i in range(8)]
+    out = NdiOutput(size, source_name=f"dreamstate-bench-{os.getpid()}-{w}x{h}", fps=fps, max_fps=max_fps)
+    out.open()
+    presents: list[float] = []
+    try:
+        period = 1.0 / fps
+        start = deadline = time.monotonic()
+        while time.monotonic() - start < seconds:
+            t0 = time.perf_counter()
+            out.present(frames[len(presents) % len(frames)])
+            presents.append(time.perf_counter() - t0)
+            deadline += period
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        elapsed = time.monotonic() - start
+    finally:
+        out.close()
+    sends = list(out.send_times)
+    return {"send_p50_ms": _percentile(sends, 50) * 1e3, "send_p99_ms": _percentile(sends, 99) * 1e3,
+            "present_p50_ms": _percentile(presents, 50) * 1e3, "present_p99_ms": _percentile(presents, 99) * 1e3,
+            "loop_fps": len(presents) / elapsed, "presented": float(out.frames), "sent": float(out.sent),
+            "dropped": float(out.dropped)}
+
+
+def _ndi_table(args: argparse.Namespace, console: Any) -> None:
+    from rich.table import Table
+
+    budget = 1e3 / args.fps
+    cap = f", sending at most {args.ndi_fps:g} frames/s" if args.ndi_fps else ""
+    table = Table(title=f"NDI sink alone, loop paced at {args.fps:g} Hz (frame budget {budget:.1f} ms){cap}, "
+                        f"{args.ndi_seconds:g} s per size, {os.cpu_count()} CPU cores")
+    for col in ("size", "send p50 (ms)", "send p99 (ms)", "present p50 (ms)", "present p99 (ms)",
+                "loop fps", "sent / presented", "dropped"):
+        table.add_column(col, justify="right", no_wrap=col == "size")
+    for size in args.ndi_sizes:
+        f = ndi_send_figures(size, args.ndi_seconds, args.fps, args.ndi_fps)
+        table.add_row(f"{size[0]}x{size[1]}", f"{f['send_p50_ms']:.1f}", f"{f['send_p99_ms']:.1f}",
+                      f"{f['present_p50_ms']:.2f}", f"{f['present_p99_ms']:.2f}", f"{f['loop_fps']:.1f}",
+                      f"{f['sent']:.0f} / {f['presented']:.0f}", f"{f['dropped']:.0f}")
+    console.print(table)
+    console.print("NDI sends run on the sink's own thread; the display thread pays only `present` (one copy). "
+                  "A send longer than the frame budget means NDI receivers get fewer frames (dropped, counted), "
+                  "not a slower projector.", markup=False)
+
+
 def _flicker(name: str, args: argparse.Namespace, console: Any) -> None:
     from rich.table import Table
 
@@ -271,6 +356,8 @@ def main(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: full tables, not cut at 80 columns
         console.width = 200
+    if args.sink == "ndi":
+        _ndi_table(args, console)
     results = []
     try:
         load = busy_load(args.load, max_s=3600.0 + 4 * args.seconds * len(args.model) * len(args.output_size))
@@ -330,5 +417,5 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace, console: An
             f"RSS flat within 5 % {'PASS' if ok_rss else 'MISS'}; worker restarts "
             f"{r['restarts']}. The classic loop makes one frame per "
             f"{r['classic_s_per_frame']:.2f} s ({r['classic_steps_per_s']:.1f} steps/s); the live "
-            f"display shows {r['display_fps']:.1f} frames in each second meanwhile.",
+            f"display shows {r['display_fps']:.1f} frames in each second meanwhile.{r['ndi']}",
             markup=False)

@@ -14,7 +14,7 @@ def register(sub: Any) -> None:
     run.add_argument("show", nargs="?", help="show file (TOML); omit for the demo show")
     run.add_argument("--seconds", type=finite(float, lo=0, lo_open=True, name="--seconds"),
                      help="stop after this many seconds")
-    run.add_argument("--output", choices=["auto", "window", "video", "png", "none"],
+    run.add_argument("--output", choices=["auto", "window", "video", "png", "ndi", "none"],
                      help="override [output] kind")
     run.add_argument("--out", help="video/PNG path for headless outputs (relative to the show folder)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the dream device")
