@@ -69,3 +69,19 @@ def test_ports_match_the_defaults_and_routes_match_the_telemetry() -> None:
     documented = {a for a, _, _ in TELEMETRY}
     routed = [t.split()[1:] for t in texts if t.startswith("route ")]
     assert routed and all(a in documented for a in routed[0])
+
+
+def test_the_layers_the_patch_sends_exist_in_the_show_it_pairs_with() -> None:
+    """The patch drives ``shows/touchdesigner.toml``: every /dreamstate/layer/<name> it sends is a
+    layer of that show's model (the show would refuse an unknown layer)."""
+    from dreamstate.engine.core.show import read_show
+    from dreamstate.models import registry
+    from dreamstate.models.graph import load_forward
+
+    show = read_show(PATCH.parents[2] / "shows" / "touchdesigner.toml")
+    path, _ = registry.resolve(show.show.show.model)
+    names = {info.name for info in load_forward(path, label=str(path)).layers()}
+    boxes, _ = _boxes()
+    sent = {t.split()[-1].removeprefix("/dreamstate/layer/") for b in boxes.values()
+            for t in [b.get("text", "")] if "/dreamstate/layer/" in t}
+    assert sent and sent <= names, sent - names

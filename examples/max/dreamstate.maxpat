@@ -366,7 +366,7 @@
       140,
       22.0
      ],
-     "text": "/dreamstate/layer/block10"
+     "text": "/dreamstate/layer/block4"
     }
    },
    {
@@ -398,7 +398,7 @@
       140,
       22.0
      ],
-     "text": "prepend /dreamstate/layer/block10"
+     "text": "prepend /dreamstate/layer/block4"
     }
    },
    {
