@@ -201,3 +201,24 @@ def test_factory_passes_the_video_limit(tmp_path: Path) -> None:
     v = open_output(OutputConfig(kind="video", path="v.mp4", video_limit_mb=1.5), loaded)
     assert isinstance(v, VideoOutput) and v.max_bytes == 1_500_000
     assert open_output(OutputConfig(kind="video", path="v.mp4", video_limit_mb=None), loaded).max_bytes is None
+
+
+def test_a_show_recording_keeps_the_show_clock(tmp_path: Path) -> None:
+    """realtime (a show's recording, as the factory makes it): frames presented at 10 a second
+    into a 30 fps file fill 3 slots each, so 1 s of show is ~1 s of video, not a third of one;
+    frames presented faster than the file's rate are skipped and counted."""
+    out = VideoOutput(tmp_path / "v.mp4", (96, 64), 30.0, realtime=True)
+    out.open()
+    for i in range(11):  # 0.0 .. 1.0 s
+        out.present(_frame(i))
+        time.sleep(0.1)
+    for i in range(20):  # then a burst, far faster than 30 a second
+        out.present(_frame(i))
+    out.close()
+    cap = cv().VideoCapture(str(tmp_path / "v.mp4"))
+    n = int(cap.get(7))  # CAP_PROP_FRAME_COUNT
+    cap.release()
+    assert n == out.slots and 30 <= n <= 40  # ~1.1 s at 30 fps (sleep overshoot adds a slot or two)
+    assert out.dropped >= 15  # the burst's frames ahead of their slots
+    v = open_output(OutputConfig(kind="video", path="rec.mp4"), LoadedShow(Show(), tmp_path, "<test>"))
+    assert isinstance(v, VideoOutput) and v.realtime

@@ -85,7 +85,7 @@ def open_output(cfg: OutputConfig, loaded: LoadedShow | None = None) -> Output:
 
     def video() -> VideoOutput:
         limit = None if cfg.video_limit_mb is None else int(cfg.video_limit_mb * 1e6)
-        return VideoOutput(_path(cfg.path, loaded), size, cfg.fps, max_bytes=limit)
+        return VideoOutput(_path(cfg.path, loaded), size, cfg.fps, max_bytes=limit, realtime=True)
 
     out: Output
     if cfg.kind in ("window", "auto"):

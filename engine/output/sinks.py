@@ -34,20 +34,30 @@ class VideoOutput(Output):
     frame is written and the file is complete. With ``max_bytes``, writing stops once the file
     reaches that size (checked every second of video): one warning names the file, the limit
     and the fix, and later frames are counted in ``dropped`` (a demo left running headless for
-    a day would otherwise fill the disk at about 12 MB a minute).
+    a day would otherwise fill the disk at about 20 MB a minute at 1280x720).
+
+    With ``realtime=True`` (a show's recording) the file keeps the show's clock: each frame is
+    written once for every frame slot (1/``fps``) that passed since the one before, so a display
+    that ran slower than ``fps``, or frames dropped on a full queue, repeat the last frame instead
+    of making the video play fast; a frame that arrives ahead of its slot is skipped and counted in
+    ``dropped``. Without it every presented frame is written once (offline renders).
     """
 
     name = "video"
 
     def __init__(self, path: str | Path, size: tuple[int, int], fps: float, *,
-                 fourcc: str = "mp4v", queue_size: int = 16, max_bytes: int | None = None) -> None:
+                 fourcc: str = "mp4v", queue_size: int = 16, max_bytes: int | None = None,
+                 realtime: bool = False) -> None:
         super().__init__(size)
+        self.realtime = realtime
+        self._t0: float | None = None
+        self.slots = 0  # frame slots written (realtime: the video's length in frames)
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.full = False
         self.fps = fps
         self.fourcc = fourcc
-        self._q: queue.Queue[U8 | None] = queue.Queue(maxsize=queue_size)
+        self._q: queue.Queue[tuple[U8, float] | None] = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
         self._writer: Any = None
         self.written = 0
@@ -73,14 +83,27 @@ class VideoOutput(Output):
         cv2 = cv()
 
         while True:
-            frame = self._q.get()
-            if frame is None:
+            item = self._q.get()
+            if item is None:
                 return
+            frame, at = item
             if self.full:
                 self.dropped += 1
                 continue
+            copies = 1
+            if self.realtime:
+                if self._t0 is None:
+                    self._t0 = at
+                due = int((at - self._t0) * self.fps) + 1  # slots up to and including this frame's
+                copies = min(due - self.slots, 10 * max(1, round(self.fps)))  # a long stall: at most 10 s
+                if copies <= 0:
+                    self.dropped += 1  # ahead of its slot
+                    continue
             try:
-                self._writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+                for _ in range(copies):
+                    self._writer.write(bgr)
+                    self.slots += 1
                 self.written += 1
             except Exception as exc:  # noqa: BLE001 -- reported; the writer takes the next frame
                 report_background_error("video writer", exc, log, output=self.name, file=str(self.path))
@@ -101,7 +124,7 @@ class VideoOutput(Output):
 
     def present(self, frame: U8) -> None:
         try:
-            self._q.put_nowait(frame)
+            self._q.put_nowait((frame, time.monotonic()))
             self.frames += 1
         except queue.Full:
             self.dropped += 1
