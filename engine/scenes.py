@@ -176,6 +176,18 @@ class SceneDirector:
         return due if self.target_scene(due) != self.scene_name else None
 
     # --- outputs ------------------------------------------------------------------------
+    @property
+    def chooser(self) -> str:
+        """Who chose the scene in force: ``manual`` (``set_scene``), ``override`` (a forced state
+        label), ``attract`` (nobody wears the headset) or ``state`` (the EEG state)."""
+        if self._manual_scene:
+            return "manual"
+        if self._override:
+            return "override"
+        if self.scene_name == self.show.attract.scene and self._absent_since is not None:
+            return "attract"
+        return "state"
+
     def target_scene(self, now: float) -> str:
         if self._manual_scene:
             return self._manual_scene

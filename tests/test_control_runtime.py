@@ -196,12 +196,17 @@ async def test_a_running_show_reports_refused_and_clamped_commands_on_its_teleme
 
         assert rt.osc_server is not None
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            await asyncio.sleep(0.3)  # a few telemetry ticks with the scene the state chose
+            b = OscMessageBuilder("/dreamstate/scene")
+            b.add_arg("focused")
+            tx.sendto(b.build().dgram, rt.osc_server.address)
+            await asyncio.sleep(0.2)  # held before the edits below, which then apply to it
             tx.sendto(msg("/dreamstate/zoom", float("nan")), rt.osc_server.address)
             tx.sendto(msg("/dreamstate/layer/block4", 1.0), rt.osc_server.address)
             tx.sendto(msg("/dreamstate/param/octave_scale", 9.0), rt.osc_server.address)
             tx.sendto(msg("/dreamstate/rotate", -50.0), rt.osc_server.address)
         await asyncio.wait_for(task, 30)
-        errors, clamped = [], []
+        errors, clamped, scenes = [], [], []
         while True:
             try:
                 data = rx.recv(65536)
@@ -212,8 +217,11 @@ async def test_a_running_show_reports_refused_and_clamped_commands_on_its_teleme
                     errors.append(t.message.params)
                 elif t.message.address == "/dreamstate/clamped":
                     clamped.append(t.message.params)
+                elif t.message.address == "/dreamstate/scene":
+                    scenes.append(tuple(t.message.params))
     finally:
         rx.close()
+    assert scenes[0][1] == "state" and scenes[-1] == ("focused", "manual"), scenes  # who chose the scene
     addresses = [e[0] for e in errors]
     assert "/dreamstate/zoom" in addresses and "/dreamstate/layer/block4" in addresses, errors
     assert any("not a finite" in e[1] for e in errors) and any("block2" in e[1] for e in errors)

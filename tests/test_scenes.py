@@ -114,3 +114,22 @@ def test_override_and_manual_scene_win(director: tuple[SceneDirector, Clock]) ->
     assert d.scene_name == "neutral"
     with pytest.raises(DreamstateError, match="unknown scene"):
         d.set_scene("nope")
+
+
+def test_the_director_says_who_chose_the_scene(director: tuple[SceneDirector, Clock]) -> None:
+    """chooser: state, then override, manual, attract (telemetry /dreamstate/scene)."""
+    d, clock = director
+    d.on_state(state("calm"))
+    assert (d.scene_name, d.chooser) == ("calm", "state")
+    d.override("focused")
+    assert (d.scene_name, d.chooser) == ("focused", "override")
+    d.set_scene("neutral")
+    assert (d.scene_name, d.chooser) == ("neutral", "manual")
+    d.set_scene(None)
+    d.override(None)
+    d.on_state(state(ABSENT))
+    clock.t += 5.1
+    d.tick()
+    assert (d.scene_name, d.chooser) == ("attract", "attract")
+    d.on_state(state("focused"))
+    assert (d.scene_name, d.chooser) == ("focused", "state")

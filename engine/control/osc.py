@@ -221,6 +221,8 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
     ("/dreamstate/render/health", "ff", "picture in bounds (1/0), reseeds so far (once a second)"),
     ("/dreamstate/render/measures", "f...", "picture measures in engine.render.health.MEASURES order, 0..1 "
                                             "(motion -1 before the first second)"),
+    ("/dreamstate/scene", "ss", "the scene on screen (the crossfade's target) and who chose it: state, override, "
+                                "manual (/dreamstate/scene NAME) or attract"),
     ("/dreamstate/drawing", "sff", "while a drawing scene plays: the class it is drawing, its score (log-probability "
                                    "averaged over jittered views, <= 0) and exp(score) 0..1"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
@@ -332,6 +334,10 @@ class OscTelemetry:
         (0..1; motion is -1 before the first second)."""
         self._send("/dreamstate/render/health", 1.0 if in_bounds else 0.0, float(reseeds))
         self._send("/dreamstate/render/measures", *[(-1.0 if v is None else float(v)) for v in measures])
+
+    def scene(self, name: str, chooser: str) -> None:
+        """``/dreamstate/scene`` s scene s chooser (state, override, manual, attract)."""
+        self._send("/dreamstate/scene", name[:120], chooser)
 
     def drawing(self, label: str, score: float, probability: float) -> None:
         """``/dreamstate/drawing`` s class, f score (nats, <= 0), f probability 0..1."""

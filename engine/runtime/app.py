@@ -909,6 +909,7 @@ class ShowRuntime:
         blinks = e.blinks
         if snap.state is not None:
             tele.state(snap.state)
+        tele.scene(self.director.scene_name, self.director.chooser)
         if snap.drawing is not None:
             tele.drawing(snap.drawing.label, snap.drawing.score, snap.drawing.probability)
         if time.monotonic() - last_beat >= 1.0:
@@ -1012,7 +1013,8 @@ class ShowRuntime:
         doc = self.telemetry_doc()
         device = self.device_stage.device
         doc.update(role=self.role, clock_offset_ms=self.clock_offset_ms,
-                   open=self.hours_stage.open if self.hours_stage is not None else None)
+                   open=self.hours_stage.open if self.hours_stage is not None else None,
+                   scene=self.director.scene_name, scene_chooser=self.director.chooser)
         doc.update(show=self.show.show.name, uptime_s=round(time.monotonic() - self._started, 1),
                    device=device.describe() if device is not None else None,
                    stages={name: str(status.value) for name, status in self.supervisor.status.items()},
@@ -1043,7 +1045,8 @@ class ShowRuntime:
         while True:
             await asyncio.sleep(10.0)
             state = self.latest_state
-            extra: dict[str, Any] = {"scene": self.director.scene_name, "state": state.label if state else None}
+            extra: dict[str, Any] = {"scene": self.director.scene_name, "scene_chooser": self.director.chooser,
+                                     "state": state.label if state else None}
             if self.renderer is not None:
                 s = self.renderer.stats
                 extra.update(display_fps=round(s.display_fps, 1), dream_steps_s=round(s.dream_steps_per_s, 2))
