@@ -205,6 +205,10 @@ async def test_a_running_show_reports_refused_and_clamped_commands_on_its_teleme
             tx.sendto(msg("/dreamstate/layer/block4", 1.0), rt.osc_server.address)
             tx.sendto(msg("/dreamstate/param/octave_scale", 9.0), rt.osc_server.address)
             tx.sendto(msg("/dreamstate/rotate", -50.0), rt.osc_server.address)
+            for path in ("missing.png", "../outside.png"):
+                b = OscMessageBuilder("/dreamstate/image")
+                b.add_arg(path)
+                tx.sendto(b.build().dgram, rt.osc_server.address)
         await asyncio.wait_for(task, 30)
         errors, clamped, scenes = [], [], []
         while True:
@@ -225,6 +229,9 @@ async def test_a_running_show_reports_refused_and_clamped_commands_on_its_teleme
     addresses = [e[0] for e in errors]
     assert "/dreamstate/zoom" in addresses and "/dreamstate/layer/block4" in addresses, errors
     assert any("not a finite" in e[1] for e in errors) and any("block2" in e[1] for e in errors)
+    images = [e[1] for e in errors if e[0] == "/dreamstate/image"]
+    assert len(images) == 2 and any("<show>" in e for e in images), images
+    assert not any(str(tmp_path) in e[1] or str(tmp_path.resolve()) in e[1] for e in errors), errors  # no paths
     assert sorted(clamped) == [["/dreamstate/param/octave_scale", "value", 9.0, 3.0],
                                ["/dreamstate/rotate", "value", -50.0, -45.0]], clamped
     recipe = rt.current_recipe()

@@ -693,6 +693,15 @@ class ShowRuntime:
         return modes
 
     # --- control ----------------------------------------------------------------------------------
+    def public_text(self, text: str) -> str:
+        """``text`` for a control surface, which may be another machine: the show folder written
+        as ``<show>`` and the home folder as ``~``, so replies do not reveal this machine's layout
+        (the log keeps the full paths)."""
+        folder = str(self.loaded.folder.resolve())
+        text = text.replace(folder + os.sep, "<show>/").replace(folder, "<show>")
+        home = os.path.expanduser("~")
+        return text.replace(home + os.sep, "~/") if home not in ("", "/") else text
+
     def apply_command(self, cmd: Command) -> None:
         """One control command from OSC or MQTT. Bad values are logged, counted and reported on
         ``/dreamstate/error``, never raised; values the decoder clamped into range are applied,
@@ -705,7 +714,7 @@ class ShowRuntime:
         except DreamstateError as exc:
             self.counters.inc("commands_rejected")
             if self._tele is not None:
-                self._tele.error(address, str(exc))
+                self._tele.error(address, self.public_text(str(exc)))
             self._rejections.report(f"rejected {type(cmd).__name__} commands",
                                     f"control command rejected: {truncate(str(exc), 300)}",
                                     command=type(cmd).__name__)
@@ -872,7 +881,8 @@ class ShowRuntime:
         self._tele = tele
         server = self.osc_server
         if server is not None:
-            server.on_reject = tele.error  # refused messages are reported back on telemetry
+            # refused messages are reported back on telemetry, without this machine's paths
+            server.on_reject = lambda address, why: tele.error(address, self.public_text(why))
         period = 1.0 / rate_hz
         last_beat = 0.0
         blinks = (self.signal_stage.eeg.get() or EegSnapshot()).blinks
