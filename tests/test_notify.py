@@ -383,3 +383,24 @@ async def test_a_hung_event_loop_stops_the_keepalives_of_a_running_show(
     assert len([t for t in pings if t > resumed_at]) >= 3, "the keepalives did not come back"
     assert frames[1] - frames[0] > 30, "the display must go on presenting during the hang"
     assert any(line == "STATUS=keepalive withheld: the event loop does not answer" for _, line in listener.got)
+
+
+def test_a_display_that_froze_just_after_a_keepalive_gets_no_more(tmp_path: Path) -> None:
+    """Frames move for 0.6 s, then freeze. The next keepalive (2 s interval) must be withheld:
+    the count moved within that interval, but not within the last second."""
+    listener = Listener(tmp_path / "notify")
+    frames = [0]
+    dog = ShowWatchdog(Notifier(str(tmp_path / "notify")), lambda: frames[0], lambda: True, period_s=4.0)
+    dog.start()
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.6:
+            frames[0] += 1
+            time.sleep(0.02)
+        time.sleep(2.2)  # past the first keepalive time (~2.1 s after ready)
+    finally:
+        dog.stop()
+        listener.close()
+    assert listener.lines("READY=1")
+    assert listener.lines("WATCHDOG=1") == [] and dog.withheld >= 1, dog.reason
+    assert dog.reason == "the display loop is not presenting frames"

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("dreamstate.runtime")
@@ -128,21 +129,32 @@ class ShowWatchdog:
         return None
 
     def _run(self) -> None:
+        """Polls the frame count every ``poll_s``; at each keepalive time the display counts as
+        presenting only when the count moved within the last ``fresh_s`` (not merely somewhere
+        in the last interval: a display that froze just after a keepalive would otherwise earn
+        one more and delay systemd's restart by an interval)."""
+        poll_s = min(0.25, self.interval_s / 2)
+        fresh_s = min(1.0, self.interval_s)
         last = self.frames()
-        while not self._stop.wait(self.interval_s if self.ready else 0.1):
+        changed_at = time.monotonic()
+        next_ping = 0.0
+        while not self._stop.wait(poll_s if self.ready else 0.1):
             now = self.frames()
+            t = time.monotonic()
+            if now is not None and now != last:
+                changed_at = t
+            last = now
             if not self.ready:
                 if now:
                     self.notifier.send("READY=1", f"STATUS={self.status()}")
                     self.ready = True
+                    next_ping = t + self.interval_s
                     log.info("systemd notified: ready (first frame shown)")
-                last = now
                 continue
-            presenting = now is not None and last is not None and now > last
-            last = now
-            if not self.keepalives:
+            if not self.keepalives or t < next_ping:
                 continue
-            reason = self.why_not(presenting)
+            next_ping = t + self.interval_s
+            reason = self.why_not(now is not None and t - changed_at <= fresh_s)
             if reason is None:
                 self.notifier.send("WATCHDOG=1", f"STATUS={self.status()}")
                 self.pings += 1
