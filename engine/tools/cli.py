@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from dreamstate import __version__
 from dreamstate.engine.core.errors import DreamstateError
@@ -52,11 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="EEG-steered DeepDream for installations. Run `dreamstate run` for the demo show.",
     )
     parser.add_argument("--version", action="version", version=f"dreamstate {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="-v: dreamstate debug lines; -vv: every library's too")
-    parser.add_argument("--log-json", action="store_true", help="structured JSON log lines on stderr")
-    parser.add_argument("--log-file", metavar="PATH",
-                        help="also log to this file, rotated at 10 MB with 5 old files kept (outside systemd)")
+    _logging_options(parser, default=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         # a command module that does not import is a packaging fault: fail loudly, naming it
@@ -69,7 +66,24 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         if hasattr(module, "add_arguments"):
             module.add_arguments(bp)
+    for name, command in sub.choices.items():  # the logging options also after the command
+        if name != "bench":
+            _logging_options(command, default=False)
+    for command in bench_sub.choices.values():
+        _logging_options(command, default=False)
     return parser
+
+
+def _logging_options(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """-v, --log-json and --log-file: on the main parser with their defaults, and on each command
+    with none (``argparse.SUPPRESS``), so ``dreamstate kiosk show.toml --log-json`` works as well
+    as ``dreamstate --log-json kiosk show.toml`` and a command without them keeps the main values."""
+    d: dict[str, Any] = {} if default else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="count", help="-v: dreamstate debug lines; -vv: every library's too",
+                        **({"default": 0} if default else d))
+    parser.add_argument("--log-json", action="store_true", help="structured JSON log lines on stderr", **d)
+    parser.add_argument("--log-file", metavar="PATH",
+                        help="also log to this file, rotated at 10 MB with 5 old files kept (outside systemd)", **d)
 
 
 def _bench_runner(module_name: str) -> Callable[[argparse.Namespace], int]:
