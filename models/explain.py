@@ -42,7 +42,7 @@ Methods (``METHODS``):
 
 LRP on the other ops (as zennit's default composites do): Relu, LeakyRelu, Clip, Sigmoid,
 HardSigmoid and HardSwish pass relevance unchanged; MaxPool gives a window's relevance to its
-winner (the MaxPool gradient); AveragePool and GlobalAveragePool share it in proportion to the
+winner (the MaxPool gradient); AveragePool, GlobalAveragePool and ReduceMean share it in proportion to the
 inputs (zennit's ``Norm``: ``R_i = x_i * Pool^T(R / stab(y))``); Add and Sub of two image
 dependent tensors share it in proportion to each operand's contribution, and a constant
 operand (a bias) absorbs its share; Concat, Split, Reshape, Flatten, Squeeze, Unsqueeze,
@@ -89,7 +89,7 @@ _LRP_MOVE = frozenset({
     "MaxPool", "Concat", "Split", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Dropout",
     "Pad",
 })
-_LRP_PROPORTIONAL = frozenset({"AveragePool", "GlobalAveragePool"})
+_LRP_PROPORTIONAL = frozenset({"AveragePool", "GlobalAveragePool", "ReduceMean"})
 _LRP_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div"})
 LRP_OPS: frozenset[str] = (
     _LRP_LINEAR | _LRP_PASS | _LRP_MOVE | _LRP_PROPORTIONAL | _LRP_ELEMENTWISE | backward.NO_GRADIENT
