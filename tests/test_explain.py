@@ -399,3 +399,25 @@ def test_squeezenet_z_plus_map_is_on_the_building_not_the_sky(squeezenet_maps: d
     on_building, on_sky = pos[building].sum() / pos.sum(), pos[sky].sum() / pos.sum()
     assert on_building > 0.45 and on_building > 1.4 * on_sky, (on_building, on_sky)  # measured 0.52 / 0.34
     assert pos[far_sky].sum() / pos.sum() < 0.2  # measured 0.11 on 26 % of the picture
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_explain_cli_writes_the_overlay_and_the_raw_map(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sklearn.datasets import load_sample_image
+
+    from dreamstate.engine.core.images import load_image, save_image
+    from dreamstate.engine.tools.cli import main
+
+    photo = save_image(tmp_path / "china.png", load_sample_image("china.jpg"))
+    out = tmp_path / "heat.png"
+    assert main(["explain", str(photo), "--model", "starter", "--method", "lrp-ab", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "china (#10), logit" in printed and "conservation error" in printed  # the starter's own class
+    assert load_image(out).shape == (427, 640, 3)  # drawn over the picture at its own size
+    raw = np.load(out.with_suffix(".npy"), allow_pickle=False)
+    assert raw.shape == (64, 64) and raw.dtype == np.float32 and np.abs(raw).max() > 0
+    assert main(["explain", str(photo), "--model", "starter", "--method", "ig", "--samples", "8", "--class", "#20",
+                 "--out", str(out)]) == 0
+    assert "spiral (#20)" in capsys.readouterr().out
+    assert main(["explain", str(photo), "--model", "starter", "--class", "spirl", "--out", str(out)]) == 1
+    assert main(["explain", str(photo), "--model", "starter", "--opacity", "2", "--out", str(out)]) == 1

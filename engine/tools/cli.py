@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dreamstate.engine.tools.render_cli",   # dream, feedback
     "dreamstate.engine.tools.style_cli",    # style
     "dreamstate.engine.tools.draw_cli",     # draw
+    "dreamstate.engine.tools.explain_cli",  # explain
 )
 
 BENCH_MODULES: dict[str, str] = {
