@@ -421,3 +421,12 @@ def test_explain_cli_writes_the_overlay_and_the_raw_map(tmp_path: Path, capsys: 
     assert "spiral (#20)" in capsys.readouterr().out
     assert main(["explain", str(photo), "--model", "starter", "--class", "spirl", "--out", str(out)]) == 1
     assert main(["explain", str(photo), "--model", "starter", "--opacity", "2", "--out", str(out)]) == 1
+
+
+def test_bench_explain_times_each_method_against_a_dream_step(capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamstate.engine.tools.cli import main
+
+    assert main(["bench", "explain", "--model", "starter", "--size", "64x64", "--method", "gradient", "lrp-ab",
+                 "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "dream step" in out and "gradient" in out and "conservation" in out

@@ -45,6 +45,7 @@ BENCH_MODULES: dict[str, str] = {
     "lsl": "dreamstate.engine.tools.bench_lsl",
     "style": "dreamstate.engine.tools.bench_style",
     "draw": "dreamstate.engine.tools.bench_draw",
+    "explain": "dreamstate.engine.tools.bench_explain",
 }
 
 def build_parser() -> argparse.ArgumentParser:
