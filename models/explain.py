@@ -662,6 +662,11 @@ class Explainer:
                                   what=f"{clf.name} {method} attribution")
         return cls(classifier=clf, session=session, info=info, samples=samples, sigma=sigma, seed=seed)
 
+    @property
+    def size(self) -> int:
+        """The square working size in pixels the model was trained at (224 for ImageNet models)."""
+        return int(self.classifier.size)
+
     def explain(self, rgb: np.ndarray, target: str | int | None = None) -> Explanation:
         """Explain one (H, W, 3) RGB image in [0, 1] for ``target`` (a class name or index; the
         top class when None). Raises ``ModelError`` for an unknown class or a bad image shape."""

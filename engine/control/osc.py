@@ -223,6 +223,8 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
                                             "(motion -1 before the first second)"),
     ("/dreamstate/drawing", "sff", "while a drawing scene plays: the class it is drawing, its score (log-probability "
                                    "averaged over jittered views, <= 0) and exp(score) 0..1"),
+    ("/dreamstate/seeing", "sf", "while a scene shows what the network sees: the class of the map on screen and "
+                                 "its logit for the frame"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
     ("/dreamstate/status", "fis", "uptime in seconds, stage failures so far (all stages), the latest failure as "
                                   "'stage: error' ('' when none); once a second"),
@@ -332,6 +334,10 @@ class OscTelemetry:
         (0..1; motion is -1 before the first second)."""
         self._send("/dreamstate/render/health", 1.0 if in_bounds else 0.0, float(reseeds))
         self._send("/dreamstate/render/measures", *[(-1.0 if v is None else float(v)) for v in measures])
+
+    def seeing(self, label: str, score: float) -> None:
+        """``/dreamstate/seeing`` s class, f logit (the seeing overlay's map on screen)."""
+        self._send("/dreamstate/seeing", label[:120], float(score))
 
     def drawing(self, label: str, score: float, probability: float) -> None:
         """``/dreamstate/drawing`` s class, f score (nats, <= 0), f probability 0..1."""
