@@ -39,6 +39,11 @@ Methods (``METHODS``):
   ``z+ = W+ x+ + b+ + W- x-``, negative part ``z- = W- x+ + b- + W+ x-``, and
   ``R_in = alpha (x+ W+^T s+ + x- W-^T s+) - beta (x+ W-^T s- + x- W+^T s-)`` with
   ``s+- = R / stab(z+-)``; ``alpha - beta == 1``, both >= 0.
+- ``pattern``: PatternAttribution (Kindermans et al. 2018): the gradient backward from
+  ``target * logits`` with every Conv and Gemm weight ``W`` replaced by ``W * A`` (the forward
+  keeps ``W``), ``A`` the signal patterns :func:`fit_patterns` learns from images
+  (:class:`Patterns`, saved as ``.npz`` without pickle). Grouped (depthwise) convolutions and
+  MatMul layers have no fitted patterns and are refused with a clear error.
 
 LRP on the other ops (as zennit's default composites do): Relu, LeakyRelu, Clip, Sigmoid,
 HardSigmoid and HardSwish pass relevance unchanged; MaxPool gives a window's relevance to its
@@ -77,7 +82,7 @@ from dreamstate.models.graph import IR_VERSION, OPSET, ForwardGraph, Node, fold_
 
 log = logging.getLogger("dreamstate.models")
 
-METHODS: tuple[str, ...] = ("gradient", "gxi", "smoothgrad", "ig", "lrp-eps", "lrp-ab")
+METHODS: tuple[str, ...] = ("gradient", "gxi", "smoothgrad", "ig", "lrp-eps", "lrp-ab", "pattern")
 EXPLAIN_VERSION = "1"
 _PUBLIC = ("image", "target", "noise", "baseline", "alphas")
 _OUTPUTS = ("attribution", "score", "all_scores", "baseline_score", "absorbed")
@@ -195,6 +200,7 @@ def compile_attribution(
     alpha: float = 1.0,
     beta: float = 0.0,
     lowering: Lowering | None = None,
+    patterns: Patterns | None = None,
 ) -> tuple[Any, AttributionInfo]:
     """Build the attribution ModelProto of ``method`` for the classifier ``fg`` (see the module
     docstring for the graph's inputs, outputs, formulas and errors).
@@ -210,6 +216,12 @@ def compile_attribution(
     from dreamstate.models.classify import batch_free, classifier_classes
 
     _check_params(method, epsilon, alpha, beta)
+    if method == "pattern":
+        if patterns is None:
+            raise ModelError("the pattern method needs fitted patterns", hint="fit_patterns(fg, images) first")
+        if patterns.sha256 != fg.sha256:
+            raise ModelError("these patterns were fitted for another model (SHA-256 differs)",
+                             hint="fit them again for this model")
     fg = batch_free(fg)
     if fg.image in _PUBLIC or fg.image in _OUTPUTS:
         fg = _rename_image(fg, f"{fg.image}__model")
@@ -321,7 +333,7 @@ def compile_attribution(
         seed2 = "target"
         em.raw("Identity", [lg2], ["all_scores"])
         em.raw("ReduceSum", [em.op("Mul", [lg2, "target"]), em.const([1], i64)], ["score"], keepdims=0)
-    if lrp:
+    if lrp or method == "pattern":
         seed2 = em.op("Mul", [seed2, lg2], hint="relevance_out")
     seed = em.op("Reshape", [seed2, em.shape(logits)], hint="seed")
 
@@ -334,7 +346,12 @@ def compile_attribution(
         gouts = [_take(em, grads, o) for o in n.outputs]
         if all(g is None for g in gouts) or n.op in backward.NO_GRADIENT:
             continue
-        gins = lr.rule(n, gouts) if lr is not None else backward.RULES[n.op].backward(ctx, n, gouts)
+        if lr is not None:
+            gins = lr.rule(n, gouts)
+        elif patterns is not None and method == "pattern" and n.op in ("Conv", "Gemm", "MatMul"):
+            gins = backward.RULES[n.op].backward(ctx, _with_pattern(em, n, patterns), gouts)
+        else:
+            gins = backward.RULES[n.op].backward(ctx, n, gouts)
         for i, gi in zip(n.inputs, gins, strict=False):
             if gi is not None and i in diff:
                 grads.setdefault(i, []).append(gi)
@@ -377,6 +394,18 @@ def compile_attribution(
                          hint="report this model") from exc
     log.info("attribution compiled", extra={"model": fg.source, "method": method, "nodes": len(em.nodes)})
     return model, AttributionInfo(method, classes, c, logits, epsilon, alpha, beta)
+
+
+def _with_pattern(em: Emitter, n: Node, patterns: Patterns) -> Node:
+    """``n`` with its weight input replaced by the fitted ``W * A`` (a new constant): the
+    backward of PatternAttribution; the forward keeps the model's own weights."""
+    pw = patterns.weights.get(n.inputs[1])
+    if pw is None:
+        raise ModelError(f"pattern: no fitted pattern for {n.op} node {n.name or n.outputs[0]!r}",
+                         hint="fit the patterns again for this model")
+    name = em.const(pw, hint="pattern_w")
+    em.fg.consts[name] = pw  # the backward rules read weights from the graph's constants
+    return Node(n.op, n.name, (n.inputs[0], name, *n.inputs[2:]), n.outputs, n.attrs)
 
 
 def _differentiable(fwd: Sequence[Node], fg: ForwardGraph) -> set[str]:
@@ -640,10 +669,11 @@ class Explainer:
     def load(cls, model: str | Any, method: str = "gradient", *, device: Literal["auto", "cpu", "cuda"] = "cpu",
              threads: int | None = None,
              samples: int = 16, sigma: float = 0.15, epsilon: float = 1e-6, alpha: float = 1.0, beta: float = 0.0,
-             seed: int = 0) -> Explainer:
+             seed: int = 0, patterns: Patterns | None = None) -> Explainer:
         """Compile ``method`` for ``model`` and open its session (``ModelError`` as
         :func:`compile_attribution` and :meth:`ClassifierModel.load`; also for samples < 1 or a
-        negative sigma)."""
+        negative sigma). ``pattern`` uses ``patterns``, or fits them on :func:`sample_images`
+        (about 5 s for SqueezeNet) when None."""
         from dreamstate.models.classify import ClassifierModel
         from dreamstate.models.graph import load_forward
         from dreamstate.models.session import make_session
@@ -657,7 +687,9 @@ class Explainer:
 
         path, _ = registry.resolve(model)
         fg = load_forward(path, label=str(path))
-        proto, info = compile_attribution(fg, method, epsilon=epsilon, alpha=alpha, beta=beta)
+        if method == "pattern" and patterns is None:
+            patterns = fit_patterns_on(clf, fg, sample_images())
+        proto, info = compile_attribution(fg, method, epsilon=epsilon, alpha=alpha, beta=beta, patterns=patterns)
         session, _ = make_session(proto.SerializeToString(), device=device, threads=threads,
                                   what=f"{clf.name} {method} attribution")
         return cls(classifier=clf, session=session, info=info, samples=samples, sigma=sigma, seed=seed)
@@ -708,7 +740,7 @@ class Explainer:
         )
 
 
-SIGNED_METHODS = frozenset({"gxi", "ig", "lrp-eps", "lrp-ab"})
+SIGNED_METHODS = frozenset({"gxi", "ig", "lrp-eps", "lrp-ab", "pattern"})
 COLORMAPS: tuple[str, ...] = ("auto", "seismic", "jet", "inferno", "viridis", "hot")
 
 
@@ -772,3 +804,186 @@ def overlay(frame: np.ndarray, heat: np.ndarray, *, signed: bool, opacity: float
     a = (a * np.float32(opacity))[..., None]
     out: np.ndarray = (f * (1.0 - a) + rgb * a).astype(np.float32)
     return out
+
+
+# ---------------------------------------------------------------------------- PatternAttribution
+@dataclass(frozen=True)
+class Patterns:
+    """PatternAttribution's signal patterns (Kindermans et al. 2018, "Learning how to explain
+    neural networks: PatternNet and PatternAttribution"): for each Conv and Gemm weight tensor
+    (by its name in the model), ``W * A`` in the weight's own layout, where ``A`` holds one
+    pattern per output channel. ``kinds`` says which estimator made each one (``relu``: the
+    two-component estimator S_a+- over the samples where the layer's output is positive, used
+    when only a Relu reads the layer; ``linear``: S_a over all samples); ``sha256`` is the model's.
+    """
+
+    sha256: str
+    weights: dict[str, np.ndarray]
+    kinds: dict[str, str]
+    images: int
+
+    def save(self, path: str | Any) -> None:
+        """Write an ``.npz`` (no pickle: names and kinds as unicode arrays)."""
+        names = sorted(self.weights)
+        arrays: dict[str, Any] = {f"p{i}": self.weights[n] for i, n in enumerate(names)}
+        arrays.update(names=np.asarray(names, dtype=str), kinds=np.asarray([self.kinds[n] for n in names], dtype=str),
+                      sha256=np.asarray(self.sha256, dtype=str), images=np.asarray(self.images))
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Any) -> Patterns:
+        """Read an ``.npz`` written by :meth:`save` (``allow_pickle=False``); ``ModelError`` when
+        it is not one."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                names = [str(n) for n in z["names"]]
+                kinds = [str(k) for k in z["kinds"]]
+                weights = {n: np.asarray(z[f"p{i}"], np.float32) for i, n in enumerate(names)}
+                return cls(str(z["sha256"]), weights, dict(zip(names, kinds, strict=True)), int(z["images"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelError(f"cannot read patterns from {path}: {exc}",
+                             hint="fit them again: dreamstate explain --method pattern --patterns FILE.npz") from exc
+
+
+def _conv_patches(x: np.ndarray, n: Node, w: np.ndarray) -> np.ndarray:
+    """im2col: (N, C, H, W) -> (N * Ho * Wo, C * kh * kw) in the weight's (C, kh, kw) order."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    kh, kw = w.shape[2:]
+    s = [int(v) for v in n.attrs.get("strides", [1, 1])]
+    d = [int(v) for v in n.attrs.get("dilations", [1, 1])]
+    auto = str(n.attrs.get("auto_pad", "NOTSET") or "NOTSET")
+    if auto not in ("NOTSET", "VALID"):
+        raise ModelError(f"pattern: Conv node {n.name!r} uses auto_pad {auto}", hint="re-export with explicit pads")
+    pt, pl, pb, pr = [int(v) for v in n.attrs.get("pads", [0, 0, 0, 0])] if auto == "NOTSET" else [0, 0, 0, 0]
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    eh, ew = d[0] * (kh - 1) + 1, d[1] * (kw - 1) + 1
+    win = sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, :: s[0], :: s[1], :: d[0], :: d[1]]
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(-1, x.shape[1] * kh * kw)
+
+
+def fit_patterns(fg: ForwardGraph, images: Sequence[np.ndarray]) -> Patterns:
+    """Fit the patterns of every Conv and Gemm on the path to the logits from model-space images
+    (each (1, C, H, W) float32), one forward pass each, statistics accumulated in float64.
+
+    Per layer with weights ``W`` (output channel ``c``, flattened input patch ``x``, output
+    ``y = w_c . x``): ``A_c = cov(x, y) / (w_c . cov(x, y))`` (S_a, linear), the covariance taken
+    over the samples where ``y + b > 0`` when a Relu alone reads the layer (S_a+-, the positive
+    regime; Kindermans et al. 2018, eqs. for S_a and S_a+-, as iNNvestigate computes them). A
+    channel that never fires gets a zero pattern. Raises ``ModelError`` for a grouped or SAME
+    padded Conv, a Gemm with image-dependent weights, a MatMul on the path (no pattern family
+    fitted for it), or no images.
+    """
+    import onnxruntime as ort
+
+    from dreamstate.models.compiler import forward_features_model
+
+    if not images:
+        raise ModelError("pattern: no images to fit the patterns on", hint="give a folder of photos")
+    logits = fg.resolve_layer("logits")
+    fwd = needed_nodes(fg, [logits])
+    diff = _differentiable(fwd, fg)
+    readers: dict[str, list[Node]] = {}
+    for n in fwd:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    layers: list[Node] = []
+    for n in fwd:
+        if not any(i in diff for i in n.inputs if i):
+            continue
+        if n.op == "MatMul":
+            raise ModelError(f"pattern: MatMul node {n.name or n.outputs[0]!r} has no pattern estimator here",
+                             hint="use lrp-ab or gradient for this model; PatternAttribution covers Conv and Gemm")
+        if n.op == "Conv":
+            if int(n.attrs.get("group", 1)) != 1:
+                raise ModelError(f"pattern: Conv node {n.name or n.outputs[0]!r} is grouped (group "
+                                 f"{n.attrs.get('group')}); patterns are fitted for plain convolutions only",
+                                 hint="use lrp-ab or gradient for models with depthwise convolutions")
+            layers.append(n)
+        elif n.op == "Gemm":
+            if n.inputs[1] not in fg.consts or int(n.attrs.get("transA", 0)):
+                raise ModelError(f"pattern: Gemm node {n.name!r} needs constant weights and transA 0",
+                                 hint="re-export the model")
+            layers.append(n)
+    tensors = [t for t in dict.fromkeys(t for n in layers for t in (n.inputs[0], n.outputs[0])) if t != fg.image]
+    proto = forward_features_model(fg, tensors)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    stats: dict[str, list[np.ndarray]] = {}
+    for img in images:
+        x_img = np.asarray(img, np.float32)
+        acts = dict(zip(tensors, sess.run(tensors, {fg.image: x_img}), strict=True))
+        acts[fg.image] = x_img
+        for n in layers:
+            w2, b = _flat_weights(fg, n)
+            x, z = acts[n.inputs[0]].astype(np.float64), acts[n.outputs[0]].astype(np.float64)
+            if n.op == "Conv":
+                xs = _conv_patches(x, n, fg.consts[n.inputs[1]])
+                zs = z.transpose(0, 2, 3, 1).reshape(-1, z.shape[1])
+            else:
+                xs, zs = x.reshape(x.shape[0], -1), z.reshape(z.shape[0], -1)
+            relu = all(r.op == "Relu" for r in readers.get(n.outputs[0], [])) and bool(readers.get(n.outputs[0]))
+            m = (zs > 0).astype(np.float64) if relu else np.ones_like(zs)
+            y = zs - b[None, :]
+            my = m * y
+            part = [m.sum(0), my.sum(0), m.T @ xs, my.T @ xs]
+            acc = stats.setdefault(n.outputs[0], [np.zeros_like(p) for p in part])
+            for total, p in zip(acc, part, strict=True):
+                np.add(total, p, out=total)
+    weights: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for n in layers:
+        w2, _ = _flat_weights(fg, n)
+        cnt, sy, sx, sxy = stats[n.outputs[0]]
+        safe = np.maximum(cnt, 1.0)[:, None]
+        cov = sxy / safe - (sx / safe) * (sy[:, None] / safe)
+        wcov = (w2 * cov).sum(1, keepdims=True)
+        a = np.where(np.abs(wcov) > 1e-12, cov / np.where(np.abs(wcov) > 1e-12, wcov, 1.0), 0.0)
+        a[cnt == 0] = 0.0
+        relu = all(r.op == "Relu" for r in readers.get(n.outputs[0], [])) and bool(readers.get(n.outputs[0]))
+        kinds[n.inputs[1]] = "relu" if relu else "linear"
+        w = np.asarray(fg.consts[n.inputs[1]], np.float64)
+        # A in the weight's own layout: Conv (out, C, kh, kw); Gemm's B is (K, D) or (D, K)
+        wa = w * a.reshape(w.shape) if n.op == "Conv" else w * (a if int(n.attrs.get("transB", 0)) else a.T)
+        weights[n.inputs[1]] = wa.astype(np.float32)
+    return Patterns(fg.sha256, weights, kinds, len(images))
+
+
+def _flat_weights(fg: ForwardGraph, n: Node) -> tuple[np.ndarray, np.ndarray]:
+    """(W as (out, in) with Gemm's alpha folded in, bias (out,) zeros when absent)."""
+    w = np.asarray(fg.consts[n.inputs[1]], np.float64)
+    if n.op == "Conv":
+        w2 = w.reshape(w.shape[0], -1)
+    else:
+        w2 = (w if int(n.attrs.get("transB", 0)) else w.T) * float(n.attrs.get("alpha", 1.0))
+    b = np.zeros(w2.shape[0])
+    if len(n.inputs) > 2 and n.inputs[2]:
+        bias = np.asarray(fg.consts.get(n.inputs[2], np.zeros(1)), np.float64)
+        scale = float(n.attrs.get("beta", 1.0)) if n.op == "Gemm" else 1.0
+        b = np.broadcast_to(bias.reshape(-1) * scale, (w2.shape[0],)).copy()
+    return w2, b
+
+
+def sample_images() -> list[np.ndarray]:
+    """RGB [0, 1] photos that ship with scikit-learn (china, flower) and, when installed,
+    scikit-image (astronaut, coffee, chelsea, rocket): the default set to fit patterns on."""
+    from sklearn.datasets import load_sample_image
+
+    out = [load_sample_image(n).astype(np.float32) / 255.0 for n in ("china.jpg", "flower.jpg")]
+    try:
+        import skimage.data as skd
+    except ImportError:
+        return out
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        out.append(np.asarray(getattr(skd, name)(), np.float32)[..., :3] / 255.0)
+    return out
+
+
+def fit_patterns_on(classifier: Any, fg: ForwardGraph, images: Sequence[np.ndarray]) -> Patterns:
+    """:func:`fit_patterns` on RGB [0, 1] pictures of any size: each resized (area) to the
+    classifier's square working size and put in model space with its preprocessing."""
+    from dreamstate.engine.core.images import resize
+
+    size = (classifier.size, classifier.size)
+    return fit_patterns(fg, [classifier.to_model_space(resize(np.asarray(i, np.float32), size)[None]) for i in images])

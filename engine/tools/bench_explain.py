@@ -2,7 +2,8 @@
 
 For ``--model`` (default: ``../shared/models/SqueezeNet_fp16.onnx`` beside the checkout when it
 is there, else the bundled ``starter``) it compiles every method of :mod:`models.explain`
-(SmoothGrad with ``--samples`` noisy copies, IG with ``--steps`` path points, each one batch),
+(SmoothGrad with ``--samples`` noisy copies, IG with ``--steps`` path points, each one batch;
+PatternAttribution with patterns fitted on the sample photos first, not timed),
 then times :meth:`Explainer.explain` (RGB in, map out; preprocessing included) at each
 ``--size`` (224x224 and 640x360) with ``--threads`` (2) onnxruntime threads, after one warm-up
 map, and prints the median of ``--repeats`` in ms. The reference in the same run is one dream

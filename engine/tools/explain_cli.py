@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dreamstate.engine.core.params import size_arg
 
+if TYPE_CHECKING:
+    from dreamstate.models.explain import Patterns
+
 METHOD_HELP = (
     "gradient (saliency), gxi (gradient x input), smoothgrad, ig (Integrated Gradients), "
-    "lrp-eps (LRP epsilon), lrp-ab (LRP alpha-beta; z+ by default)"
+    "lrp-eps (LRP epsilon), lrp-ab (LRP alpha-beta; z+ by default), pattern (PatternAttribution)"
 )
 
 
@@ -31,6 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--epsilon", type=float, default=1e-6, help="LRP stabiliser (1e-6)")
     p.add_argument("--alpha", type=float, default=1.0, help="LRP alpha-beta alpha (1; alpha - beta = 1)")
     p.add_argument("--beta", type=float, default=0.0, help="LRP alpha-beta beta (0; 1 with --alpha 2)")
+    p.add_argument("--patterns", default=None,
+                   help="pattern: an .npz of fitted patterns; read when it exists, else fitted and written there")
+    p.add_argument("--fit-images", default=None,
+                   help="pattern: fit on the pictures in this folder (default: scikit-learn's and scikit-image's "
+                        "sample photos)")
     p.add_argument("--opacity", type=float, default=0.7, help="overlay opacity at the strongest evidence, 0..1 (0.7)")
     p.add_argument("--colormap", choices=COLORMAPS, default="auto",
                    help="auto: seismic (red for, blue against) for signed maps, inferno otherwise")
@@ -53,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     samples = args.samples if args.samples is not None else (64 if args.method == "ig" else 16)
     img = load_image(args.image)  # before the model, so a wrong path fails at once
     model = Path(args.model) if args.model.endswith(".onnx") else args.model
+    patterns = _patterns(args, model) if args.method == "pattern" else None
     explainer = Explainer.load(model, args.method, device=args.device, samples=samples, sigma=args.sigma,
-                               epsilon=args.epsilon, alpha=args.alpha, beta=args.beta)
+                               epsilon=args.epsilon, alpha=args.alpha, beta=args.beta, patterns=patterns)
     size = args.size or (explainer.classifier.size, explainer.classifier.size)
     seen = resize(img, size)
     target: str | int | None = args.target
@@ -71,3 +81,34 @@ def run(args: argparse.Namespace) -> int:
     print(f"{path}: {res.label} (#{res.index}), logit {res.score:.3f}; {args.method} on {explainer.classifier.name} "  # noqa: T201
           f"at {size[0]}x{size[1]}, {res.ms:.0f} ms{check}; raw map {raw}")
     return 0
+
+
+def _patterns(args: argparse.Namespace, model: str | Path) -> Patterns:
+    """Read ``--patterns`` when it exists (and no ``--fit-images``), else fit on the folder or
+    the sample photos and write ``--patterns`` when given."""
+    from dreamstate.engine.core.errors import DreamstateError
+    from dreamstate.engine.core.images import load_image
+    from dreamstate.models import registry
+    from dreamstate.models.classify import ClassifierModel
+    from dreamstate.models.explain import Patterns, fit_patterns_on, sample_images
+    from dreamstate.models.graph import load_forward
+
+    target = Path(args.patterns) if args.patterns else None
+    if target is not None and target.exists() and not args.fit_images:
+        return Patterns.load(target)
+    if args.fit_images:
+        folder = Path(args.fit_images)
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+            if folder.is_dir() else []
+        if not files:
+            raise DreamstateError(f"--fit-images {folder}: no .jpg or .png pictures there",
+                                  hint="give a folder of photos like the ones the installation shows")
+        images = [load_image(f) for f in files]
+    else:
+        images = sample_images()
+    path, _ = registry.resolve(model)
+    patterns = fit_patterns_on(ClassifierModel.load(model), load_forward(path, label=str(path)), images)
+    if target is not None:
+        patterns.save(target)
+        print(f"{target}: patterns fitted on {len(images)} pictures")  # noqa: T201
+    return patterns
