@@ -170,6 +170,15 @@ def test_smoothgrad_with_zero_noise_is_the_gradient_and_ig_is_complete(starter_f
     want = float(out["score"][0] - out["baseline_score"][0])
     assert abs(want) > 0.5
     assert abs(float(out["attribution"].sum()) - want) <= 0.05 * abs(want)
+    # a batch of two images (different classes) gives each image's own map
+    x2 = np.concatenate([x, x[:, :, ::-1]])
+    t2 = _onehot([3, 7], 25)
+    feeds = {"image": x2, "target": t2, "baseline": np.zeros_like(x2), "alphas": (np.arange(4) + 0.5) / 4}
+    both = _run(ig_model, feeds)
+    for i in range(2):
+        one = _run(ig_model, {**feeds, "image": x2[i:i + 1], "target": t2[i:i + 1], "baseline": np.zeros_like(x)})
+        np.testing.assert_allclose(both["attribution"][i], one["attribution"][0], rtol=1e-4, atol=1e-6)
+        assert float(both["baseline_score"][i]) == pytest.approx(float(one["baseline_score"][0]), rel=1e-5)
 
 
 @pytest.mark.slow
