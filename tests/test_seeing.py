@@ -157,6 +157,7 @@ layers = {{ block2 = 1.0 }}
 
 
 def test_show_check_and_runtime_wiring(tmp_path: Any) -> None:
+    from dreamstate.engine.control.commands import parse_command
     from dreamstate.engine.core.errors import ShowError
     from dreamstate.engine.runtime.app import ShowRuntime
     from dreamstate.engine.runtime.showfile import load_show
@@ -170,3 +171,7 @@ def test_show_check_and_runtime_wiring(tmp_path: Any) -> None:
     out = seeing.present(canvas, _recipe(seeing="gxi", seeing_class="20"), 0.0)
     assert out.shape == canvas.shape and float(np.abs(out - canvas).max()) > 0.1
     assert seeing.status is not None and seeing.status.label == "spiral"
+    # the overlay's numbers are live parameters: /dreamstate/param/seeing_opacity 0.2
+    rt = ShowRuntime(load_show(_show(tmp_path, 'seeing = "gxi"')))
+    rt.apply_command(parse_command("/dreamstate/param/seeing_opacity", [0.2]))
+    assert rt.edits.apply(_recipe(seeing_opacity=0.6)).seeing_opacity == pytest.approx(0.2)
