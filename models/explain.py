@@ -4,7 +4,8 @@
 :mod:`models.backward`): it copies the classifier's forward pass up to its logits, seeds the
 explained class and walks the nodes in reverse with the dream compiler's per-op backward rules,
 or, for LRP, with the relevance rules of this module. The result uses standard ONNX ops only
-(opset 18) and runs in stock onnxruntime on CPU and CUDA.
+(opset 18: the dream step's ops plus elementwise ones) and runs in stock onnxruntime; it is
+tested on the CPU provider (no GPU was at hand for this work, so CUDA is untested).
 
 Graph interface (N images, K classes, S samples; all float32, N/H/W/S dynamic):
 
@@ -208,7 +209,8 @@ def compile_attribution(
     ``epsilon`` is the LRP stabiliser (both LRP methods and the proportional ops; zennit's
     default 1e-6); ``alpha``/``beta`` the alpha-beta rule's weights (``lrp-ab`` only).
     ``lowering`` picks backward lowerings as in the dream compiler (``relu_pool`` is always
-    off here: the class seed is not zero where a Relu is).
+    off here: the class seed is not zero where a Relu is). ``patterns`` (``pattern`` only, and
+    required there) are :func:`fit_patterns`' result for this very model (SHA-256 checked).
     """
     import onnx
     from onnx import helper, numpy_helper
