@@ -175,3 +175,32 @@ def test_show_check_and_runtime_wiring(tmp_path: Any) -> None:
     rt = ShowRuntime(load_show(_show(tmp_path, 'seeing = "gxi"')))
     rt.apply_command(parse_command("/dreamstate/param/seeing_opacity", [0.2]))
     assert rt.edits.apply(_recipe(seeing_opacity=0.6)).seeing_opacity == pytest.approx(0.2)
+
+
+def test_a_restarted_worker_goes_on_from_the_clean_canvas(starter: DreamModel) -> None:
+    """After a worker dies, the new one continues from the last published frame, unless that
+    frame carried the overlay: then from the dead worker's clean canvas (the map must not be
+    baked into the loop). The workers here are never started: their loops are driven directly."""
+    import threading
+
+    from dreamstate.engine.core.channels import LatestSlot
+    from dreamstate.engine.render.renderer import DreamWorker, restart_canvas
+    from dreamstate.engine.render.stats import StatsTracker
+
+    def worker(seeing: Seeing | None) -> DreamWorker:
+        return DreamWorker(starter, SIZE, LatestSlot(), LatestSlot(), source=_source(), canvas=None,
+                           stop=threading.Event(), stats=StatsTracker(60.0), counters=Counters(), motion_hz=10.0,
+                           seed=0, resolve=None, seeing=seeing,
+                           modes={"style": StyleMode(lambda s: StyleModel.load(s, device="cpu", threads=1))})
+
+    seen = worker(Seeing(lambda m: Explainer.load("starter", m, threads=1)))
+    seen.loop.apply(_recipe())
+    frame, _ = seen.loop.step(0.0, 0.0)
+    assert seen.loop.overlaid and float(np.abs(frame.pixels - seen.loop.dreamer.canvas).max()) > 0.2
+    assert restart_canvas(seen, frame) is seen.loop.dreamer.canvas
+    plain = worker(None)
+    plain.loop.apply(_recipe(seeing="off"))
+    frame, _ = plain.loop.step(0.0, 0.0)
+    assert not plain.loop.overlaid
+    assert restart_canvas(plain, frame) is frame.pixels
+    assert restart_canvas(None, None) is None

@@ -156,6 +156,8 @@ class DreamLoop:
         self.modes: Mapping[str, FrameMode] = modes or {}
         self.drawing = drawing
         self.seeing = seeing
+        self.overlaid = False
+        """True when the last published frame carried the seeing overlay (not the canvas itself)"""
         self.draw_size = draw_size
         self._drawn: DreamedFrame | None = None
         self._drawn_img: object = None
@@ -354,9 +356,9 @@ class DreamLoop:
     def _see(self, pixels: RGB, recipe: DreamRecipe, now: float) -> RGB:
         """The shown frame: ``pixels`` with the seeing overlay when the recipe asks for one
         (:mod:`engine.render.seeing`); the canvas itself stays clean."""
-        if self.seeing is None or recipe.seeing == "off":
-            return pixels
-        return self.seeing.present(pixels, recipe, now)
+        shown = pixels if self.seeing is None or recipe.seeing == "off" else self.seeing.present(pixels, recipe, now)
+        self.overlaid = shown is not pixels
+        return shown
 
     def step(self, ticks: float, now: float) -> tuple[DreamedFrame, HealthReport | None]:
         recipe = self.recipe
@@ -382,6 +384,15 @@ class DreamLoop:
                 self.reseed(report)
                 self.geometry_time = now
         return frame, report
+
+
+def restart_canvas(old: DreamWorker | None, last: DreamedFrame | None) -> RGB | None:
+    """The canvas a restarted worker continues from: the last published frame, or, when that
+    frame carried the seeing overlay, the dead worker's own clean canvas, so the heat map is not
+    baked into the zoom-feedback loop."""
+    if old is not None and old.loop.overlaid:
+        return old.loop.dreamer.canvas
+    return None if last is None else last.pixels
 
 
 def finish_workers(timeout_s: float = 10.0) -> bool:
@@ -680,7 +691,7 @@ class Renderer:
         source = old.dreamer.source if old is not None else self.source
         self._worker = DreamWorker(
             self.model, self.dream_size, self.recipes, self.frames,
-            source=source, canvas=None if last is None else last.pixels,
+            source=source, canvas=restart_canvas(old, last),
             stop=self._worker_stop, stats=self.tracker, counters=self.counters,
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
