@@ -61,6 +61,12 @@ def scene_recipe(scene: SceneConfig, generation: int = 0) -> DreamRecipe:
         draw_each_s=scene.draw_each_s,
         ellipses=scene.ellipses,
         optimizer=scene.optimizer,
+        seeing=scene.seeing,
+        seeing_class=None if scene.seeing_class is None else str(scene.seeing_class),
+        seeing_opacity=scene.seeing_opacity if scene.seeing != "off" else 0.0,
+        seeing_colormap=scene.seeing_colormap,
+        seeing_smooth=scene.seeing_smooth,
+        seeing_every_s=scene.seeing_every_s,
     )
 
 
@@ -86,6 +92,8 @@ def blend_recipes(a: DreamRecipe, b: DreamRecipe, t: float) -> DreamRecipe:
         contrast=_lerp(a.contrast, b.contrast, t),
         warp_px=_lerp(a.warp_px, b.warp_px, t),
         style_mix=_lerp(a.style_mix, b.style_mix, t),
+        seeing=b.seeing if b.seeing != "off" or t >= 1.0 else a.seeing,  # the old map fades out
+        seeing_opacity=_lerp(a.seeing_opacity, b.seeing_opacity, t),
     )
 
 

@@ -551,6 +551,32 @@ def avgpool_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     return [em.op("Reshape", [padded, em.shape(x)])]
 
 
+def reducemean_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """ReduceMean over constant axes (opset 18 ``axes`` input, or the old attribute): the
+    gradient, unsqueezed back when ``keepdims`` = 0, spread evenly over each reduced window
+    (Expand to the input's shape, divided by Size(x) / Size(y)). No axes reduce every axis,
+    unless ``noop_with_empty_axes`` makes it an identity."""
+    em = ctx.em
+    x, y = n.inputs[0], n.outputs[0]
+    r = em.rank(x, "ReduceMean input")
+    if len(n.inputs) > 1 and n.inputs[1]:
+        axes_v = _need_const(ctx, n.inputs[1], n, "axes")
+        axes = [int(a) % r for a in np.asarray(axes_v).reshape(-1)]
+    else:
+        axes = [int(a) % r for a in n.attrs.get("axes", [])]
+    if not axes:
+        if int(n.attrs.get("noop_with_empty_axes", 0)):
+            return [g[0]] + [None] * (len(n.inputs) - 1)
+        axes = list(range(r))
+    gy = g[0]
+    assert gy is not None
+    if not int(n.attrs.get("keepdims", 1)):
+        gy = em.op("Unsqueeze", [gy, em.const(sorted(axes), np.int64)])
+    count = em.op("Cast", [em.op("Div", [em.op("Size", [x]), em.op("Size", [y])])], to=1)
+    dx = em.op("Expand", [em.op("Div", [gy, count]), em.shape(x)], hint="dreducemean")
+    return [dx] + [None] * (len(n.inputs) - 1)
+
+
 def gap_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     em = ctx.em
     x = n.inputs[0]
@@ -996,6 +1022,7 @@ RULES: dict[str, Rule] = {
     "MaxPool": Rule(maxpool_backward, maxpool_forward),
     "AveragePool": Rule(avgpool_backward),
     "GlobalAveragePool": Rule(gap_backward),
+    "ReduceMean": Rule(reducemean_backward),
     "LRN": Rule(lrn_backward),
     "BatchNormalization": Rule(bn_backward, bn_forward),
     "Concat": Rule(concat_backward),

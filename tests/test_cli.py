@@ -12,7 +12,7 @@ def test_every_command_and_bench_is_registered() -> None:
     parser = cli.build_parser()
     text = parser.format_help()
     for command in ("run", "kiosk", "check", "devices", "simulate", "monitor", "record", "recover", "map",
-                    "calibrate", "models", "dream", "feedback", "bench"):
+                    "calibrate", "models", "dream", "feedback", "style", "draw", "explain", "bench"):
         assert command in text, command
 
 

@@ -71,6 +71,14 @@ CASES: dict[str, Case] = {
         (1, 2, 10, 9),
     ),
     "globalavgpool": (lambda g: str(g.op("GlobalAveragePool", [g.conv("x", 2, 3, 3)])), (1, 2, 8, 7)),
+    "reducemean-hw-keep": (
+        lambda g: str(g.op("ReduceMean", [g.conv("x", 2, 3, 3), g.c([2, 3], np.int64)])),
+        (2, 2, 8, 7),
+    ),
+    "reducemean-c-drop": (
+        lambda g: str(g.op("ReduceMean", [g.conv("x", 2, 3, 3), g.c([1, -1], np.int64)], keepdims=0)),
+        (1, 2, 7, 6),
+    ),
     "lrn-5": (lambda g: str(g.op("LRN", [g.conv("x", 2, 7, 3)], size=5, alpha=0.5, beta=0.75, bias=1.0)), (1, 2, 7, 7)),
     "lrn-3": (lambda g: str(g.op("LRN", [g.conv("x", 2, 6, 3)], size=3, alpha=0.3, beta=0.6, bias=2.0)), (1, 2, 6, 6)),
     "batchnorm": (

@@ -262,9 +262,10 @@ def test_telemetry_sends_exactly_the_documented_addresses_and_types() -> None:
         tele.clamped("/dreamstate/zoom", "value", 5.0, 1.9999)
         tele.drawing("killer whale", -0.25, 0.78)
         tele.scene("calm", "state")
+        tele.seeing("bell cote", 23.05)
         sent: dict[str, str] = {}
-        for _ in range(18):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat,
-            # status, error, clamped, drawing, scene
+        for _ in range(19):  # eSense 2, signal, bands, blink, map, state + 2 labels, fps, health 2, beat,
+            # status, error, clamped, drawing, scene, seeing
             m = OscMessage(rx.recv(4096))
             tags = "".join({float: "f", int: "i", str: "s"}[type(p)] for p in m.params)
             sent[m.address] = tags

@@ -107,7 +107,8 @@ class SetOctaves:
 
 
 LIVE_PARAMS: tuple[str, ...] = ("zoom", "rotate", "step", "octaves", "octave_scale", "steps", "color_nudge",
-                                 "contrast", "warp_px", "crossfade_s")
+                                 "contrast", "warp_px", "crossfade_s", "seeing_opacity", "seeing_smooth",
+                                 "seeing_every_s")
 """The numeric ``SceneConfig`` fields the live renderer reads, so the ones ``/dreamstate/param/<name>``
 sets (``translate``, ``mask``, ``guide``, ``image`` and layer weights have their own addresses)."""
 

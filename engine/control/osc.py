@@ -225,6 +225,8 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
                                 "manual (/dreamstate/scene NAME) or attract"),
     ("/dreamstate/drawing", "sff", "while a drawing scene plays: the class it is drawing, its score (log-probability "
                                    "averaged over jittered views, <= 0) and exp(score) 0..1"),
+    ("/dreamstate/seeing", "sf", "while a scene shows what the network sees: the class of the map on screen and "
+                                 "its logit for the frame"),
     ("/dreamstate/heartbeat", "i", "1, once a second"),
     ("/dreamstate/status", "fis", "uptime in seconds, stage failures so far (all stages), the latest failure as "
                                   "'stage: error' ('' when none); once a second"),
@@ -338,6 +340,10 @@ class OscTelemetry:
     def scene(self, name: str, chooser: str) -> None:
         """``/dreamstate/scene`` s scene s chooser (state, override, manual, attract)."""
         self._send("/dreamstate/scene", name[:120], chooser)
+
+    def seeing(self, label: str, score: float) -> None:
+        """``/dreamstate/seeing`` s class, f logit (the seeing overlay's map on screen)."""
+        self._send("/dreamstate/seeing", label[:120], float(score))
 
     def drawing(self, label: str, score: float, probability: float) -> None:
         """``/dreamstate/drawing`` s class, f score (nats, <= 0), f probability 0..1."""

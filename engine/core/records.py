@@ -266,6 +266,13 @@ class DreamRecipe:
     draw_each_s: float = 90.0
     ellipses: int = 40
     optimizer: str = "random"
+    # the "seeing" overlay (engine.render.seeing) on whatever the mode shows
+    seeing: str = "off"  # attribution method, or "off"
+    seeing_class: str | None = None  # class name or index; None = the top class
+    seeing_opacity: float = 0.0  # 0..1 (0 = no overlay)
+    seeing_colormap: str = "auto"
+    seeing_smooth: float = 2.0  # Gaussian sigma in frame pixels
+    seeing_every_s: float = 0.5  # recompute the map at most this often
 
 
 @dataclass(frozen=True, slots=True)

@@ -292,6 +292,31 @@ class SceneConfig(Section):
     """drawing mode: `random` (the original's random search, ahead by measurement: docs/BENCHMARKS.md) or `cma`
     (CMA-ES)"""
 
+    # the seeing overlay (engine/render/seeing.py)
+    seeing: Literal["off", "gradient", "gxi", "lrp-eps", "lrp-ab"] = "off"
+    """overlay on the frame this scene shows (dream, style or drawing) the attribution map of the class the
+    show's model sees in it: `lrp-ab` (LRP z+, about the object), `lrp-eps`, `gxi` (gradient x input) or
+    `gradient` (saliency); `off` shows none"""
+    seeing_class: str | None = None
+    """seeing: the class whose map is shown, by name or index; none = the model's top class for each map"""
+    seeing_opacity: Annotated[float, Field(ge=0, le=1)] = 0.6
+    """seeing: opacity of the map where its evidence is strongest (weak evidence stays transparent); crossfades
+    in from 0 when the scene starts"""
+    seeing_colormap: Literal["auto", "seismic", "jet", "inferno", "viridis", "hot"] = "auto"
+    """seeing: colour map; `auto` is seismic (red for the class, blue against) for signed maps, inferno for
+    `gradient`"""
+    seeing_smooth: Annotated[float, Field(ge=0, le=64)] = 2.0
+    """seeing: Gaussian blur of the map, sigma in dream-frame pixels (0 = off)"""
+    seeing_every_s: Annotated[float, Field(ge=0, le=60)] = 0.5
+    """seeing: recompute the map at most this often, in seconds (a map costs about one to four dream steps;
+    0 = every frame)"""
+
+    @field_validator("seeing_class", mode="before")
+    @classmethod
+    def _class_text(cls, value: Any) -> Any:
+        """A class index may be written as a number; it travels as text (``"#442"`` works too)."""
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @field_validator("draw", mode="before")
     @classmethod
     def _one_class(cls, value: Any) -> Any:

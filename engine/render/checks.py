@@ -13,6 +13,9 @@
   show's model. Layers are listed from the ONNX graph without compiling anything.
 * ``scenes.<s>.draw[i]`` (``mode = "drawing"``): the show's model must be a classifier (one
   score per class) and know the class, by name (closest names offered) or index.
+* ``scenes.<s>.seeing`` and ``scenes.<s>.seeing_class``: the show's model must be a
+  classifier whose attribution graph for that method compiles (``models.explain``: e.g. LRP
+  refuses an LRN layer), and know the class.
 
 Warnings (``loaded.warnings``, printed by ``check`` and logged by ``run``): a scene layer far
 from the depth of the model's recommended layers (``models.graph.depth_warning``), the usual
@@ -176,6 +179,37 @@ def _drawing_problems(loaded: LoadedShow, graph: Any, spec: Any) -> list[tuple[s
     return problems
 
 
+def _seeing_problems(loaded: LoadedShow, graph: Any, spec: Any) -> list[tuple[str, str]]:
+    """Seeing scenes: each method compiles for the model (once per method) and the class exists."""
+    from dreamstate.models.classify import classifier_classes, resolve_class
+    from dreamstate.models.explain import compile_attribution
+
+    scenes = [(name, s) for name, s in loaded.show.scenes.items() if s.seeing != "off"]
+    if not scenes:
+        return []
+    try:
+        classes = classifier_classes(graph, model=spec.name)
+    except DreamstateError as exc:
+        return [("show.model", f"seeing scenes ({', '.join(n for n, _ in scenes)}) need a classifier: {exc}")]
+    problems: list[tuple[str, str]] = []
+    compiled: dict[str, str | None] = {}
+    for name, scene in scenes:
+        if scene.seeing not in compiled:
+            try:
+                compile_attribution(graph, scene.seeing)
+                compiled[scene.seeing] = None
+            except DreamstateError as exc:
+                compiled[scene.seeing] = str(exc)
+        if compiled[scene.seeing]:
+            problems.append((f"scenes.{name}.seeing", str(compiled[scene.seeing])))
+        if scene.seeing_class is not None:
+            try:
+                resolve_class(scene.seeing_class, spec.labels, classes, model=spec.name)
+            except DreamstateError as exc:
+                problems.append((f"scenes.{name}.seeing_class", str(exc)))
+    return problems
+
+
 def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
     """Every render problem in the show (see the module docstring)."""
     show = loaded.show
@@ -221,6 +255,7 @@ def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
                         loaded.warnings.append((f"{base}.{section}.{layer}", warning))
     if graph is not None and spec is not None:
         problems += _drawing_problems(loaded, graph, spec)
+        problems += _seeing_problems(loaded, graph, spec)
     if graph is not None and spec is not None and show.scenes:
         problem = _size_problem(graph, spec, show)
         if problem:

@@ -70,6 +70,7 @@ from dreamstate.engine.render.feedback import FeedbackDreamer, FlowMethod, Motio
 from dreamstate.engine.render.health import HealthReport, HealthSettings, PictureHealth
 from dreamstate.engine.render.masks import Mask, make_mask
 from dreamstate.engine.render.modes import FrameMode
+from dreamstate.engine.render.seeing import Seeing, SeeingStatus
 from dreamstate.engine.render.stabilise import StabiliserParams
 from dreamstate.engine.render.stats import FrameStats, StatsTracker
 
@@ -158,10 +159,13 @@ class DreamLoop:
                  guide_model: StepModel | None = None, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, start_cut: int = 0, source_spec: str | None = None,
                  now: float = 0.0, modes: Mapping[str, FrameMode] | None = None, drawing: LiveDrawing | None = None,
-                 draw_size: Callable[[], tuple[int, int]] | None = None) -> None:
+                 draw_size: Callable[[], tuple[int, int]] | None = None, seeing: Seeing | None = None) -> None:
         self.model = model
         self.modes: Mapping[str, FrameMode] = modes or {}
         self.drawing = drawing
+        self.seeing = seeing
+        self.overlaid = False
+        """True when the last published frame carried the seeing overlay (not the canvas itself)"""
         self.draw_size = draw_size
         self._drawn: DreamedFrame | None = None
         self._drawn_img: object = None
@@ -353,8 +357,16 @@ class DreamLoop:
         else:
             pixels = from_uint8(img)
         self._drawn_img = img
+        pixels = self._see(pixels, recipe, now)
         self._drawn = DreamedFrame(pixels, now, self.version, recipe.generation, self.steps, self.cut, self._fade_s)
         return self._drawn
+
+    def _see(self, pixels: RGB, recipe: DreamRecipe, now: float) -> RGB:
+        """The shown frame: ``pixels`` with the seeing overlay when the recipe asks for one
+        (:mod:`engine.render.seeing`); the canvas itself stays clean."""
+        shown = pixels if self.seeing is None or recipe.seeing == "off" else self.seeing.present(pixels, recipe, now)
+        self.overlaid = shown is not pixels
+        return shown
 
     def step(self, ticks: float, now: float) -> tuple[DreamedFrame, HealthReport | None]:
         recipe = self.recipe
@@ -370,8 +382,8 @@ class DreamLoop:
         else:
             canvas = self.dreamer.transform(lambda c: mode.step(c, recipe), stabilise=self._stabilise)
         self.steps += 1
-        frame = DreamedFrame(canvas, self.geometry_time, self.version, recipe.generation, self.steps,
-                             self.cut, self._fade_s, self._mask_shown, self._backdrop)
+        frame = DreamedFrame(self._see(canvas, recipe, now), self.geometry_time, self.version, recipe.generation,
+                             self.steps, self.cut, self._fade_s, self._mask_shown, self._backdrop)
         report = self.health.update(canvas, now)
         if report is not None:
             if self.stats is not None:
@@ -380,6 +392,15 @@ class DreamLoop:
                 self.reseed(report)
                 self.geometry_time = now
         return frame, report
+
+
+def restart_canvas(old: DreamWorker | None, last: DreamedFrame | None) -> RGB | None:
+    """The canvas a restarted worker continues from: the last published frame, or, when that
+    frame carried the seeing overlay, the dead worker's own clean canvas, so the heat map is not
+    baked into the zoom-feedback loop."""
+    if old is not None and old.loop.overlaid:
+        return old.loop.dreamer.canvas
+    return None if last is None else last.pixels
 
 
 def finish_workers(timeout_s: float = 10.0) -> bool:
@@ -411,7 +432,7 @@ class DreamWorker(threading.Thread):
                  paused: threading.Event | None = None, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, health_slot: LatestSlot[HealthReport] | None = None,
                  start_cut: int = 0, modes: Mapping[str, FrameMode] | None = None, drawing: LiveDrawing | None = None,
-                 draw_size: Callable[[], tuple[int, int]] | None = None) -> None:
+                 draw_size: Callable[[], tuple[int, int]] | None = None, seeing: Seeing | None = None) -> None:
         super().__init__(name="dream-worker", daemon=True)
         self.nice = nice
         self.paused = paused or threading.Event()
@@ -427,7 +448,8 @@ class DreamWorker(threading.Thread):
         self.loop = DreamLoop(model, size, source=source, canvas=canvas, counters=counters, stats=stats,
                               seed=seed, resolve=resolve, flow=flow, guide_model=guide_model,
                               sources=sources, health=health, start_cut=start_cut, source_spec=source_spec,
-                              now=time.monotonic(), modes=modes, drawing=drawing, draw_size=draw_size)
+                              now=time.monotonic(), modes=modes, drawing=drawing, draw_size=draw_size,
+                              seeing=seeing)
         self.loop.version = start_version
         self.dreamer = self.loop.dreamer
 
@@ -530,7 +552,8 @@ class Renderer:
                  guide_model: StepModel | None = None, max_backoff_s: float = 10.0,
                  worker_nice: int = 5, sources: list[RGB] | None = None,
                  health: HealthSettings | None = None, modes: Mapping[str, FrameMode] | None = None,
-                 classifier: Classifier | None = None, display_rt_priority: int = 5) -> None:
+                 classifier: Classifier | None = None, seeing: Seeing | None = None,
+                 display_rt_priority: int = 5) -> None:
         self.model = model
         self.display_rt_priority = display_rt_priority
         self.display_realtime = False
@@ -563,6 +586,10 @@ class Renderer:
             LiveDrawing(classifier, seed=seed, counters=self.counters)
         """the drawing mode (scenes with ``mode = "drawing"``), when a classifier was given; it
         outlives a worker restart, so the drawing carries on from where it was"""
+        self.seeing = seeing
+        """the seeing overlay (scenes with ``seeing``), when given; it outlives a worker restart"""
+        if seeing is not None:
+            seeing.counters = self.counters
         self.tracker = StatsTracker(fps)
         self.quit_requested = False
         self._stop = threading.Event()
@@ -640,6 +667,15 @@ class Renderer:
         return self.drawing.status
 
     @property
+    def seeing_status(self) -> SeeingStatus | None:
+        """The class and logit of the map on screen while a seeing scene plays (else None)."""
+        w = self._worker
+        recipe = w.loop.recipe if w is not None else None
+        if self.seeing is None or recipe is None or recipe.seeing == "off":
+            return None
+        return self.seeing.status
+
+    @property
     def blackout(self) -> bool:
         return self._blackout.is_set()
 
@@ -671,14 +707,14 @@ class Renderer:
         source = old.dreamer.source if old is not None else self.source
         self._worker = DreamWorker(
             self.model, self.dream_size, self.recipes, self.frames,
-            source=source, canvas=None if last is None else last.pixels,
+            source=source, canvas=restart_canvas(old, last),
             stop=self._worker_stop, stats=self.tracker, counters=self.counters,
             motion_hz=self.motion_hz, seed=self.seed + self.tracker.worker_restarts,
             resolve=self.resolve, flow=self.flow, guide_model=self.guide_model,
             nice=self.worker_nice, source_spec=old.source_spec if old is not None else None,
             paused=self._paused, sources=self.sources, health=self.health_settings,
             health_slot=self.health, start_cut=old.cut if old is not None else 0, modes=self.modes,
-            drawing=self.drawing, draw_size=lambda: self.output_size)
+            drawing=self.drawing, draw_size=lambda: self.output_size, seeing=self.seeing)
         self._worker.start()
 
     @property

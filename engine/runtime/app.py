@@ -100,6 +100,7 @@ if TYPE_CHECKING:
     from dreamstate.engine.output.base import Output
     from dreamstate.engine.render.drawmode import DrawingStatus
     from dreamstate.engine.render.renderer import Renderer
+    from dreamstate.engine.render.seeing import Seeing, SeeingStatus
     from dreamstate.engine.render.stats import FrameStats
     from dreamstate.engine.runtime.hours import HoursStage
     from dreamstate.engine.runtime.lsl_stage import LslStage
@@ -199,6 +200,7 @@ class Telemetry:
     recording: dict[str, Any] | None
     counters: dict[str, int | float]
     drawing: DrawingStatus | None = None
+    seeing: SeeingStatus | None = None
 
     def doc(self) -> dict[str, Any]:
         """JSON-able: eSense and signal 0..1, map x y, state, fps, picture health (MQTT)."""
@@ -223,6 +225,9 @@ class Telemetry:
             d = self.drawing
             out["drawing"] = {"class": d.label, "index": d.index, "score": round(d.score, 4),
                               "probability": round(d.probability, 4), "evaluations": d.evaluations}
+        if self.seeing is not None:
+            v = self.seeing
+            out["seeing"] = {"method": v.method, "class": v.label, "index": v.index, "score": round(v.score, 4)}
         return out
 
 
@@ -670,11 +675,29 @@ class ShowRuntime:
                             output_size=out_cfg.size, fps=out_cfg.fps, source=sources[0] if sources else None,
                             sources=sources, resolve=lambda p: self.loaded.path(p, what="recipe path"),
                             guide_model=guide_model, health=health, modes=self.scene_modes(),
-                            classifier=classifier, display_rt_priority=out_cfg.display_rt_priority)
+                            classifier=classifier, seeing=self.seeing(),
+                            display_rt_priority=out_cfg.display_rt_priority)
         for mode in renderer.modes.values():
             if isinstance(mode, StyleMode):
                 mode.counters = renderer.counters
         return renderer
+
+    def seeing(self) -> Seeing | None:
+        """The seeing overlay when a scene of the show uses it: explainers of the show's model,
+        compiled on first use in the dream worker (None when no scene sees)."""
+        from dreamstate.engine.render.checks import model_source
+        from dreamstate.engine.render.seeing import Seeing
+        from dreamstate.models.explain import Explainer
+
+        if all(s.seeing == "off" for s in self.show.scenes.values()):
+            return None
+        device = self.show.output.device
+        threads = max(1, (os.cpu_count() or 2) - 1)
+
+        def load(method: str) -> Explainer:
+            return Explainer.load(model_source(self.loaded), method, device=device, threads=threads)
+
+        return Seeing(load)
 
     def scene_modes(self) -> dict[str, FrameMode]:
         """The scene modes other than ``dream`` that the show's scenes use (the style mode loads
@@ -831,7 +854,8 @@ class ShowRuntime:
         return Telemetry(eeg=self.signal_stage.eeg.get() or EegSnapshot(), state=self.latest_state,
                          scene=self.director.scene_name, stats=r.stats if r is not None else None,
                          recording=rec.status() if rec is not None else None, counters=self.input_counters(),
-                         drawing=r.drawing_status if r is not None else None)
+                         drawing=r.drawing_status if r is not None else None,
+                         seeing=r.seeing_status if r is not None else None)
 
     def telemetry_doc(self) -> dict[str, Any]:
         """The telemetry snapshot as JSON-able data (the MQTT ``telemetry`` payload); a render
@@ -922,6 +946,8 @@ class ShowRuntime:
         tele.scene(self.director.scene_name, self.director.chooser)
         if snap.drawing is not None:
             tele.drawing(snap.drawing.label, snap.drawing.score, snap.drawing.probability)
+        if snap.seeing is not None:
+            tele.seeing(snap.seeing.label, snap.seeing.score)
         if time.monotonic() - last_beat >= 1.0:
             tele.heartbeat()
             sup = self.supervisor

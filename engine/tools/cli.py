@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "dreamstate.engine.tools.render_cli",   # dream, feedback
     "dreamstate.engine.tools.style_cli",    # style
     "dreamstate.engine.tools.draw_cli",     # draw
+    "dreamstate.engine.tools.explain_cli",  # explain
 )
 
 BENCH_MODULES: dict[str, str] = {
@@ -45,6 +46,7 @@ BENCH_MODULES: dict[str, str] = {
     "lsl": "dreamstate.engine.tools.bench_lsl",
     "style": "dreamstate.engine.tools.bench_style",
     "draw": "dreamstate.engine.tools.bench_draw",
+    "explain": "dreamstate.engine.tools.bench_explain",
 }
 
 def build_parser() -> argparse.ArgumentParser:
