@@ -446,6 +446,13 @@ def test_bench_explain_times_each_method_against_a_dream_step(capsys: pytest.Cap
                  "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "dream step" in out and "gradient" in out and "conservation" in out
+    try:
+        import captum  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        assert "captum peer skipped" in out and "dreamstate[export]" in out  # said, not silently passed
+    else:
+        assert "ours/captum" in out
 
 
 # ------------------------------------------------------------------------------ PatternAttribution
