@@ -910,7 +910,7 @@ kind = "simulated"
 script = [
   { state = "relaxed", seconds = 20 },
   { state = "focused", seconds = 20 },
-  { state = "neutral", seconds = 10 },
+  { state = "neutral", seconds = 25 },
   { state = "off_head", seconds = 8 },
 ]
 
@@ -924,11 +924,8 @@ rules = [
   { state = "focused", when = "beta_rel > 0.30" },
 ]
 
-[scenes.calm]              # slow, soft: the picture repainted as a cartoon (the bundled toon style)
-mode = "style"             # each frame is style(zoom(previous)); `candy` or `mosaic` after `models fetch`
-style = "toon"
-style_mix = 0.3            # 30 % styled, the rest the zoomed frame: the style flows rather than snaps
-layers = { block7 = 1.0 }
+[scenes.calm]              # slow, soft: eyes and ornament (a style scene is one line away:
+layers = { block7 = 1.0 }  # mode = "style" with style = "candy" after `dreamstate models fetch candy`)
 zoom = 1.003
 rotate = 0.15
 step = 1.2
