@@ -5,6 +5,7 @@ outlets read back by MNE-LSL's StreamLSL and StreamInlet, and LSL streams from M
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -262,7 +263,11 @@ async def test_channels_are_averaged_scaled_and_nan_becomes_a_counted_gap() -> N
                         break
         assert dev.counters.get("nonfinite_samples") == 10 and dev.counters.get("gap_samples") == 20
         indices = np.concatenate([np.arange(c.first_index, c.next_index) for c in got])
-        assert np.all(np.diff(indices) > 0) and 200 <= indices[0] + len(got[0].samples) <= 260
+        assert np.all(np.diff(indices) > 0)
+        # the 10 NaN input samples (100..110 at 256 Hz) are a gap of 20 sample indices at 512 Hz,
+        # right where they were (chunks may arrive in pieces on a loaded machine: look for the gap)
+        gaps = [(a.next_index, b.first_index) for a, b in itertools.pairwise(got) if b.first_index > a.next_index]
+        assert gaps and 200 <= gaps[0][0] <= 260 and gaps[0][1] - gaps[0][0] == 20, gaps
         steady = np.concatenate([c.samples[30:] for c in got if len(c.samples) > 60])
         assert steady == pytest.approx(20.0, abs=1e-3)
     finally:

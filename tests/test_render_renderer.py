@@ -394,3 +394,25 @@ def test_a_refused_priority_is_said_once_and_the_show_goes_on() -> None:
     frames = int(done.stdout.split("FRAMES")[1])
     assert frames >= 10
     assert done.stderr.count("real-time priority 5 refused") == 1 and "LimitRTPRIO=5" in done.stderr
+
+
+async def test_a_show_cancelled_while_its_output_opens_ends_the_display_thread(squeezenet: DreamModel) -> None:
+    """SIGTERM can land while the output is still opening (a window waiting for its display):
+    the cancelled run must still stop the display thread, not leave it presenting forever."""
+
+    class SlowOpen(Recording):
+        def open(self) -> tuple[int, int]:
+            time.sleep(0.5)
+            return super().open()
+
+    out = SlowOpen((64, 48))
+    r = Renderer(squeezenet, out, dream_size=(64, 48), output_size=(64, 48), fps=30)
+    r.set_recipe(_recipe())
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep(0.1)  # the display thread is inside open()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(1.0)
+    assert not any(t.name == "display" and t.is_alive() for t in threading.enumerate())
+    assert out.closed and r.worker is None

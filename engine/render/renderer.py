@@ -902,16 +902,17 @@ class Renderer:
         self._opened.clear()
         display = threading.Thread(target=self._display_main, name="display", daemon=True)
         display.start()
-        # the worker starts once the output is open: an output that cannot open (no display yet)
-        # then costs no dream step, and no onnxruntime call is left running when the show ends
-        while not self._opened.is_set() and not self._stop.is_set() and display.is_alive():
-            await asyncio.sleep(0.02)
-        if self._opened.is_set() and self._display_error is None and not self._stop.is_set():
-            self._start_worker()
         retries = Backoff(base=0.5, cap=max(0.5, self.max_backoff_s)).retries()
-        retries.started()
         restart_at: float | None = None
         try:
+            # the worker starts once the output is open: an output that cannot open (no display yet)
+            # then costs no dream step, and no onnxruntime call is left running when the show ends;
+            # a stop or cancellation while it opens still ends the display thread (finally below)
+            while not self._opened.is_set() and not self._stop.is_set() and display.is_alive():
+                await asyncio.sleep(0.02)
+            if self._opened.is_set() and self._display_error is None and not self._stop.is_set():
+                self._start_worker()
+            retries.started()
             while not self._stop.is_set() and display.is_alive():
                 await asyncio.sleep(0.05)
                 w = self._worker

@@ -49,10 +49,11 @@ def busy_load(n: int, *, max_s: float = 3600.0) -> Iterator[list[int]]:
             p.start()
         yield [p.pid for p in procs if p.pid is not None]
     finally:
-        for p in procs:
+        started = [p for p in procs if p.pid is not None]  # a start that failed leaves the rest unstarted
+        for p in started:
             if p.is_alive():
                 p.terminate()
-        for p in procs:
+        for p in started:
             p.join(2.0)
             if p.is_alive():
                 p.kill()
