@@ -932,9 +932,9 @@ step = 1.2
 blend = 0.6
 contrast = 0.75
 
-[scenes.focused]           # fast and sharp: faces and fur
-layers = { block10 = 1.0 }
-zoom = 1.010
+[scenes.focused]           # faster and sharp: faces and fur (a faster zoom outruns the dream on
+layers = { block10 = 1.0 }  # two CPU cores and the picture goes soft)
+zoom = 1.006
 rotate = -0.3
 step = 1.8
 contrast = 0.95
