@@ -255,6 +255,7 @@ LOWERINGS = [
     Lowering(relu="sign"),
     Lowering(maxpool="separable"),
     Lowering(relu_pool=False),
+    Lowering(blocks_mask=True),
 ]
 
 
@@ -477,3 +478,34 @@ def test_unsupported_pads_are_clear_errors(what: str) -> None:
     with pytest.raises(ModelError, match="Pad node") as err:
         compile_step(forward_graph(model), [out])
     assert ("wrap" in str(err.value)) == (what == "wrap")
+
+
+@pytest.mark.parametrize("case", ["2x2s2", "3x3s3"])
+def test_the_mask_form_of_block_pools_shares_a_tied_window_equally(case: str) -> None:
+    """blocks_mask (opt-in): on integer input with many exact ties, each window's gradient goes
+    in equal shares to its tied maxima (a valid subgradient of max), and where a window has one
+    maximum it is exactly the default lowering's."""
+    import onnxruntime as ort
+
+    attrs: dict[str, Any] = TIE_CASES[case]
+    k = attrs["kernel_shape"][0]
+    g = G((1, 2, 9, 10))
+    pooled = g.op("MaxPool", ["x"], **attrs)
+    fg = forward_graph(g.model(str(pooled)))
+    x = np.random.default_rng(5).integers(0, 3, (1, 2, 9, 10)).astype(np.float32)
+    grads = {}
+    for name, lowering in (("mask", Lowering(blocks_mask=True)), ("argmax", Lowering())):
+        step, _ = compile_step(fg, [str(pooled)], lowering=lowering)
+        sess = ort.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
+        grads[name] = sess.run(["grad"], {"x": x, "layer_weights": np.ones(1, np.float32)})[0]
+    y, _ = _maxpool_reference(x, **attrs)
+    ho, wo = y.shape[2:]
+    xc = x[..., : ho * k, : wo * k].reshape(1, 2, ho, k, wo, k)
+    win = xc == y[:, :, :, None, :, None]
+    count = win.sum(axis=(3, 5), keepdims=True)
+    gm = grads["mask"][..., : ho * k, : wo * k].reshape(1, 2, ho, k, wo, k)
+    ga = grads["argmax"][..., : ho * k, : wo * k].reshape(1, 2, ho, k, wo, k)
+    np.testing.assert_allclose(gm.sum(axis=(3, 5)), ga.sum(axis=(3, 5)), rtol=1e-6)  # each window's total
+    np.testing.assert_allclose(gm, np.where(win, ga.sum(axis=(3, 5), keepdims=True) / count, 0.0), rtol=1e-6)
+    assert (count > 1).any() and (count == 1).any()  # the input has both kinds of window
+    np.testing.assert_array_equal(grads["mask"][..., ho * k:, :], 0)  # rows past the last window
