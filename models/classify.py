@@ -127,8 +127,8 @@ class ClassifierModel:
     """
 
     def __init__(self, *, spec: ModelSpec, session: Any, provider: str, image_input: str, output: str,
-                 num_classes: int, size: int, forward: ForwardGraph | None = None, device: Literal["auto", "cpu", "cuda"] = "cpu",
-                 threads: int | None = None) -> None:
+                 num_classes: int, size: int, forward: ForwardGraph | None = None,
+                 device: Literal["auto", "cpu", "cuda"] = "cpu", threads: int | None = None) -> None:
         self.spec = spec
         self._forward = forward
         self._device = device

@@ -37,7 +37,6 @@ from dreamstate.engine.render.drawing import (
     CENTRE_HI,
     CENTRE_LO,
     F64,
-    PALETTE,
     PER_ELLIPSE,
     DrawingObjective,
     RandomSearch,
@@ -101,8 +100,8 @@ def soft_render(theta: npt.NDArray[np.floating], size: int, *, view: tuple[float
     py = np.repeat(g, size)[None]
     ddx, ddy = px - cx[:, None], py - cy[:, None]
     c, s = np.cos(phi)[:, None], np.sin(phi)[:, None]
-    ux = c * ddx + s * ddy
-    uy = -s * ddx + c * ddy
+    ux = (c * ddx + s * ddy).astype(np.float32, copy=False)
+    uy = (-s * ddx + c * ddy).astype(np.float32, copy=False)
     r = np.sqrt((ux / ax[:, None]) ** 2 + (uy / ay[:, None]) ** 2 + np.float32(1e-12))
     alpha = _sigmoid((1.0 - r) / softness)
     img = np.empty((size * size, 3), np.float32)
@@ -145,7 +144,7 @@ def soft_backward(cache: SoftCache, dimg: npt.NDArray[np.floating]) -> F64:
     dphi = (gux * cache.uy - guy * cache.ux).sum(axis=1)
     t = cache.theta
     pal = t[PER_ELLIPSE * e:].reshape(3, 3)
-    dx_, dy_, scale, deg = cache.view
+    _dx, _dy, scale, deg = cache.view
     rad = math.radians(deg)
     cos, sin = math.cos(rad), math.sin(rad)
     out = np.zeros_like(t)
