@@ -51,6 +51,34 @@ def _sigmoid(x: npt.NDArray[np.floating]) -> F32:
     return out
 
 
+def upsample2(x: npt.NDArray[np.floating], axis: int) -> F32:
+    """Bilinear upsampling by 2 along ``axis`` (half-pixel centres, edges clamped, as
+    ``cv2.resize`` with ``INTER_LINEAR``): out[2i] = 3/4 x[i] + 1/4 x[i-1], out[2i+1] =
+    3/4 x[i] + 1/4 x[i+1]."""
+    a = np.moveaxis(np.asarray(x, np.float32), axis, 0)
+    prev = np.concatenate([a[:1], a[:-1]], axis=0)
+    nxt = np.concatenate([a[1:], a[-1:]], axis=0)
+    out = np.empty((2 * len(a), *a.shape[1:]), np.float32)
+    out[0::2] = 0.75 * a + 0.25 * prev
+    out[1::2] = 0.75 * a + 0.25 * nxt
+    res: F32 = np.moveaxis(out, 0, axis)
+    return res
+
+
+def upsample2_adjoint(g: npt.NDArray[np.floating], axis: int) -> F32:
+    """The adjoint (transpose) of :func:`upsample2` along ``axis``: the gradient back to the
+    small image."""
+    b = np.moveaxis(np.asarray(g, np.float32), axis, 0)
+    ev, od = b[0::2], b[1::2]
+    out = 0.75 * (ev + od)
+    out[:-1] += 0.25 * ev[1:]  # ev[i + 1] took 1/4 of x[i] (its previous)
+    out[1:] += 0.25 * od[:-1]  # od[i - 1] took 1/4 of x[i] (its next)
+    out[0] += 0.25 * ev[0]  # clamped edges
+    out[-1] += 0.25 * od[-1]
+    res: F32 = np.moveaxis(out, 0, axis)
+    return res
+
+
 @dataclass(slots=True)
 class SoftCache:
     """What :func:`soft_backward` needs from one :func:`soft_render`."""
@@ -178,15 +206,21 @@ class GradientSearch:
     def __init__(self, objective: DrawingObjective, theta0: npt.NDArray[np.floating], *, seed: int = 0,
                  lr: float = 0.02, soft0: float = 0.3, soft1: float = 0.03, tau0: float = 0.2, tau1: float = 0.02,
                  horizon: int = 60, polish_after: int | None = 60, polish_horizon: int = 3000,
-                 reduce: int = 2) -> None:
+                 reduce: int = 2, lr_end: float | None = None, wobble: float = 1.5,
+                 polish_sigma: float = 0.05) -> None:
         self.objective = objective
-        self.reduce = reduce if reduce >= 1 and objective.size % reduce == 0 else 1
+        self.reduce = 2 if reduce == 2 and objective.size % 2 == 0 else 1
         self.seed = seed
         self.lr = lr
+        self.wobble = wobble
+        self.rng = np.random.default_rng(seed)
+        self.lr_end = lr if lr_end is None else lr_end
+        self.last_soft = -math.inf
         self.soft0, self.soft1, self.tau0, self.tau1 = soft0, soft1, tau0, tau1
         self.horizon = max(1, horizon)
         self.polish_after = polish_after
         self.polish_horizon = polish_horizon
+        self.polish_sigma = polish_sigma
         self.evaluations = 0
         self.gradients = 0
         self._polish: RandomSearch | None = None
@@ -207,6 +241,10 @@ class GradientSearch:
         return float(self.soft0 * (self.soft1 / self.soft0) ** min(1.0, self._k / self.horizon))
 
     @property
+    def step_size(self) -> float:
+        return float(self.lr * (self.lr_end / self.lr) ** min(1.0, self._k / self.horizon))
+
+    @property
     def tau(self) -> float:
         return float(self.tau0 * (self.tau1 / self.tau0) ** min(1.0, self._k / self.horizon))
 
@@ -217,10 +255,14 @@ class GradientSearch:
         views = obj.views
         soft, tau = self.softness, self.tau
         f = self.reduce
-        rendered = [soft_render(theta, obj.size // f, view=v, softness=soft, tau=tau) for v in views]
+        # each view shifted by a fresh random sub-pixel offset (up to ``wobble`` pixels) every step,
+        # so the drawing cannot rely on the exact pixels of one raster
+        jit = self.rng.uniform(-1.0, 1.0, (len(views), 2)) * (self.wobble / obj.size)
+        rendered = [soft_render(theta, obj.size // f, view=(v[0] + j[0], v[1] + j[1], v[2], v[3]), softness=soft,
+                                tau=tau) for v, j in zip(views, jit, strict=True)]
         imgs = np.stack([img for img, _ in rendered])
-        if f > 1:  # nearest upsampling to the classifier's size; its adjoint sums f x f blocks
-            imgs = imgs.repeat(f, axis=1).repeat(f, axis=2)
+        if f > 1:  # bilinear upsampling by 2 to the classifier's size
+            imgs = upsample2(upsample2(imgs, 1), 2)
         weights = np.zeros((len(views), obj.classifier.num_classes), np.float32)
         weights[:, obj.target] = 1.0 / len(views)
         fn = getattr(obj.classifier, "log_prob_grad", None)
@@ -229,8 +271,7 @@ class GradientSearch:
                               hint="use models.classify.ClassifierModel, or the random or cma optimizer")
         lp, gimg = fn(imgs, weights)
         if f > 1:
-            n, h, w, ch = gimg.shape
-            gimg = gimg.reshape(n, h // f, f, w // f, f, ch).sum(axis=(2, 4))
+            gimg = upsample2_adjoint(upsample2_adjoint(gimg, 2), 1)
         grad = np.zeros(len(np.asarray(theta)), np.float64)
         for (_img, cache), gi in zip(rendered, gimg, strict=True):
             grad += soft_backward(cache, gi)
@@ -239,7 +280,8 @@ class GradientSearch:
 
     def step(self) -> bool:
         if self._polish is None and self.polish_after is not None and self._k >= self.polish_after:
-            self._polish = RandomSearch(self.objective, self.best, seed=self.seed, horizon=self.polish_horizon)
+            self._polish = RandomSearch(self.objective, self.best, seed=self.seed, horizon=self.polish_horizon,
+                                        sigma0=self.polish_sigma)
             self.evaluations += 1
         if self._polish is not None:
             before = self._polish.evaluations
@@ -248,14 +290,15 @@ class GradientSearch:
             if self._polish.best_score > self.best_score:
                 self.best, self.best_score = self._polish.best.copy(), self._polish.best_score
             return improved
-        _lp, g = self.gradient(self.theta)
+        self.last_soft, g = self.gradient(self.theta)
+        lr = self.step_size
         self._k += 1
         b1, b2 = 0.9, 0.999
         self._m = b1 * self._m + (1 - b1) * g
         self._v = b2 * self._v + (1 - b2) * g * g
         mh = self._m / (1 - b1 ** self._k)
         vh = self._v / (1 - b2 ** self._k)
-        self.theta = np.clip(self.theta + self.lr * mh / (np.sqrt(vh) + 1e-8), 0.0, 1.0)
+        self.theta = np.clip(self.theta + lr * mh / (np.sqrt(vh) + 1e-8), 0.0, 1.0)
         score = float(self.objective.score(self.theta[None])[0])
         self.evaluations += 1
         if score > self.best_score:
