@@ -288,7 +288,7 @@ class SceneConfig(Section):
     """drawing mode with several classes: seconds before the drawing moves on to the next one"""
     ellipses: Annotated[int, Field(ge=1, le=200)] = 40
     """drawing mode: how many ellipses the drawing has"""
-    optimizer: Literal["random", "cma"] = "random"
+    optimizer: Literal["random", "cma", "gradient"] = "random"
     """drawing mode: `random` (the original's random search, ahead by measurement: docs/BENCHMARKS.md) or `cma`
     (CMA-ES)"""
 

@@ -204,10 +204,10 @@ class GradientSearch:
     random search's); ``gradients`` counts gradient steps."""
 
     def __init__(self, objective: DrawingObjective, theta0: npt.NDArray[np.floating], *, seed: int = 0,
-                 lr: float = 0.02, soft0: float = 0.3, soft1: float = 0.03, tau0: float = 0.2, tau1: float = 0.02,
-                 horizon: int = 60, polish_after: int | None = 60, polish_horizon: int = 3000,
-                 reduce: int = 2, lr_end: float | None = None, wobble: float = 1.5,
-                 polish_sigma: float = 0.05) -> None:
+                 lr: float = 0.03, lr_end: float | None = 0.005, soft0: float = 0.3, soft1: float = 0.01,
+                 tau0: float = 0.2, tau1: float = 0.01, horizon: int = 50, polish_after: int | None = 50,
+                 polish_horizon: int = 3000, polish_sigma: float = 0.05, wobble: float = 2.0,
+                 reduce: int = 2) -> None:
         self.objective = objective
         self.reduce = 2 if reduce == 2 and objective.size % 2 == 0 else 1
         self.seed = seed

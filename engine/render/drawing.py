@@ -62,8 +62,8 @@ PALETTE = 9
 SHIFT = 4  # fractional bits for cv2.ellipse: 1/16 pixel
 CENTRE_LO, CENTRE_HI = -0.1, 1.1
 AXIS_LO, AXIS_HI = 0.02, 0.4
-OptimizerName = Literal["cma", "random"]
-OPTIMIZERS: tuple[OptimizerName, ...] = ("cma", "random")
+OptimizerName = Literal["cma", "gradient", "random"]
+OPTIMIZERS: tuple[OptimizerName, ...] = ("cma", "gradient", "random")
 DEFAULT_OPTIMIZER: OptimizerName = "random"  # by measurement: docs/BENCHMARKS.md, `bench draw`
 
 
@@ -403,11 +403,15 @@ class CmaSearch:
 
 def make_search(name: str, objective: DrawingObjective, theta0: npt.NDArray[np.floating], *, seed: int = 0,
                 horizon: int = 3000) -> Search:
-    """The optimiser called ``name`` (``cma`` or ``random``), started at ``theta0``.
-    ``horizon``: evaluations over which the random search's step shrinks. Raises
-    ``RenderError`` for another name."""
+    """The optimiser called ``name`` (``cma``, ``gradient`` or ``random``), started at ``theta0``.
+    ``horizon``: evaluations over which the random search's step shrinks (for ``gradient``, that
+    of its random-search phase). Raises ``RenderError`` for another name."""
     if name == "cma":
         return CmaSearch(objective, theta0, seed=seed)
+    if name == "gradient":
+        from dreamstate.engine.render.drawgrad import GradientSearch
+
+        return GradientSearch(objective, theta0, seed=seed, polish_horizon=horizon)
     if name == "random":
         return RandomSearch(objective, theta0, seed=seed, horizon=horizon)
     raise RenderError(f"unknown optimizer {name!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
