@@ -289,8 +289,8 @@ class SceneConfig(Section):
     ellipses: Annotated[int, Field(ge=1, le=200)] = 40
     """drawing mode: how many ellipses the drawing has"""
     optimizer: Literal["random", "cma", "gradient"] = "random"
-    """drawing mode: `random` (the original's random search, ahead by measurement: docs/BENCHMARKS.md) or `cma`
-    (CMA-ES)"""
+    """drawing mode: `random` (the original's random search, the default by measurement: docs/BENCHMARKS.md),
+    `cma` (CMA-ES) or `gradient` (the classifier's gradient through a soft raster, then the random search)"""
 
     @field_validator("draw", mode="before")
     @classmethod

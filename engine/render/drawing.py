@@ -29,17 +29,21 @@ compare candidates on). The views are drawn analytically (transformed ellipses),
 All views of all candidates go to the classifier in batches of ``batch`` images, one
 onnxruntime call each.
 
-**Optimisers** (both keep the best drawing seen and step one batch at a time, so the live
+**Optimisers** (all keep the best drawing seen and step one batch at a time, so the live
 mode can run them a generation per frame): :class:`RandomSearch`, the original's search
 (perturb a few ellipses with a Gaussian step that shrinks geometrically from ``sigma0`` to
-``sigma1`` over ``horizon`` evaluations; keep the best child only when the score rises) and
+``sigma1`` over ``horizon`` evaluations; keep the best child only when the score rises),
 :class:`CmaSearch`, CMA-ES from the ``cma`` package (Hansen, "The CMA Evolution Strategy: A
 Tutorial", arXiv:1604.00772; separable/diagonal covariance by default, which learns faster in
-these ~250 dimensions; the box is handled by ``cma``'s ``bounds``). The default of the CLI and
-the live mode is the random search: in ``dreamstate bench draw`` on SqueezeNet it reached a
-higher probability than CMA-ES at every budget from 30 s on (docs/BENCHMARKS.md); its sparse
-moves (a few ellipses at a time) suit overlapping ellipses better than CMA-ES's moves of all
-~250 values at once.
+these ~250 dimensions; the box is handled by ``cma``'s ``bounds``), and
+:class:`~dreamstate.engine.render.drawgrad.GradientSearch` (``gradient``: Adam on a soft,
+differentiable raster with the classifier's gradient, then the random search; scored on this
+module's hard raster like the others). The default of the CLI and the live mode is the random
+search: in ``dreamstate bench draw`` on SqueezeNet it reached a higher probability than CMA-ES at
+every budget from 30 s on (docs/BENCHMARKS.md); its sparse moves (a few ellipses at a time) suit
+overlapping ellipses better than CMA-ES's moves of all ~250 values at once. The gradient search
+was ahead of it from 30 s on but behind in the first 10 s, and reached its 300-s score only
+1.4-1.7x sooner (docs/BENCHMARKS.md), so it is not the default.
 """
 
 from __future__ import annotations
