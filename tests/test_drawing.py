@@ -157,7 +157,7 @@ def test_seeded_runs_are_reproducible(starter: ClassifierModel) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["random", "cma", "gradient"])
 def test_each_optimiser_raises_the_probability_on_squeezenet(squeeze: ClassifierModel, optimizer: str) -> None:
-    """A short budget (100 drawings, two views each; the gradient search: 30 gradient steps,
+    """A short budget (100 drawings, two views each; the gradient search: 20 gradient steps,
     each with one drawing scored) raises each class's probability well above where the random
     start drawing had it."""
     for cls in ("great white shark", "killer whale", "jack-o'-lantern"):
@@ -167,8 +167,8 @@ def test_each_optimiser_raises_the_probability_on_squeezenet(squeeze: Classifier
         p_before = obj.probability(start)
         search: RandomSearch | CmaSearch | GradientSearch = RandomSearch(obj, start, seed=0, horizon=100) \
             if optimizer == "random" else CmaSearch(obj, start, seed=0) if optimizer == "cma" \
-            else GradientSearch(obj, start, seed=0, horizon=30, polish_after=None)
-        result = run_search(search, evaluations=31 if optimizer == "gradient" else 100)
+            else GradientSearch(obj, start, seed=0, horizon=20, polish_after=None)
+        result = run_search(search, evaluations=21 if optimizer == "gradient" else 100)
         p_after = obj.probability(result.best)
         assert result.score > before + 1.0, (cls, before, result.score)
         assert p_after > 3 * p_before, (cls, p_before, p_after)
