@@ -127,8 +127,13 @@ class ClassifierModel:
     """
 
     def __init__(self, *, spec: ModelSpec, session: Any, provider: str, image_input: str, output: str,
-                 num_classes: int, size: int) -> None:
+                 num_classes: int, size: int, forward: ForwardGraph | None = None,
+                 device: Literal["auto", "cpu", "cuda"] = "cpu", threads: int | None = None) -> None:
         self.spec = spec
+        self._forward = forward
+        self._device = device
+        self._threads = threads
+        self._grad_session: Any = None
         self.name = spec.name
         self.provider = provider
         self.num_classes = num_classes
@@ -187,7 +192,7 @@ class ClassifierModel:
             raise ModelError(f"model {spec.name} has {k} classes but its description lists {len(spec.labels)} "
                              "class names", hint="fix 'labels' in its model.json, or remove it to use indices")
         return cls(spec=spec, session=session, provider=provider, image_input=fg.image, output=logits,
-                   num_classes=k, size=size)
+                   num_classes=k, size=size, forward=batch_free(fg), device=device, threads=threads)
 
     # ------------------------------------------------------------------ pixels
     def to_model_space(self, images: npt.NDArray[np.floating]) -> F32:
@@ -218,6 +223,41 @@ class ClassifierModel:
         lp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
         res: F32 = lp.astype(np.float32)
         return res
+
+    def log_prob_grad(self, images: npt.NDArray[np.floating], weights: npt.NDArray[np.floating]) -> tuple[F32, F32]:
+        """Log-probabilities and their weighted gradient in one onnxruntime call.
+
+        ``images`` (N, H, W, 3) RGB in [0, 1], ``weights`` (N, classes). Returns ``(log_probs``
+        (N, classes) ``, grad`` (N, H, W, 3)) where ``grad`` is the derivative of
+        ``sum_n sum_k weights[n, k] * log_probs[n, k]`` with respect to the RGB pixels in [0, 1]
+        (through the preprocessing). The gradient graph (``compiler.compile_logprob_grad``) is
+        compiled and opened on first use."""
+        if self._grad_session is None:
+            if self._forward is None:
+                raise ModelError(f"model {self.name} was not loaded with its graph, so it has no gradient",
+                                 hint="load it with ClassifierModel.load")
+            from dreamstate.models.compiler import compile_logprob_grad
+            from dreamstate.models.session import make_session
+
+            proto = compile_logprob_grad(self._forward, self._output)
+            self._grad_session, _ = make_session(proto.SerializeToString(), device=self._device,
+                                                 threads=self._threads, what=f"{self.name} class gradient")
+        a = np.asarray(images, np.float32)
+        w = np.ascontiguousarray(np.broadcast_to(np.asarray(weights, np.float32), (len(a), self.num_classes)))
+        z, g = self._grad_session.run(["logits_out", "grad"], {self._image: self.to_model_space(a),
+                                                               "target_weights": w})
+        zz = np.asarray(z, np.float64).reshape(len(a), self.num_classes)
+        zz -= zz.max(axis=1, keepdims=True)
+        lp: F32 = (zz - np.log(np.exp(zz).sum(axis=1, keepdims=True))).astype(np.float32)
+        # back through to_model_space: x = (a[..., order] * scale - mean) / std, channels first
+        gx = np.asarray(g, np.float32) * np.float32(self._pre.scale) / self._std
+        gh = gx.transpose(0, 2, 3, 1)
+        if self._pre.channels == 1:
+            gh = gh * np.asarray([0.299, 0.587, 0.114], np.float32)
+        elif self._pre.bgr:
+            gh = gh[..., ::-1]
+        grad: F32 = np.ascontiguousarray(gh, dtype=np.float32)
+        return lp, grad
 
     def resolve(self, target: str | int) -> int:
         """Class index of a name or index (see :func:`resolve_class`)."""

@@ -379,3 +379,84 @@ def _inference_nodes(nodes: Sequence[Node]) -> list[Node]:
         else:
             out.append(n)
     return out
+
+
+def compile_logprob_grad(fg: ForwardGraph, logits: str = "logits", *,
+                         lowering: Lowering | None = None) -> Any:
+    """The classifier's forward to ``logits`` plus the gradient of a weighted sum of its
+    log-softmax with respect to the image, as one ONNX graph (the drawing mode's gradient search).
+
+    Inputs: ``image`` (N, C, H, W) and ``target_weights`` (N, K). Outputs: ``logits`` (N, K) and
+    ``grad`` (image's shape) = d/d image of ``sum_n sum_k w[n, k] * log_softmax(z_n)[k]``; the
+    seed at the logits is ``w - softmax(z) * sum_k w`` (the log-softmax's vector-Jacobian
+    product). Per-image weights let one call take the gradient of a different class, or of the
+    mean over views (weights 1/N), for every image in the batch."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from dreamstate.models import backward
+
+    z = fg.resolve_layer(logits)
+    lowering = lowering or Lowering()
+    fwd = needed_nodes(fg, [z])
+    if lowering.fold_pads:
+        fwd = fold_pads(fwd, fg.consts, keep={z, *fg.outputs})
+    diff = fg.differentiable()
+    for n in fwd:
+        if n.op in backward.NO_GRADIENT:
+            continue
+        if any(i in diff for i in n.inputs if i) and n.op not in backward.RULES:
+            raise ModelError(f"op {n.op} (node {n.name or n.outputs[0]!r}) on the path from the image to the "
+                             "logits has no backward rule in the dream compiler",
+                             hint=f"use a model with supported ops only: {', '.join(sorted(backward.SUPPORTED_OPS))}")
+    em = Emitter(fg)
+    ctx = backward.Context(em, lowering=lowering, diff=diff, seeded={fg.image, z})
+    for n in fwd:
+        for o in n.outputs:
+            ctx.producers[o] = n
+        for i in n.inputs:
+            if i:
+                ctx.readers[i] = ctx.readers.get(i, 0) + 1
+    for n in fwd:
+        for i in n.inputs:
+            if i and i in fg.consts:
+                em.use_const(i)
+        rule = backward.RULES.get(n.op)
+        if rule is not None and rule.forward is not None and any(i in diff for i in n.inputs if i):
+            rule.forward(ctx, n)
+        else:
+            em.raw(n.op, n.inputs, n.outputs, **n.attrs)
+    r = em.rank(z, f"logits {z}")
+    z2 = em.op("Flatten", [z], axis=1, hint="z2") if r != 2 else z
+    soft = em.op("Softmax", [z2], axis=1, hint="soft")
+    wsum = em.op("ReduceSum", ["target_weights", em.const([1], np.int64)], keepdims=1, hint="wsum")
+    seed2 = em.op("Sub", ["target_weights", em.op("Mul", [soft, wsum])], hint="seed")
+    seed = em.op("Reshape", [seed2, em.shape(z)], hint="seedz") if r != 2 else seed2
+    grads: dict[str, list[str]] = {z: [seed]}
+    for n in reversed(fwd):
+        gouts = [_take_grad(em, grads, o) for o in n.outputs]
+        if all(g is None for g in gouts) or n.op in backward.NO_GRADIENT:
+            continue
+        gins = backward.RULES[n.op].backward(ctx, n, gouts)
+        for i, gi in zip(n.inputs, gins, strict=False):
+            if gi is not None and i in diff:
+                grads.setdefault(i, []).append(gi)
+    gimg = _take_grad(em, grads, fg.image)
+    if gimg is None:
+        raise ModelError(f"logits {z!r} do not depend on the image", hint="use an image classifier")
+    em.raw("Identity", [gimg], ["grad"])
+    em.raw("Identity", [z2], ["logits_out"])
+    ch = fg.image_channels
+    inputs = [helper.make_tensor_value_info(fg.image, onnx.TensorProto.FLOAT, ["N", ch or "C", "H", "W"]),
+              helper.make_tensor_value_info("target_weights", onnx.TensorProto.FLOAT, ["N", "K"])]
+    outputs = [helper.make_tensor_value_info("logits_out", onnx.TensorProto.FLOAT, ["N", "K"]),
+               helper.make_tensor_value_info("grad", onnx.TensorProto.FLOAT, ["N", ch or "C", "H", "W"])]
+    inits = [numpy_helper.from_array(v, k) for k, v in em.inits.items()]
+    graph = helper.make_graph(em.nodes, "logprob_grad", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                              producer_name="dreamstate", producer_version=COMPILER_VERSION)
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:  # checker errors are ValidationError; report them as compiler bugs
+        raise ModelError(f"compiled gradient graph failed the ONNX checker: {exc}", hint="report this model") from exc
+    return model

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from dreamstate.engine.core.errors import DreamstateError, ModelError, ShowError
+from dreamstate.engine.render.drawgrad import GradientSearch
 from dreamstate.engine.render.drawing import (
     CmaSearch,
     DrawingObjective,
@@ -154,18 +155,20 @@ def test_seeded_runs_are_reproducible(starter: ClassifierModel) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("optimizer", ["random", "cma"])
+@pytest.mark.parametrize("optimizer", ["random", "cma", "gradient"])
 def test_each_optimiser_raises_the_probability_on_squeezenet(squeeze: ClassifierModel, optimizer: str) -> None:
-    """A short budget (100 drawings, two views each) raises each class's probability well above
-    where the random start drawing had it."""
+    """A short budget (100 drawings, two views each; the gradient search: 20 gradient steps,
+    each with one drawing scored) raises each class's probability well above where the random
+    start drawing had it."""
     for cls in ("great white shark", "killer whale", "jack-o'-lantern"):
         obj = DrawingObjective(squeeze, squeeze.resolve(cls), jitters=2, seed=0)
         start = random_drawing(40, 0)
         before = float(obj.score(start[None])[0])
         p_before = obj.probability(start)
-        search: RandomSearch | CmaSearch = RandomSearch(obj, start, seed=0, horizon=100) if optimizer == "random" \
-            else CmaSearch(obj, start, seed=0)
-        result = run_search(search, evaluations=100)
+        search: RandomSearch | CmaSearch | GradientSearch = RandomSearch(obj, start, seed=0, horizon=100) \
+            if optimizer == "random" else CmaSearch(obj, start, seed=0) if optimizer == "cma" \
+            else GradientSearch(obj, start, seed=0, horizon=20, polish_after=None)
+        result = run_search(search, evaluations=21 if optimizer == "gradient" else 100)
         p_after = obj.probability(result.best)
         assert result.score > before + 1.0, (cls, before, result.score)
         assert p_after > 3 * p_before, (cls, p_before, p_after)
@@ -196,6 +199,9 @@ def test_draw_cli_writes_png_and_svg(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert load_image(out).shape == (100, 200, 3)
     assert svg.read_text().startswith("<svg") and svg.read_text().count("<ellipse") == 12
     assert "spiral: score" in capsys.readouterr().out
+    assert main(["draw", "--class", "dots", "--model", "starter", "--evaluations", "12", "--ellipses", "12",
+                 "--optimizer", "gradient", "--out", str(out)]) == 0
+    assert "dots: score" in capsys.readouterr().out
     assert main(["draw", "--class", "spirl", "--model", "starter", "--out", str(out)]) == 1
     assert main(["draw", "--list-classes", "--model", "starter"]) == 0
     assert "20\tspiral" in capsys.readouterr().out
@@ -211,6 +217,7 @@ draw = "spiral"
 [scenes.focused]
 mode = "drawing"
 draw = ["checkers", "dots"]
+optimizer = "gradient"
 [scenes.attract]
 layers = { block2 = 1.0 }
 [output]
@@ -224,6 +231,7 @@ def test_show_drawing_scenes_are_checked(tmp_path: Path) -> None:
     (tmp_path / "show.toml").write_text(SHOW)
     loaded = load_show(tmp_path / "show.toml")
     assert loaded.show.scenes["calm"].draw == ["spiral"] and loaded.show.scenes["focused"].mode == "drawing"
+    assert loaded.show.scenes["focused"].optimizer == "gradient" and loaded.show.scenes["calm"].optimizer == "random"
     (tmp_path / "bad.toml").write_text(SHOW.replace('"dots"', '"dotz"').replace('draw = "spiral"', ""))
     with pytest.raises(ShowError) as err:
         load_show(tmp_path / "bad.toml")
@@ -245,7 +253,7 @@ def test_show_drawing_with_a_model_that_is_no_classifier(tmp_path: Path, shared_
     assert "scenes.calm.draw[0]: model mnist has no class 'spiral'" in str(err.value)
 
 
-def test_bench_draw_prints_both_optimisers_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_draw_prints_the_optimisers_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from dreamstate.engine.tools.cli import main
 
     assert main(["bench", "draw", "--model", "starter", "--classes", "spiral,dots", "--seconds", "1",
@@ -254,5 +262,8 @@ def test_bench_draw_prints_both_optimisers_side_by_side(tmp_path: Path, capsys: 
     assert "batched (16 images a call)" in out and "ratio" in out
     import re
 
-    assert len(re.findall(r"^ +random\b", out, re.M)) == 2 and len(re.findall(r"^ +cma\b", out, re.M)) == 2
+    for name in ("random", "cma", "gradient"):
+        assert len(re.findall(rf"^ +{name}\b", out, re.M)) == 2, name
     assert (tmp_path / "spiral_cma_s0.svg").exists() and (tmp_path / "dots_random_s0.png").exists()
+    assert (tmp_path / "dots_gradient_s0.png").exists()
+    assert main(["bench", "draw", "--model", "starter", "--optimizers", "cma,gradiant", "--seconds", "1"]) == 1

@@ -288,9 +288,9 @@ class SceneConfig(Section):
     """drawing mode with several classes: seconds before the drawing moves on to the next one"""
     ellipses: Annotated[int, Field(ge=1, le=200)] = 40
     """drawing mode: how many ellipses the drawing has"""
-    optimizer: Literal["random", "cma"] = "random"
-    """drawing mode: `random` (the original's random search, ahead by measurement: docs/BENCHMARKS.md) or `cma`
-    (CMA-ES)"""
+    optimizer: Literal["random", "cma", "gradient"] = "random"
+    """drawing mode: `random` (the original's random search, the default by measurement: docs/BENCHMARKS.md),
+    `cma` (CMA-ES) or `gradient` (the classifier's gradient through a soft raster, then the random search)"""
 
     # the seeing overlay (engine/render/seeing.py)
     seeing: Literal["off", "gradient", "gxi", "lrp-eps", "lrp-ab"] = "off"

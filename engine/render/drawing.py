@@ -29,17 +29,21 @@ compare candidates on). The views are drawn analytically (transformed ellipses),
 All views of all candidates go to the classifier in batches of ``batch`` images, one
 onnxruntime call each.
 
-**Optimisers** (both keep the best drawing seen and step one batch at a time, so the live
+**Optimisers** (all keep the best drawing seen and step one batch at a time, so the live
 mode can run them a generation per frame): :class:`RandomSearch`, the original's search
 (perturb a few ellipses with a Gaussian step that shrinks geometrically from ``sigma0`` to
-``sigma1`` over ``horizon`` evaluations; keep the best child only when the score rises) and
+``sigma1`` over ``horizon`` evaluations; keep the best child only when the score rises),
 :class:`CmaSearch`, CMA-ES from the ``cma`` package (Hansen, "The CMA Evolution Strategy: A
 Tutorial", arXiv:1604.00772; separable/diagonal covariance by default, which learns faster in
-these ~250 dimensions; the box is handled by ``cma``'s ``bounds``). The default of the CLI and
-the live mode is the random search: in ``dreamstate bench draw`` on SqueezeNet it reached a
-higher probability than CMA-ES at every budget from 30 s on (docs/BENCHMARKS.md); its sparse
-moves (a few ellipses at a time) suit overlapping ellipses better than CMA-ES's moves of all
-~250 values at once.
+these ~250 dimensions; the box is handled by ``cma``'s ``bounds``), and
+:class:`~dreamstate.engine.render.drawgrad.GradientSearch` (``gradient``: Adam on a soft,
+differentiable raster with the classifier's gradient, then the random search; scored on this
+module's hard raster like the others). The default of the CLI and the live mode is the random
+search: in ``dreamstate bench draw`` on SqueezeNet it reached a higher probability than CMA-ES at
+every budget from 30 s on (docs/BENCHMARKS.md); its sparse moves (a few ellipses at a time) suit
+overlapping ellipses better than CMA-ES's moves of all ~250 values at once. The gradient search
+was ahead of it from 30 s on but behind in the first 10 s, and reached its 300-s score only
+1.4-1.7x sooner (docs/BENCHMARKS.md), so it is not the default.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ PALETTE = 9
 SHIFT = 4  # fractional bits for cv2.ellipse: 1/16 pixel
 CENTRE_LO, CENTRE_HI = -0.1, 1.1
 AXIS_LO, AXIS_HI = 0.02, 0.4
-OptimizerName = Literal["cma", "random"]
-OPTIMIZERS: tuple[OptimizerName, ...] = ("cma", "random")
+OptimizerName = Literal["cma", "gradient", "random"]
+OPTIMIZERS: tuple[OptimizerName, ...] = ("cma", "gradient", "random")
 DEFAULT_OPTIMIZER: OptimizerName = "random"  # by measurement: docs/BENCHMARKS.md, `bench draw`
 
 
@@ -403,11 +407,15 @@ class CmaSearch:
 
 def make_search(name: str, objective: DrawingObjective, theta0: npt.NDArray[np.floating], *, seed: int = 0,
                 horizon: int = 3000) -> Search:
-    """The optimiser called ``name`` (``cma`` or ``random``), started at ``theta0``.
-    ``horizon``: evaluations over which the random search's step shrinks. Raises
-    ``RenderError`` for another name."""
+    """The optimiser called ``name`` (``cma``, ``gradient`` or ``random``), started at ``theta0``.
+    ``horizon``: evaluations over which the random search's step shrinks (for ``gradient``, that
+    of its random-search phase). Raises ``RenderError`` for another name."""
     if name == "cma":
         return CmaSearch(objective, theta0, seed=seed)
+    if name == "gradient":
+        from dreamstate.engine.render.drawgrad import GradientSearch
+
+        return GradientSearch(objective, theta0, seed=seed, polish_horizon=horizon)
     if name == "random":
         return RandomSearch(objective, theta0, seed=seed, horizon=horizon)
     raise RenderError(f"unknown optimizer {name!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")

@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--evaluations", type=positive_int, default=None,
                    help="stop after this many scored drawings instead (reproducible with --seed)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULT_OPTIMIZER,
-                   help=f"random (the original's search, ahead in `bench draw`) or cma (CMA-ES) ({DEFAULT_OPTIMIZER})")
+                   help=f"random (the original's search), cma (CMA-ES) or gradient (the classifier's gradient through "
+                        f"a soft raster, then random search) ({DEFAULT_OPTIMIZER})")
     p.add_argument("--seed", type=int, default=0, help="random seed of the start drawing and the search (0)")
     p.add_argument("--out", type=Path, help="PNG to write")
     p.add_argument("--svg", type=Path, help="also write the drawing as SVG")
