@@ -243,7 +243,7 @@ def test_bench_render_sink_ndi_prints_send_times_and_runs_the_renderer_with_ndi_
     try:
         code = cli_main(["bench", "render", "--sink", "ndi", "--model", "starter", "--seconds", "1.5",
                          "--warmup", "0.3", "--dream-size", "96x64", "--output-size", "192x128", "--threads", "1",
-                         "--ndi-sizes", "192x128", "320x180", "--ndi-seconds", "0.5"])
+                         "--ndi-sizes", "192x128", "320x180", "--ndi-seconds", "0.5", "--flicker-seconds", "0"])
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
