@@ -368,7 +368,7 @@ class OutputConfig(Section):
     seconds: Annotated[float, Field(gt=0)] | None = None
     """end the show after this many seconds, e.g. to render a video file (`run --seconds` overrides)"""
     video_limit_mb: Annotated[float, Field(gt=0)] | None = 2000.0
-    """video: stop writing when the file reaches this many MB (unset: no limit; about 20 MB a minute at 1280x720,
+    """video: stop writing when the file reaches this many MB (unset: no limit; about 20-30 MB a minute at 1280x720,
     more for busy pictures)"""
     mjpeg_port: Annotated[int, Field(ge=0, le=65535)] | None = None
     """serve an MJPEG preview on 127.0.0.1 at this port (unset: off)"""

@@ -34,7 +34,7 @@ class VideoOutput(Output):
     frame is written and the file is complete. With ``max_bytes``, writing stops once the file
     reaches that size (checked every second of video): one warning names the file, the limit
     and the fix, and later frames are counted in ``dropped`` (a demo left running headless for
-    a day would otherwise fill the disk at about 20 MB a minute at 1280x720).
+    a day would otherwise fill the disk at 20-30 MB a minute at 1280x720).
 
     With ``realtime=True`` (a show's recording) the file keeps the show's clock: each frame is
     written once for every frame slot (1/``fps``) that passed since the one before, so a display
