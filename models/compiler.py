@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from dreamstate.engine.core.errors import ModelError
+from dreamstate.models import backward
 from dreamstate.models.backward import Lowering
 from dreamstate.models.graph import IR_VERSION, OPSET, ForwardGraph, Node, default_class_layer, fold_pads, needed_nodes
 
@@ -140,6 +141,35 @@ class Emitter:
         return str(self.op("Pad", [y, pads], hint="padback"))
 
 
+def forward_context(em: Emitter, fwd: Sequence[Node], *, lowering: Lowering, diff: set[str],
+                    seeded: set[str]) -> backward.Context:
+    """The backward rules' context for the forward nodes ``fwd``: who produces each tensor and
+    how many nodes read it (shared by the dream step, the attribution and the drawing gradient)."""
+    ctx = backward.Context(em, lowering=lowering, diff=diff, seeded=seeded)
+    for n in fwd:
+        for o in n.outputs:
+            ctx.producers[o] = n
+        for i in n.inputs:
+            if i:
+                ctx.readers[i] = ctx.readers.get(i, 0) + 1
+    return ctx
+
+
+def emit_forward(ctx: backward.Context, fg: ForwardGraph, fwd: Sequence[Node]) -> None:
+    """Emit the forward pass; an op whose rule rewrites its forward (MaxPool also emitting its
+    Indices, ...) does so where one of its inputs needs a gradient."""
+    em = ctx.em
+    for n in fwd:
+        for i in n.inputs:
+            if i and i in fg.consts:
+                em.use_const(i)
+        rule = backward.RULES.get(n.op)
+        if rule is not None and rule.forward is not None and any(i in ctx.diff for i in n.inputs if i):
+            rule.forward(ctx, n)
+        else:
+            em.raw(n.op, n.inputs, n.outputs, **n.attrs)
+
+
 def compile_step(
     fg: ForwardGraph,
     layers: Sequence[str],
@@ -151,8 +181,6 @@ def compile_step(
     """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``."""
     import onnx
     from onnx import helper, numpy_helper
-
-    from dreamstate.models import backward
 
     if objective not in OBJECTIVES:
         raise ModelError(f"unknown objective {objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}")
@@ -190,23 +218,9 @@ def compile_step(
     # is; guide and class seeds are not (see Lowering.relu_pool).
     zero_seeds = objective in ("layers", "channels") and not guide
     seeded = {fg.image} | (set() if zero_seeds else set(tensors))
-    ctx = backward.Context(em, lowering=lowering, diff=diff, seeded=seeded)
-    for n in fwd:
-        for o in n.outputs:
-            ctx.producers[o] = n
-        for i in n.inputs:
-            if i:
-                ctx.readers[i] = ctx.readers.get(i, 0) + 1
+    ctx = forward_context(em, fwd, lowering=lowering, diff=diff, seeded=seeded)
     # Forward pass (with small rewrites that let the backward reuse forward results).
-    for n in fwd:
-        for i in n.inputs:
-            if i and i in fg.consts:
-                em.use_const(i)
-        rule = backward.RULES.get(n.op)
-        if rule is not None and rule.forward is not None and any(i in diff for i in n.inputs if i):
-            rule.forward(ctx, n)
-        else:
-            em.raw(n.op, n.inputs, n.outputs, **n.attrs)
+    emit_forward(ctx, fg, fwd)
 
     # Objective: per-layer loss terms and gradient seeds.
     image_c = fg.image_channels
@@ -394,8 +408,6 @@ def compile_logprob_grad(fg: ForwardGraph, logits: str = "logits", *,
     import onnx
     from onnx import helper, numpy_helper
 
-    from dreamstate.models import backward
-
     z = fg.resolve_layer(logits)
     lowering = lowering or Lowering()
     fwd = needed_nodes(fg, [z])
@@ -410,22 +422,8 @@ def compile_logprob_grad(fg: ForwardGraph, logits: str = "logits", *,
                              "logits has no backward rule in the dream compiler",
                              hint=f"use a model with supported ops only: {', '.join(sorted(backward.SUPPORTED_OPS))}")
     em = Emitter(fg)
-    ctx = backward.Context(em, lowering=lowering, diff=diff, seeded={fg.image, z})
-    for n in fwd:
-        for o in n.outputs:
-            ctx.producers[o] = n
-        for i in n.inputs:
-            if i:
-                ctx.readers[i] = ctx.readers.get(i, 0) + 1
-    for n in fwd:
-        for i in n.inputs:
-            if i and i in fg.consts:
-                em.use_const(i)
-        rule = backward.RULES.get(n.op)
-        if rule is not None and rule.forward is not None and any(i in diff for i in n.inputs if i):
-            rule.forward(ctx, n)
-        else:
-            em.raw(n.op, n.inputs, n.outputs, **n.attrs)
+    ctx = forward_context(em, fwd, lowering=lowering, diff=diff, seeded={fg.image, z})
+    emit_forward(ctx, fg, fwd)
     r = em.rank(z, f"logits {z}")
     z2 = em.op("Flatten", [z], axis=1, hint="z2") if r != 2 else z
     soft = em.op("Softmax", [z2], axis=1, hint="soft")

@@ -78,7 +78,7 @@ import numpy as np
 from dreamstate.engine.core.errors import ModelError
 from dreamstate.models import backward
 from dreamstate.models.backward import Context, Grad, Lowering
-from dreamstate.models.compiler import Emitter
+from dreamstate.models.compiler import Emitter, emit_forward, forward_context
 from dreamstate.models.graph import IR_VERSION, OPSET, ForwardGraph, Node, fold_pads, needed_nodes
 
 log = logging.getLogger("dreamstate.models")
@@ -261,13 +261,7 @@ def compile_attribution(
             raise ModelError(f"the model has a tensor named {name!r}, which the attribution graph needs",
                              hint="rename that tensor in the model")
         em._used.add(name)
-    ctx = Context(em, lowering=lowering, diff=diff, seeded={fg.image, logits})
-    for n in fwd:
-        for o in n.outputs:
-            ctx.producers[o] = n
-        for i in n.inputs:
-            if i:
-                ctx.readers[i] = ctx.readers.get(i, 0) + 1
+    ctx = forward_context(em, fwd, lowering=lowering, diff=diff, seeded={fg.image, logits})
 
     c = fg.image_channels
     f32 = onnx.TensorProto.FLOAT
@@ -304,15 +298,7 @@ def compile_attribution(
         em.raw("Identity", ["image"], [fg.image])
 
     # --- forward pass
-    for n in fwd:
-        for i in n.inputs:
-            if i and i in fg.consts:
-                em.use_const(i)
-        rule = backward.RULES.get(n.op)
-        if rule is not None and rule.forward is not None and any(i in diff for i in n.inputs if i):
-            rule.forward(ctx, n)
-        else:
-            em.raw(n.op, n.inputs, n.outputs, **n.attrs)
+    emit_forward(ctx, fg, fwd)
 
     # --- seed at the logits: target weights per row (times the logits for LRP)
     lg2 = em.op("Reshape", [logits, em.const([0, classes], i64)], hint="logits2")  # (B, K)
