@@ -22,8 +22,6 @@ torch the peer table says so and is skipped (``--no-peer`` skips it always).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _time(fn: Any, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    from dreamstate.engine.tools.loadgen import median_seconds
+
+    return median_seconds(fn, repeats)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,8 +15,6 @@ graph at the same size; the ratio shows what the lowering costs (1.0 = nothing).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the original graph at its declared size")
 
 
-def _time(fn: Any, frames: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(max(1, frames)):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+def _time(fn: Any, repeats: int) -> float:
+    from dreamstate.engine.tools.loadgen import median_seconds
+
+    return median_seconds(fn, repeats)
 
 
 def main(args: argparse.Namespace) -> int:

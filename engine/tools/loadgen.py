@@ -1,4 +1,5 @@
-"""Busy processes that stand in for a shared or thermally throttled machine (``bench --load N``).
+"""Benchmark plumbing: busy processes that stand in for a shared or thermally throttled machine
+(``bench --load N``), and a median timer.
 
 :func:`busy_load` starts ``n`` processes that each keep one CPU core busy with a pure-Python
 loop, for as long as the ``with`` block runs. They are bounded three ways, so a benchmark that
@@ -12,8 +13,21 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """``fn`` once to warm up, then ``max(1, repeats)`` timed calls; the median wall time in seconds."""
+    fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
 
 MAX_LOAD = 16
 """the most busy processes a benchmark may start (a typo such as ``--load 100`` is refused)"""
