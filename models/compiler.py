@@ -274,7 +274,7 @@ def compile_step(
 
     # Backward pass in reverse topological order.
     for n in reversed(fwd):
-        gouts = [_take_grad(em, grads, o) for o in n.outputs]
+        gouts = [take_grad(em, grads, o) for o in n.outputs]
         if all(g is None for g in gouts):
             continue
         if n.op in backward.NO_GRADIENT:
@@ -284,7 +284,7 @@ def compile_step(
         for i, gi in zip(n.inputs, gins, strict=False):
             if gi is not None and i in diff:
                 grads.setdefault(i, []).append(gi)
-    gimg = _take_grad(em, grads, fg.image)
+    gimg = take_grad(em, grads, fg.image)
     if gimg is None:
         raise ModelError(f"layers {list(layers)} do not depend on the image", hint="pick other layers")
     em.raw("Identity", [gimg], ["grad"])
@@ -328,7 +328,8 @@ def compile_step(
     return model, info
 
 
-def _take_grad(em: Emitter, grads: dict[str, list[str]], t: str) -> str | None:
+def take_grad(em: Emitter, grads: dict[str, list[str]], t: str) -> str | None:
+    """Pop the gradient parts gathered for tensor ``t``: None, the one part, or their Sum."""
     parts = grads.pop(t, None)
     if not parts:
         return None
@@ -432,14 +433,14 @@ def compile_logprob_grad(fg: ForwardGraph, logits: str = "logits", *,
     seed = em.op("Reshape", [seed2, em.shape(z)], hint="seedz") if r != 2 else seed2
     grads: dict[str, list[str]] = {z: [seed]}
     for n in reversed(fwd):
-        gouts = [_take_grad(em, grads, o) for o in n.outputs]
+        gouts = [take_grad(em, grads, o) for o in n.outputs]
         if all(g is None for g in gouts) or n.op in backward.NO_GRADIENT:
             continue
         gins = backward.RULES[n.op].backward(ctx, n, gouts)
         for i, gi in zip(n.inputs, gins, strict=False):
             if gi is not None and i in diff:
                 grads.setdefault(i, []).append(gi)
-    gimg = _take_grad(em, grads, fg.image)
+    gimg = take_grad(em, grads, fg.image)
     if gimg is None:
         raise ModelError(f"logits {z!r} do not depend on the image", hint="use an image classifier")
     em.raw("Identity", [gimg], ["grad"])

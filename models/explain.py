@@ -78,7 +78,7 @@ import numpy as np
 from dreamstate.engine.core.errors import ModelError
 from dreamstate.models import backward
 from dreamstate.models.backward import Context, Grad, Lowering
-from dreamstate.models.compiler import Emitter, emit_forward, forward_context
+from dreamstate.models.compiler import Emitter, emit_forward, forward_context, take_grad
 from dreamstate.models.graph import IR_VERSION, OPSET, ForwardGraph, Node, fold_pads, needed_nodes
 
 log = logging.getLogger("dreamstate.models")
@@ -331,7 +331,7 @@ def compile_attribution(
     lr = _Lrp(ctx, method=method, epsilon=epsilon, alpha=alpha, beta=beta, absorbed=absorbed,
                                 pre=_preprocessing(fwd, fg)) if lrp else None
     for n in reversed(fwd):
-        gouts = [_take(em, grads, o) for o in n.outputs]
+        gouts = [take_grad(em, grads, o) for o in n.outputs]
         if all(g is None for g in gouts) or n.op in backward.NO_GRADIENT:
             continue
         if lr is not None:
@@ -343,7 +343,7 @@ def compile_attribution(
         for i, gi in zip(n.inputs, gins, strict=False):
             if gi is not None and i in diff:
                 grads.setdefault(i, []).append(gi)
-    g_img = _take(em, grads, fg.image)
+    g_img = take_grad(em, grads, fg.image)
     if g_img is None:
         raise ModelError(f"the logits of {fg.source} do not depend on the image", hint="check the model")
     if weights is not None:
@@ -416,13 +416,6 @@ def _preprocessing(fwd: Sequence[Node], fg: ForwardGraph) -> set[str]:
             if (a in pre and b in fg.consts) or (b in pre and a in fg.consts and n.op in ("Add", "Mul")):
                 pre.add(n.outputs[0])
     return pre
-
-
-def _take(em: Emitter, grads: dict[str, list[str]], t: str) -> str | None:
-    parts = grads.pop(t, None)
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else str(em.op("Sum", parts, hint="rsum"))
 
 
 class _Lrp:
