@@ -139,28 +139,12 @@ def test_scene_schema_crossfade_and_telemetry() -> None:
     assert replace(recipe, seeing="off").seeing == "off"
 
 
-def _show(tmp_path: Any, scene: str) -> Any:
-    path = tmp_path / "show.toml"
-    path.write_text(f"""
-[show]
-model = "starter"
-default_scene = "a"
-[attract]
-scene = "a"
-[device]
-kind = "simulated"
-[scenes.a]
-layers = {{ block2 = 1.0 }}
-{scene}
-""")
-    return path
-
-
 def test_show_check_and_runtime_wiring(tmp_path: Any) -> None:
     from dreamstate.engine.control.commands import parse_command
     from dreamstate.engine.core.errors import ShowError
     from dreamstate.engine.runtime.app import ShowRuntime
     from dreamstate.engine.runtime.showfile import load_show
+    from tests.test_render_style import _show  # the one-scene starter show both files use
 
     with pytest.raises(ShowError, match=r"scenes.a.seeing_class: model starter has no class 'spirl'"):
         load_show(_show(tmp_path, 'seeing = "lrp-eps"\nseeing_class = "spirl"'))
