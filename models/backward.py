@@ -52,14 +52,16 @@ class Lowering:
     - subpixel: strided Conv backward as one stride-1 Conv + DepthToSpace instead of
       ConvTranspose.
     - blocks_pool: non-overlapping k x k / k MaxPool without Indices (onnxruntime's
-      MaxPool-with-Indices kernel is single-threaded and ~20x slower than MaxPool): SpaceToDepth
-      + ArgMax (the first maximum, MaxPool's own tie-breaking) + DepthToSpace. With blocks_mask
-      (opt-in) as a mask instead: the window's winners are ``x == nearest-upsampled y`` and share
-      the window's gradient equally (``g / count``, computed at the pooled size): the same
-      gradient wherever a window has one maximum, a valid subgradient but not MaxPool's choice
-      where several tie (flat image regions); 15-25 % faster on the starter model's step (2
-      threads, 224 and 640x360, same process, alternating). Not the default because the
-      tie-breaking test holds every default lowering to MaxPool's own choice.
+      MaxPool-with-Indices kernel is single-threaded and ~20x slower than MaxPool), in one of
+      three forms (``blocks_form``):
+      "first" (default): a first-winner mask built from multithreaded float ops (Resize, Equal,
+      a pooled scan rank; :func:`maxpool_blocks_first_backward`), MaxPool's own tie-breaking;
+      "argmax": SpaceToDepth + ArgMax (the first maximum) + DepthToSpace, also MaxPool's choice
+      but its DepthToSpace and ArgMax run single-threaded (about a third of the starter
+      model's step at 640x360);
+      "share" (opt-in): the window's winners ``x == nearest-upsampled y`` share its gradient
+      equally (``g / count``): the same gradient wherever a window has one maximum, a valid
+      subgradient but not MaxPool's choice where several tie (flat image regions).
     - relu_pool: a Relu (or a Concat of Relus) whose only consumer is a MaxPool gets its mask
       on the pool's (smaller) output instead: the pool gradient only reaches pixels equal to
       their window's maximum y, where [x > 0] == [y > 0], so Pool^T(g) * [x > 0] ==
@@ -77,11 +79,12 @@ class Lowering:
     subpixel: bool = False  # measured: no faster than ConvTranspose on onnxruntime 1.32 CPU
     relu_pool: bool = True
     fold_pads: bool = True
-    blocks_mask: bool = False
+    blocks_form: str = "first"
 
     def key(self) -> str:
         flags = f"c{int(self.conv_as_conv)}.{self.conv_min_channels}b{int(self.blocks_pool)}s{int(self.subpixel)}"
-        flags += "m" if self.blocks_mask else ""  # the mask form of blocks_pool
+        # "" for argmax: graphs cached before the other forms existed were argmax ones
+        flags += {"first": "f", "argmax": "", "share": "m"}.get(self.blocks_form, self.blocks_form)
         flags += f"r{int(self.relu_pool)}p{int(self.fold_pads)}"
         return f"{flags}-{self.relu}-{self.maxpool}"
 
@@ -331,7 +334,7 @@ def _blocks_pool_ok(ctx: Context, n: Node) -> bool:
     )
 
 
-def maxpool_blocks_mask_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+def maxpool_blocks_share_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     """Non-overlapping k x k / k MaxPool as a mask (see ``Lowering.blocks_pool``): the winners
     ``x == Resize_nearest(y)`` share ``g / count`` of their window (count = tied winners)."""
     em = ctx.em
@@ -355,11 +358,43 @@ def maxpool_blocks_mask_backward(ctx: Context, n: Node, g: list[Grad]) -> list[G
     return [em.pad_end_to(dx, x)]
 
 
+def maxpool_blocks_first_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
+    """Non-overlapping k x k / k MaxPool as a first-winner mask: each window's gradient goes to
+    its first maximum in scan order (MaxPool's own choice), found without ArgMax or a
+    DepthToSpace. Each pixel carries its scan rank ``k*k - i`` (i = its row-major offset in the
+    window) where it equals the window's maximum and 0 elsewhere; the pool of that picks the
+    first winner's rank, and a pixel gets the window's gradient where its rank is that."""
+    em = ctx.em
+    x, y = n.inputs[0], n.outputs[0]
+    gy = g[0]
+    assert gy is not None
+    k = int(n.attrs["kernel_shape"][0])
+    kk = k * k
+    out_hw = em.tail_shape(y, 2)
+    cover = em.op("Mul", [out_hw, em.const([k, k], np.int64)])
+    xc = em.op("Slice", [x, em.const([0, 0], np.int64), cover, em.const([2, 3], np.int64)], hint="mpcrop")
+    scales = em.const([1.0, 1.0, float(k), float(k)], np.float32)
+    kw: dict[str, Any] = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    win = em.op("Equal", [xc, em.op("Resize", [y, "", scales], **kw)])
+    rank = em.const((kk - np.arange(kk, dtype=np.float32)).reshape(1, 1, k, k), np.float32)
+    reps = em.op("Concat", [em.const([1, 1], np.int64), out_hw], axis=0)
+    ranks = em.op("Tile", [rank, reps], hint="mprank")  # (1, 1, Ho*k, Wo*k)
+    scored = em.op("Mul", [em.op("Cast", [win], to=1), ranks])  # Mul, not Where: Where is single-threaded
+    first = em.op("MaxPool", [scored], kernel_shape=[k, k], strides=[k, k], hint="mpfirst")
+    pick = em.op("Equal", [ranks, em.op("Resize", [first, "", scales], **kw)])
+    dx = em.op("Mul", [em.op("Cast", [pick], to=1), em.op("Resize", [gy, "", scales], **kw)], hint="dmaxpool")
+    return [em.pad_end_to(dx, x)]
+
+
 def maxpool_blocks_backward(ctx: Context, n: Node, g: list[Grad]) -> list[Grad]:
     """Non-overlapping k x k / k MaxPool: SpaceToDepth makes each window's k*k values one axis,
     ArgMax picks the first maximum (MaxPool's own tie-breaking), DepthToSpace puts it back."""
-    if ctx.lowering.blocks_mask:
-        return maxpool_blocks_mask_backward(ctx, n, g)
+    if ctx.lowering.blocks_form == "first":
+        return maxpool_blocks_first_backward(ctx, n, g)
+    if ctx.lowering.blocks_form == "share":
+        return maxpool_blocks_share_backward(ctx, n, g)
+    if ctx.lowering.blocks_form != "argmax":
+        raise ModelError(f"unknown blocks_form {ctx.lowering.blocks_form!r}", hint="use first, argmax or share")
     em = ctx.em
     x, y = n.inputs[0], n.outputs[0]
     gy = g[0]

@@ -255,7 +255,8 @@ LOWERINGS = [
     Lowering(relu="sign"),
     Lowering(maxpool="separable"),
     Lowering(relu_pool=False),
-    Lowering(blocks_mask=True),
+    Lowering(blocks_form="share"),
+    Lowering(blocks_form="argmax"),
 ]
 
 
@@ -288,14 +289,15 @@ TIE_CASES: dict[str, dict[str, Any]] = {
 
 
 @pytest.mark.parametrize("case", sorted(TIE_CASES))
-@pytest.mark.parametrize("mode", ["indices", "argmax", "separable", "blocks-off"])
+@pytest.mark.parametrize("mode", ["indices", "argmax", "separable", "blocks-off", "blocks-argmax"])
 def test_maxpool_ties_break_like_onnxruntime_argmax(mode: str, case: str) -> None:
     """Integer-valued input: many exact ties. Every lowering must give the gradient exactly to
     the pixel onnxruntime's MaxPool picks (its Indices output: first maximum, row-major)."""
     import onnxruntime as ort
 
     attrs: dict[str, Any] = TIE_CASES[case]
-    lowering = Lowering(blocks_pool=False) if mode == "blocks-off" else Lowering(maxpool=mode)
+    lowering = {"blocks-off": Lowering(blocks_pool=False), "blocks-argmax": Lowering(blocks_form="argmax")}.get(
+        mode, Lowering(maxpool=mode))
     g = G((1, 2, 9, 10))
     pooled = g.op("MaxPool", ["x"], **attrs)
     step, _ = compile_step(forward_graph(g.model(str(pooled))), [str(pooled)], lowering=lowering)
@@ -482,7 +484,7 @@ def test_unsupported_pads_are_clear_errors(what: str) -> None:
 
 @pytest.mark.parametrize("case", ["2x2s2", "3x3s3"])
 def test_the_mask_form_of_block_pools_shares_a_tied_window_equally(case: str) -> None:
-    """blocks_mask (opt-in): on integer input with many exact ties, each window's gradient goes
+    """blocks_form "share" (opt-in): on integer input with many exact ties, each window's gradient goes
     in equal shares to its tied maxima (a valid subgradient of max), and where a window has one
     maximum it is exactly the default lowering's."""
     import onnxruntime as ort
@@ -494,7 +496,7 @@ def test_the_mask_form_of_block_pools_shares_a_tied_window_equally(case: str) ->
     fg = forward_graph(g.model(str(pooled)))
     x = np.random.default_rng(5).integers(0, 3, (1, 2, 9, 10)).astype(np.float32)
     grads = {}
-    for name, lowering in (("mask", Lowering(blocks_mask=True)), ("argmax", Lowering())):
+    for name, lowering in (("mask", Lowering(blocks_form="share")), ("argmax", Lowering(blocks_form="argmax"))):
         step, _ = compile_step(fg, [str(pooled)], lowering=lowering)
         sess = ort.InferenceSession(step.SerializeToString(), providers=["CPUExecutionProvider"])
         grads[name] = sess.run(["grad"], {"x": x, "layer_weights": np.ones(1, np.float32)})[0]
