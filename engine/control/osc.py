@@ -214,7 +214,9 @@ TELEMETRY: tuple[tuple[str, str, str], ...] = (
     ("/dreamstate/eeg/bands", "ffffffff", "the 8 ThinkGear band powers (delta, theta, low/high alpha, "
                                           "low/high beta, low/mid gamma) as shares of their sum"),
     ("/dreamstate/eeg/blink", "i", "1 on each blink (a pulse)"),
-    ("/dreamstate/map", "ff", "the current window's place on the 2D map, x y in 0..1"),
+    ("/dreamstate/map", "ff", "the current window's place on the 2D map, x y in 0..1; silent until the map's "
+     "first fit (`[map] reference_size` accepted windows: about a minute at the defaults, longer while poor "
+     "signal rejects windows)"),
     ("/dreamstate/state", "isf", "state index in states.labels (-1: absent or not listed), label, confidence 0..1"),
     ("/dreamstate/state/<label>", "f", "probability 0..1, one address per label in states.labels"),
     ("/dreamstate/render/fps", "f", "display frames per second (once a second)"),

@@ -188,7 +188,8 @@ class MapConfig(Section):
     placement: Literal["knn", "transform"] = "knn"
     """how a new window lands on the map: `knn` (fast, recommended) or `transform` (openTSNE)"""
     reference_size: Annotated[int, Field(ge=20, le=20000)] = 240
-    """windows in the map's reference set"""
+    """windows in the map's reference set; the first map (and `/dreamstate/map`) appears once this many windows
+    were accepted: 240 at the 0.25 s hop is about a minute, more while poor signal rejects windows"""
     refit_every_s: Annotated[float, Field(ge=5)] = 60.0
     """seconds between background refits of the map"""
     perplexity: Annotated[float, Field(gt=1, le=200)] = 30.0
