@@ -604,9 +604,10 @@ def spatial_fits(g: ForwardGraph, height: int, width: int, targets: Iterable[str
 def min_input_size(g: ForwardGraph, targets: Iterable[str] | None = None) -> tuple[int, int]:
     """The smallest (height, width) in pixels an image may have so that every tensor needed for
     ``targets`` (default: the model outputs) keeps at least one pixel; found by binary search
-    on :func:`spatial_fits` (output sizes only grow with the input). Measured: the starter model
-    (8, 8) and EfficientNet-Lite0 (16, 16) for their recommended layers, exactly where
-    onnxruntime stops; the shared SqueezeNet (31, 31), where onnxruntime still runs down to 23.
+    on :func:`spatial_fits` (output sizes only grow with the input). Measured: EfficientNet-Lite0
+    (16, 16) for its recommended layers, exactly where onnxruntime stops; the shared SqueezeNet
+    (31, 31), where onnxruntime still runs down to 23; the starter model (8, 8), though
+    onnxruntime's truncating 2x2/2 pools let its step run at any size (a pooled 1-px map stays 1 px).
     Raises ``ModelError`` when even 8192 px do not fit."""
     want = list(targets) if targets is not None else None
     if not spatial_fits(g, _SEARCH_LIMIT, _SEARCH_LIMIT, want):
