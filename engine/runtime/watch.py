@@ -173,6 +173,8 @@ class ShutdownSignals:
                     self._hard_exit(signum, "a second signal during shutdown")
                     return
             if self._first_at is not None and time.monotonic() - self._first_at > self.hard_exit_s:
+                log.error("shutdown did not finish in %.0f s; what was still running:\n%s",
+                          self.hard_exit_s, still_running(self.loop))
                 self._hard_exit(signal.SIGTERM, f"shutdown did not finish in {self.hard_exit_s:.0f} s")
                 return
 
@@ -185,6 +187,36 @@ class ShutdownSignals:
                 with contextlib.suppress(Exception):  # best effort on the way out
                     h.flush()
             self.exit(128 + int(signum))
+
+
+def still_running(loop: asyncio.AbstractEventLoop) -> str:
+    """Where a stuck shutdown waits, for the log: each unfinished asyncio task of ``loop`` with
+    the line it waits on, and each other thread with its innermost frames. Best effort from
+    another thread (the loop is not paused): a task that ends meanwhile may be missing."""
+    import sys
+    import traceback
+
+    lines: list[str] = []
+    try:
+        tasks = list(asyncio.all_tasks(loop))
+    except RuntimeError:  # the set changed while copying; the threads still tell a lot
+        tasks = []
+    for task in tasks:
+        frames = task.get_stack(limit=1)
+        where = ""
+        if frames:
+            f = frames[-1]
+            where = f" at {f.f_code.co_filename}:{f.f_lineno} in {f.f_code.co_name}"
+        lines.append(f"  task {task.get_name()}{where}")
+    current = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        if ident == current:
+            continue
+        stack = traceback.extract_stack(frame)[-3:]
+        where = " <- ".join(f"{fs.filename}:{fs.lineno} in {fs.name}" for fs in reversed(stack))
+        lines.append(f"  thread {names.get(ident, ident)}: {where}")
+    return "\n".join(lines) or "  (nothing found)"
 
 
 def _flush_journals() -> None:
