@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.errors import RecordingError
 from dreamstate.engine.core.metrics import Counters
 from dreamstate.engine.core.records import (
@@ -593,7 +594,7 @@ class Recorder:
                 return
             if self._inflight is not None:  # a write that timed out earlier: wait for it first
                 try:
-                    result = await asyncio.wait_for(asyncio.shield(self._inflight), self.io_timeout_s)
+                    result = await wait_for(asyncio.shield(self._inflight), self.io_timeout_s)
                 except TimeoutError:
                     self.counters.inc("slow_writes")
                     return
@@ -608,7 +609,7 @@ class Recorder:
             future = asyncio.ensure_future(asyncio.to_thread(self._write, data, fsync))
             self._writing = (data, samples, fsync)
             try:
-                result = await asyncio.wait_for(asyncio.shield(future), self.io_timeout_s)
+                result = await wait_for(asyncio.shield(future), self.io_timeout_s)
             except TimeoutError:
                 self._inflight = future
                 self.counters.inc("slow_writes")
@@ -703,7 +704,7 @@ class Recorder:
                        timeout_s: float = 300.0) -> RecoverResult:
         await self.close()
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(recover, self.journal, out),
+            result = await wait_for(asyncio.to_thread(recover, self.journal, out),
                                             timeout_s)
         except TimeoutError as exc:
             raise RecordingError(f"writing FIF {out} took longer than {timeout_s:.0f} s",

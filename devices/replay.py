@@ -35,6 +35,7 @@ from dreamstate.devices.recording import (
     STIM_ESENSE,
     STIM_QUALITY,
 )
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.errors import DeviceError
 from dreamstate.engine.core.records import (
     BAND_NAMES,
@@ -282,7 +283,7 @@ class ReplayDevice(Device):
 
     async def open(self) -> None:
         try:
-            self.plan = await asyncio.wait_for(asyncio.to_thread(load_replay, self.path),
+            self.plan = await wait_for(asyncio.to_thread(load_replay, self.path),
                                                self.load_timeout_s)
         except TimeoutError as exc:
             raise DeviceError(f"reading replay file {self.path} took longer than "

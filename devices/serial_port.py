@@ -26,6 +26,7 @@ import numpy.typing as npt
 from dreamstate.devices import thinkgear as tg
 from dreamstate.devices.base import Device
 from dreamstate.devices.ports import PortInfo, list_ports, probe_order
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.backoff import Backoff
 from dreamstate.engine.core.channels import BoundedQueue
 from dreamstate.engine.core.errors import DeviceError
@@ -226,13 +227,13 @@ class _Link:
 
     async def next_chunk(self, timeout: float) -> bytes:
         """The next chunk of bytes; TimeoutError after ``timeout`` s without one."""
-        item = await asyncio.wait_for(self._queue.get(), timeout)
+        item = await wait_for(self._queue.get(), timeout)
         if isinstance(item, BaseException):
             raise _LinkLost(f"{type(item).__name__}: {item}") from item
         return item
 
     async def write(self, data: bytes, timeout: float) -> None:
-        await asyncio.wait_for(asyncio.to_thread(self._write, data), timeout)
+        await wait_for(asyncio.to_thread(self._write, data), timeout)
 
     def _write(self, data: bytes) -> None:
         self.ser.write(data)
@@ -354,7 +355,7 @@ class ThinkGearSerialDevice(Device):
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(task, 3.0)
+                await wait_for(task, 3.0)
         if self._link is not None:
             await self._link.close()
             self._link = None
@@ -666,7 +667,7 @@ class ThinkGearSerialDevice(Device):
                     s.close()
 
         try:
-            ser = await asyncio.wait_for(asyncio.to_thread(opener), self.open_timeout)
+            ser = await wait_for(asyncio.to_thread(opener), self.open_timeout)
         except TimeoutError:
             abandon()
             raise DeviceError(f"opening took longer than {self.open_timeout:g} s") from None

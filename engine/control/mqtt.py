@@ -37,6 +37,7 @@ import aiomqtt
 
 from dreamstate.engine.control.commands import PREFIX, Command, ControlError, parse_command
 from dreamstate.engine.control.transport import ControlTransport
+from dreamstate.engine.core.aio import cancellable, wait_for
 from dreamstate.engine.core.backoff import Backoff
 from dreamstate.engine.core.channels import BoundedQueue, LatestSlot
 from dreamstate.engine.core.errors import NetworkError
@@ -315,11 +316,11 @@ class MqttLink(ControlTransport):
                     self.last_error = None
                     log.info("MQTT connected", extra={"broker": self.address, "base": self.base,
                                                       "tls": self.cfg.tls})
-                    await client.publish(f"{self.base}/status", b"online", qos=1, retain=True)
+                    await cancellable(client.publish(f"{self.base}/status", b"online", qos=1, retain=True))
                     try:  # from here on, a clean stop says offline
-                        await client.subscribe(self.control_prefix + "#", qos=1)
+                        await cancellable(client.subscribe(self.control_prefix + "#", qos=1))
                         if self.follow:
-                            await client.subscribe(self.state_prefix + "+/state", qos=1)
+                            await cancellable(client.subscribe(self.state_prefix + "+/state", qos=1))
                         self.connected.set()
                         async with asyncio.TaskGroup() as tg:
                             tg.create_task(self._reader(client), name="mqtt.reader")
@@ -348,7 +349,7 @@ class MqttLink(ControlTransport):
         """On a clean stop (SIGTERM, the end of a show) publish the retained ``offline`` status
         that the last will only sends when the process dies; bounded, never raises."""
         try:
-            await asyncio.wait_for(client.publish(f"{self.base}/status", b"offline", qos=1, retain=True), timeout)
+            await wait_for(client.publish(f"{self.base}/status", b"offline", qos=1, retain=True), timeout)
             log.info("MQTT status offline", extra={"broker": self.address})
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
             log.debug("MQTT offline status not sent: %s", exc)
@@ -411,11 +412,12 @@ class MqttLink(ControlTransport):
             if state is not None:
                 state_version = state_version_new
                 payload = state_payload(state, lead_s=self.cfg.lead_s, now=self.clock())
-                await client.publish(f"{self.base}/state", payload, qos=1, retain=True)
+                # aiomqtt waits for the PUBACK with 3.11's wait_for, which can swallow a cancel
+                await cancellable(client.publish(f"{self.base}/state", payload, qos=1, retain=True))
                 self.counters.inc("state_sent")
             tele, tele_version_new = self._telemetry.get_if_newer(tele_version)
             if tele is not None:
                 tele_version = tele_version_new
                 with contextlib.suppress(aiomqtt.MqttCodeError):
-                    await client.publish(f"{self.base}/telemetry", json.dumps(tele), qos=0)
+                    await cancellable(client.publish(f"{self.base}/telemetry", json.dumps(tele), qos=0))
                     self.counters.inc("telemetry_sent")

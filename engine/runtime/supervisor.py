@@ -26,6 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.backoff import Backoff
 from dreamstate.engine.core.metrics import Counters
 
@@ -145,7 +146,7 @@ class Supervisor:
             self.status[stage.name] = StageStatus.STARTING
             retries.started()
             try:
-                await asyncio.wait_for(stage.start(), timeout=stage.start_timeout)
+                await wait_for(stage.start(), timeout=stage.start_timeout)
                 self.status[stage.name] = StageStatus.RUNNING
                 finished = await self._run_until_stop(stage)
             except Exception as exc:
@@ -165,7 +166,7 @@ class Supervisor:
                 self._log_retry(stage, exc, retries.attempt, delay)
                 self.counters.inc(f"{stage.name}.restarts")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    await wait_for(self._stopping.wait(), timeout=delay)
                 continue
             await self._stop_stage(stage)
             if finished:
@@ -211,17 +212,24 @@ class Supervisor:
             run_task.result()  # re-raises the crash
             return True
         run_task.cancel()
-        try:
-            await asyncio.wait_for(run_task, timeout=self.shutdown_timeout / 2)
-        except (asyncio.CancelledError, TimeoutError):
-            pass
-        except Exception as exc:  # an error while unwinding is logged, not fatal
+        # asyncio.wait, not wait_for: wait_for would wait on, unbounded, for a task that lost its
+        # cancellation (see engine.core.aio); such a task is named here and left to asyncio.run,
+        # whose teardown cancels every remaining task once more
+        await asyncio.wait({run_task}, timeout=self.shutdown_timeout / 2)
+        if not run_task.done():
+            self.counters.inc(f"{stage.name}.cancel_ignored")
+            frames = run_task.get_stack(limit=1)
+            where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "?"
+            log.warning("stage %s did not end %.1f s after it was cancelled (waiting at %s); shutting down "
+                        "without it", stage.name, self.shutdown_timeout / 2, where,
+                        extra={"stage": stage.name})
+        elif not run_task.cancelled() and (exc := run_task.exception()) is not None:
             log.warning("stage raised while cancelling", exc_info=exc, extra={"stage": stage.name})
         return False
 
     async def _stop_stage(self, stage: Stage) -> None:
         try:
-            await asyncio.wait_for(stage.stop(), timeout=stage.stop_timeout)
+            await wait_for(stage.stop(), timeout=stage.stop_timeout)
         except TimeoutError:
             self.counters.inc(f"{stage.name}.stop_timeouts")
             log.warning("stage did not stop in time", extra={"stage": stage.name,

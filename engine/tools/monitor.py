@@ -37,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dreamstate.devices.base import Device
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.records import (
     BAND_NAMES,
     SFREQ,
@@ -532,4 +533,4 @@ async def _wait(stop: asyncio.Event, period: float, deadline: float | None) -> N
     if deadline is not None:
         timeout = max(0.0, min(period, deadline - time.monotonic()))
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout)
+        await wait_for(stop.wait(), timeout)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _out(line: str) -> None:
 
 async def _wait_stop(stop: asyncio.Event, timeout: float) -> None:
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), max(0.0, timeout))
+        await wait_for(stop.wait(), max(0.0, timeout))
 
 
 # --------------------------------------------------------------------------- simulate

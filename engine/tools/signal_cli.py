@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dreamstate.engine.core.aio import wait_for
 from dreamstate.engine.core.errors import CalibrationError, RecordingError
 
 if TYPE_CHECKING:
@@ -143,7 +144,7 @@ def collect(path: str | Path, show: Show, *, labels: list[LabelSpan] | None = No
 
     async def bounded() -> None:
         with ProgressReporter(f"replaying {Path(path).name} (samples)") as bar:
-            await asyncio.wait_for(run(bar), timeout_s)
+            await wait_for(run(bar), timeout_s)
 
     try:
         asyncio.run(bounded())
