@@ -126,12 +126,12 @@ def test_signal_shuts_down_within_two_seconds(sig: signal.Signals) -> None:
         from dreamstate.engine.runtime import FunctionStage, Supervisor
 
         async def forever():
+            print("ready", flush=True)  # from a stage: the signal handlers are in place by now
             while True:
                 await asyncio.sleep(0.01)
 
         async def main():
             sup = Supervisor([FunctionStage("a", forever), FunctionStage("b", forever)])
-            print("ready", flush=True)
             await sup.run()
             print("clean", sup.stop_reason, flush=True)
 

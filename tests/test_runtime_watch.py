@@ -50,7 +50,10 @@ CHILD = textwrap.dedent("""
             rec.add(RawChunk(i * 512, np.full(512, float(i), np.float32), 0.0))
         async def stuck():
             print("ready", flush=True)
-            time.sleep(float(sys.argv[2]))     # the event loop hangs here
+            if float(sys.argv[2]) > 0:
+                time.sleep(float(sys.argv[2]))     # the event loop hangs here
+            else:
+                await asyncio.Event().wait()       # a healthy stage: runs until stopped
         sup = Supervisor([FunctionStage("stuck", stuck)], hard_exit_s=float(sys.argv[3]))
         await sup.run()
         print("clean exit", flush=True)
