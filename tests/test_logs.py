@@ -63,3 +63,30 @@ def test_log_file_is_written_and_rotated(tmp_path: Path) -> None:
             h.close()
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+def test_stderr_lines_follow_sys_stderr_after_it_is_swapped_and_closed() -> None:
+    """CI printed "--- Logging error --- I/O operation on closed file" for every later record
+    (and lost them) once a test had run the CLI, which set logging up on pytest's captured
+    stderr of that test. The handler now writes to whatever sys.stderr is at emit time."""
+    import io
+    import logging
+
+    from dreamstate.engine.core.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, sys.stderr)
+    try:
+        first = io.StringIO()
+        sys.stderr = first
+        setup_logging()
+        first.close()  # what pytest does with a finished test's capture
+        second = io.StringIO()
+        sys.stderr = second
+        logging.getLogger("dreamstate.test").warning("a later record")
+        assert "WARNING dreamstate.test: a later record" in second.getvalue()
+        assert "Logging error" not in second.getvalue()
+    finally:
+        sys.stderr = saved[2]
+        root.handlers[:], level = saved[0], saved[1]
+        root.setLevel(level)

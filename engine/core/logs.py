@@ -47,6 +47,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (as ``logging.lastResort``
+    does), not the stream that was current at setup: an embedding program or a test harness
+    that swaps and closes stderr then never gets "I/O operation on closed file"."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup_logging(verbosity: int = 0, json_lines: bool = False, *, log_file: str | None = None,
                   max_bytes: int = 10_000_000, backups: int = 5) -> None:
     """Configure the root logger once for a CLI run (tests use pytest's caplog instead).
@@ -57,7 +74,7 @@ def setup_logging(verbosity: int = 0, json_lines: bool = False, *, log_file: str
     weeks of logging take at most about 60 MB).
     """
     formatter = JsonFormatter() if json_lines else KeyValueFormatter()
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers: list[logging.Handler] = [_StderrHandler()]
     if log_file:
         from logging.handlers import RotatingFileHandler
 
