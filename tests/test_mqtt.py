@@ -187,6 +187,21 @@ async def test_a_clean_stop_says_offline(broker: Broker) -> None:
     assert await _retained_status(broker.port, "eeg1") == b"offline"
 
 
+async def test_a_stop_while_saying_online_still_says_offline(broker: Broker) -> None:
+    """SIGTERM right after connecting (CI: the show was stopped as it came up) lands while the
+    'online' status is being published; that message may already be on its way, so the stop
+    must still say offline. It stayed 'online' before."""
+    link = MqttLink(_cfg(broker.port))
+    task = asyncio.create_task(link.run())
+    async with asyncio.timeout(10):
+        while not link.counters.get("connects"):
+            await asyncio.sleep(0)  # no later than the iteration after "MQTT connected"
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert await _retained_status(broker.port, "eeg1") == b"offline"
+
+
 @pytest.mark.slow
 async def test_systemctl_stop_of_a_show_says_offline(broker: Broker, tmp_path: Path) -> None:
     """SIGTERM to `dreamstate run` (what `systemctl stop` sends): the node says offline."""

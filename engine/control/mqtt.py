@@ -316,8 +316,8 @@ class MqttLink(ControlTransport):
                     self.last_error = None
                     log.info("MQTT connected", extra={"broker": self.address, "base": self.base,
                                                       "tls": self.cfg.tls})
-                    await cancellable(client.publish(f"{self.base}/status", b"online", qos=1, retain=True))
-                    try:  # from here on, a clean stop says offline
+                    try:  # from here on, a clean stop says offline (the online below may be out already)
+                        await cancellable(client.publish(f"{self.base}/status", b"online", qos=1, retain=True))
                         await cancellable(client.subscribe(self.control_prefix + "#", qos=1))
                         if self.follow:
                             await cancellable(client.subscribe(self.state_prefix + "+/state", qos=1))
