@@ -94,7 +94,11 @@ async def test_a_change_of_source_image_crossfades_on_screen(squeezenet: DreamMo
     before = next(f for t, f in out.shown if t >= switch_at[0])
     total = float(np.abs(frames[-1] - before).mean())
     assert total > 25, f"the source did not change on screen ({total:.1f}/255)"
-    assert max(steps) < 8, f"one displayed frame changed by {max(steps):.1f}/255 (a hard cut)"
+    # relative to the whole change, not a fixed 8/255: the crossfade follows the clock, so a
+    # display thread stalled for a quarter of it on a loaded machine shows a quarter in one
+    # frame; a hard cut shows all of it in one
+    assert max(steps) < 0.4 * total, (
+        f"one displayed frame changed by {max(steps):.1f}/255 of {total:.1f} (a hard cut)")
 
 
 async def test_a_circle_mask_confines_the_live_dream(squeezenet: DreamModel) -> None:
