@@ -23,7 +23,8 @@ that keeps the largest gradient value measured (EfficientNet-Lite0 at its smalle
 64x48: 15.5 unscaled, so 1.6e4 scaled) four times below float16's largest value, 65504; 2^12
 comes within 3 % of it and 2^16 overflows (``grad`` turns NaN). With 2^10 no gradient value of
 the starter, SqueezeNet or EfficientNet-Lite0 becomes zero that was not zero in float32, from
-64x48 to 1280x720, except 0.2-0.4 % of EfficientNet-Lite0's, which no scale in range changes.
+64x48 to 1280x720, except 0.2-0.4 % of EfficientNet-Lite0's (2^16 would keep most of those and
+overflow elsewhere); docs/gpu.md has the table.
 ``tests/test_precision.py`` checks both ends.
 
 The converter is used as it is, with three repairs around it for its known mismatches:

@@ -394,8 +394,8 @@ class OutputConfig(Section):
     precision: Literal["fp32", "fp16"] = "fp32"
     """number format of the dream step: `fp32` (32-bit floats, everywhere) or `fp16` (16-bit floats for the
     network's forward and backward passes, the objective and the final gradient kept in 32 bits, with loss
-    scaling; CUDA only, where it halves the memory traffic). Needs `device = "auto"` or `"cuda"`: with `auto`
-    and no CUDA, or `run --device cpu`, the dream runs fp32 with a warning (docs/gpu.md)"""
+    scaling; meant for CUDA GPUs, where its speed is still to be measured). Needs `device = "auto"` or `"cuda"`:
+    with `auto` and no CUDA, or `run --device cpu`, the dream runs fp32 with a warning (docs/gpu.md)"""
 
     @model_validator(mode="after")
     def _fp16_needs_cuda(self) -> OutputConfig:
