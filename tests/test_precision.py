@@ -135,6 +135,7 @@ def test_the_fp16_gradient_points_where_the_fp32_one_does(name: str, shared_mode
     cos = float(np.sum(g32 * g16) / (np.linalg.norm(g32) * np.linalg.norm(g16)))
     assert cos >= COSINE_BOUND[name], f"{name}: cosine {cos:.4f}"
     assert not np.array_equal(g16, g32)
+    assert abs(float(np.linalg.norm(g16) / np.linalg.norm(g32)) - 1) < 0.05  # the loss scale is undone
     assert abs(float(l16) - l32) <= 0.02 * abs(l32)  # the loss too, computed in fp32 from fp16 activations
 
 
@@ -156,6 +157,7 @@ def test_every_objective_converts_and_agrees(objective: str, guide: bool, cache:
     g16, l16 = dm.step(x, **kw)
     cos = float(np.sum(g32 * g16) / (np.linalg.norm(g32) * np.linalg.norm(g16)))
     assert cos >= COSINE_BOUND["starter"] and not np.array_equal(g16, g32), cos
+    assert abs(float(np.linalg.norm(g16) / np.linalg.norm(g32)) - 1) < 0.05  # the loss scale is undone
     assert abs(l16 - l32) <= 0.01 * abs(l32)
 
 
