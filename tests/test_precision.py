@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -347,3 +348,28 @@ def test_fp16_on_cuda_agrees_and_the_objective_rises(shared_models: Path, cache:
             losses.append(loss)
             x = m16.clip(x + 1.5 * m16.pixel_scale * g / (np.abs(g).mean() + 1e-12))
         assert m16.step(x)[1] > losses[0], (name, losses)
+
+
+@pytest.mark.slow
+def test_bench_dream_and_render_take_precision(shared_models: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """``bench dream --precision fp16`` and ``bench render --precision fp16`` on a CPU: the
+    fp16-needs-CUDA warning, then fp32 figures that say so."""
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        assert cli_main(["bench", "dream", "--model", "starter", "--sizes", "64x48", "--repeat", "1",
+                         "--no-torch", "--threads", "1", "--precision", "fp16"]) == 0
+        dream = capfd.readouterr()
+        assert cli_main(["bench", "render", "--model", "starter", "--seconds", "1", "--warmup", "0.2",
+                         "--dream-size", "64x48", "--output-size", "96x64", "--threads", "1",
+                         "--flicker-seconds", "0.5", "--precision", "fp16"]) == 0
+        render = capfd.readouterr()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    for run in (dream, render):
+        assert "precision fp16 needs CUDA" in run.err
+    assert "starter" in dream.out and "starter fp16" not in dream.out  # it ran fp32, and says so by omission
+    assert re.search(r"dream precision\s+.\s+fp32", render.out), render.out
