@@ -107,8 +107,7 @@ def to_fp16(model: Any, keep_fp32: Collection[str]) -> Any:
     _fix_casts(graph, original_casts - keep)
     _drop_round_trips(out)
     _outputs_fp32(out, [o.name for o in model.graph.output if o.type.tensor_type.elem_type == FLOAT])
-    del graph.value_info[:]  # stale after the repairs; onnxruntime infers them again
-    out.graph.ClearField("value_info")
+    out.graph.ClearField("value_info")  # stale after the repairs; onnxruntime infers them again
     try:
         onnx.checker.check_model(out, full_check=True)
     except Exception as exc:  # checker errors are ValidationError/InferenceError
