@@ -50,6 +50,9 @@ class CompiledInfo:
     channels: tuple[int | None, ...]
     objective: str
     guide: bool
+    fp32_nodes: tuple[str, ...] = ()
+    """Names of the nodes that compute the objective (loss, seeds and their constants) and undo
+    the gradient scale: the ones ``models.precision.to_fp16`` keeps in float32."""
 
 
 class Emitter:
@@ -177,8 +180,13 @@ def compile_step(
     objective: str = "layers",
     guide: bool = False,
     lowering: Lowering | None = None,
+    grad_scale: float = 1.0,
 ) -> tuple[Any, CompiledInfo]:
-    """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``."""
+    """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``.
+
+    ``grad_scale`` multiplies the gradient seeds and divides the image gradient at the end, so
+    ``grad`` does not change; in between, the backward pass carries gradients that much larger,
+    which keeps them above float16's smallest values (loss scaling, ``models.precision``)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -229,6 +237,7 @@ def compile_step(
     grads: dict[str, list[str]] = {}
     losses: list[str] = []
     channels: list[int | None] = []
+    first_objective = len(em.nodes)
     for k, a in enumerate(tensors):
         shape = fg.shapes.get(a)
         ch = shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
@@ -236,6 +245,8 @@ def compile_step(
         w = em.op("Gather", ["layer_weights", em.const(k, np.int64)], hint=f"w{k}", axis=0)
         numel = em.op("Cast", [em.op("Size", [a])], to=onnx.TensorProto.FLOAT, hint="numel")
         scale = em.op("Div", [w, numel], hint="scale")
+        # the seeds carry the gradient scale, the losses do not
+        sscale = em.op("Mul", [scale, em.const(grad_scale)], hint="gscale") if grad_scale != 1.0 else scale
         r = em.rank(a, f"dream layer {a}")
         if guide:
             name = f"guide_{k}"
@@ -244,13 +255,13 @@ def compile_step(
             )
             seed, term = _guide_objective(em, a, name, r=r, ch=ch)
             losses.append(em.op("Mul", [term, scale]))
-            grads.setdefault(a, []).append(em.op("Mul", [seed, scale], hint="seed"))
+            grads.setdefault(a, []).append(em.op("Mul", [seed, sscale], hint="seed"))
             continue
         if objective == "layers":
             sq = em.op("ReduceSumSquare", [a], keepdims=0)
             half = em.op("Mul", [scale, em.const(0.5)])
             losses.append(em.op("Mul", [sq, half], hint="loss"))
-            grads.setdefault(a, []).append(em.op("Mul", [a, scale], hint="seed"))
+            grads.setdefault(a, []).append(em.op("Mul", [a, sscale], hint="seed"))
             continue
         if r < 2:
             raise ModelError(
@@ -263,14 +274,16 @@ def compile_step(
             sq = em.op("Mul", [a, a])
             wsq = em.op("ReduceSum", [em.op("Mul", [sq, cw])], keepdims=0)
             losses.append(em.op("Mul", [wsq, em.op("Mul", [scale, em.const(0.5)])], hint="loss"))
-            grads.setdefault(a, []).append(em.op("Mul", [em.op("Mul", [a, cw]), scale], hint="seed"))
+            grads.setdefault(a, []).append(em.op("Mul", [em.op("Mul", [a, cw]), sscale], hint="seed"))
         else:  # class: linear in the logits, normalised per position (not per channel)
             per = em.op(
                 "Mul", [scale, em.op("Cast", [em.op("Gather", [em.shape(a), em.const(1, np.int64)], axis=0)], to=1)]
             )
             lin = em.op("ReduceSum", [em.op("Mul", [a, cw])], keepdims=0)
             losses.append(em.op("Mul", [lin, per], hint="loss"))
-            grads.setdefault(a, []).append(em.op("Expand", [em.op("Mul", [cw, per]), em.shape(a)], hint="seed"))
+            sper = em.op("Mul", [per, em.const(grad_scale)], hint="gscale") if grad_scale != 1.0 else per
+            grads.setdefault(a, []).append(em.op("Expand", [em.op("Mul", [cw, sper]), em.shape(a)], hint="seed"))
+    objective_nodes = em.nodes[first_objective:]
 
     # Backward pass in reverse topological order.
     for n in reversed(fwd):
@@ -287,11 +300,17 @@ def compile_step(
     gimg = take_grad(em, grads, fg.image)
     if gimg is None:
         raise ModelError(f"layers {list(layers)} do not depend on the image", hint="pick other layers")
+    last_backward = len(em.nodes)
+    if grad_scale != 1.0:
+        gimg = em.op("Mul", [gimg, em.const(1.0 / grad_scale)], hint="unscale")
     em.raw("Identity", [gimg], ["grad"])
     if len(losses) == 1:
         em.raw("Identity", [losses[0]], ["loss"])
     else:
         em.raw("Sum", losses, ["loss"])
+    # Shape and Size read an activation's shape only: in float32 they would cost it a cast
+    fp32_nodes = tuple(n.name for n in [*objective_nodes, *em.nodes[last_backward:]]
+                       if n.op_type not in ("Shape", "Size"))
 
     outputs = [
         helper.make_tensor_value_info("grad", onnx.TensorProto.FLOAT, ["N", image_c or "C", "H", "W"]),
@@ -306,7 +325,7 @@ def compile_step(
         producer_name="dreamstate",
         producer_version=COMPILER_VERSION,
     )
-    info = CompiledInfo(tuple(tensors), tuple(channels), objective, guide)
+    info = CompiledInfo(tuple(tensors), tuple(channels), objective, guide, fp32_nodes)
     helper.set_model_props(
         model,
         {

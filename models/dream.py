@@ -52,12 +52,14 @@ class CompiledStep:
 
 def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
                    objective: Literal["layers", "channels", "class"] = "layers", guide: bool = False,
-                   cache_dir: Path | None = None) -> CompiledStep:
+                   cache_dir: Path | None = None, precision: str = "fp32") -> CompiledStep:
     """Resolve ``model``, compile its dream step for ``layers`` (default: the recommended ones)
     or take it from the cache, and return it without opening a session. ``dreamstate check``
     calls this, so a model ``run`` could not dream is refused before the show starts.
+    ``precision``: ``fp32`` or ``fp16`` (``models.precision``; float32 inputs and outputs either way).
     Raises ``ModelError`` (unsupported op, unknown layer, unreadable file) naming the cause."""
     from dreamstate.models import cache, compiler, registry
+    from dreamstate.models import precision as fp
     from dreamstate.models.graph import load_forward
 
     path, spec = registry.resolve(model)
@@ -78,7 +80,7 @@ def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
         objective=objective,
         guide=guide,
         compiler=compiler.COMPILER_VERSION,
-        variant=Lowering().key(),
+        variant=Lowering().key() + fp.cache_variant(fp.check_precision(precision)),
     )
     step_path = cache.cached_path(spec.name, key, cache_dir)
     data: bytes | None = None
@@ -86,8 +88,7 @@ def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
         data = step_path.read_bytes()
         log.info("compiled step from cache", extra={"file": str(step_path)})
     if data is None:
-        step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
-        data = step_model.SerializeToString()
+        data = fp.compile_bytes(fg, tensors, objective=objective, guide=guide, precision=fp.check_precision(precision))
         try:
             cache.write_atomic(step_path, data)
         except OSError as exc:
@@ -125,6 +126,8 @@ class DreamModel:
         self.provider = provider
         self.spec = spec
         self.step_path = step_path
+        self.precision = "fp32"
+        """``fp32`` or ``fp16``: the precision the step runs in (fp16 only on CUDA)."""
         self._session = session
         self._image = image_input
         self._forward = forward
@@ -165,11 +168,15 @@ class DreamModel:
         threads: int | None = None,
         cache_dir: Path | None = None,
         conv_algo_search: str = "HEURISTIC",
+        precision: str = "fp32",
     ) -> DreamModel:
-        from dreamstate.models import cache, compiler
-        from dreamstate.models.session import make_session
+        from dreamstate.models import cache
+        from dreamstate.models import precision as fp
+        from dreamstate.models.session import CUDA, make_session
 
-        compiled = compile_cached(model, layers, objective=objective, guide=guide, cache_dir=cache_dir)
+        precision = fp.runnable_precision(precision, device)  # fp16 only where CUDA may run it
+        compiled = compile_cached(model, layers, objective=objective, guide=guide, cache_dir=cache_dir,
+                                  precision=precision)
         fg, spec, names, tensors, data, step_path = (compiled.forward, compiled.spec, compiled.layers,
                                                      compiled.tensors, compiled.data, compiled.path)
         try:
@@ -178,17 +185,24 @@ class DreamModel:
         except ModelError:
             if step_path.exists():
                 step_path.unlink(missing_ok=True)  # a stale/corrupt cache entry: recompile once
-                step_model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
-                data = step_model.SerializeToString()
+                data = fp.compile_bytes(fg, tensors, objective=objective, guide=guide,
+                                        precision=fp.check_precision(precision))
                 cache.write_atomic(step_path, data)
                 session, provider = make_session(data, device=device, threads=threads, what=f"{spec.name} step",
                                                  conv_algo_search=conv_algo_search)
             else:
                 raise
+        if precision == "fp16" and provider != CUDA:  # auto: CUDA failed to load, the CPU runs it
+            log.warning("precision fp16 needs CUDA and the CUDA session did not start: the dream runs in fp32 "
+                        "(fix: check the CUDA install, or set [output] precision = \"fp32\")")
+            precision = "fp32"
+            fp32 = compile_cached(model, layers, objective=objective, guide=guide, cache_dir=cache_dir)
+            step_path = fp32.path
+            session, provider = make_session(fp32.data, device="cpu", threads=threads, what=f"{spec.name} step")
         channels = tuple(
             (s[1] if s and len(s) > 1 and isinstance(s[1], int) else None) for s in (fg.shapes.get(t) for t in tensors)
         )
-        return cls(
+        loaded = cls(
             name=spec.name,
             layers=names,
             tensors=tensors,
@@ -204,6 +218,8 @@ class DreamModel:
             threads=threads,
             step_path=step_path,
         )
+        loaded.precision = precision
+        return loaded
 
     # ------------------------------------------------------------------ pixel spaces
     @property

@@ -391,6 +391,18 @@ class OutputConfig(Section):
     """CUDA only: how cuDNN picks convolution algorithms. `HEURISTIC` (fast to start); `EXHAUSTIVE` times
     every algorithm once per input shape (slow start, then sometimes faster); `DEFAULT` maps to a slow path
     in onnxruntime 1.20 and later (onnxruntime#22705)"""
+    precision: Literal["fp32", "fp16"] = "fp32"
+    """number format of the dream step: `fp32` (32-bit floats, everywhere) or `fp16` (16-bit floats for the
+    network's forward and backward passes, the objective and the final gradient kept in 32 bits, with loss
+    scaling; meant for CUDA GPUs, where its speed is still to be measured). Needs `device = "auto"` or `"cuda"`:
+    with `auto` and no CUDA, or `run --device cpu`, the dream runs fp32 with a warning (docs/gpu.md)"""
+
+    @model_validator(mode="after")
+    def _fp16_needs_cuda(self) -> OutputConfig:
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("output.precision = \"fp16\" needs CUDA, and output.device = \"cpu\"; set "
+                             "precision = \"fp32\", or device = \"auto\" or \"cuda\" on a machine with a CUDA GPU")
+        return self
 
     @field_validator("ndi")
     @classmethod

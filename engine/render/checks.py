@@ -134,9 +134,10 @@ def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
     layers = list(dict.fromkeys(k for s in show.scenes.values() for k in s.layers))
     try:
         source = model_source(loaded)
-        compile_cached(source, layers or None)
+        precision = show.output.precision  # an fp16 step must convert as well as compile
+        compile_cached(source, layers or None, precision=precision)
         if any(s.guide for s in show.scenes.values()):
-            compile_cached(source, layers or None, guide=True)
+            compile_cached(source, layers or None, guide=True, precision=precision)
     except DreamstateError as exc:
         return ("show.model", f"the dream step cannot be compiled for the scenes' layers: {exc}")
     return None

@@ -152,7 +152,8 @@ def load_show_model(loaded: LoadedShow, layers: list[str] | None, guide: bool) -
 
     threads = max(1, (os.cpu_count() or 2) - 1)
     return DreamModel.load(model_source(loaded), layers, guide=guide, device=loaded.show.output.device,
-                           threads=threads, conv_algo_search=loaded.show.output.cudnn_conv_algo_search)
+                           threads=threads, conv_algo_search=loaded.show.output.cudnn_conv_algo_search,
+                           precision=loaded.show.output.precision)
 
 
 def load_show_classifier(loaded: LoadedShow) -> ClassifierModel:

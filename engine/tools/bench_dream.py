@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--layers", help="comma-separated layers (default: the registry's recommended layers)")
     parser.add_argument("--no-torch", action="store_true", help="time onnxruntime only")
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                        help="the onnxruntime step's number format; fp16 needs CUDA (on the CPU: a warning, then fp32)")
 
 
 def _default_models() -> list[str]:
@@ -156,7 +158,8 @@ def run_model(
     from dreamstate.models.dream import DreamModel
 
     path, _spec = registry.resolve(model)  # the torch child gets the file, whatever the user named
-    dm = DreamModel.load(model, layers, device="cpu", threads=args.threads)
+    dm = DreamModel.load(model, layers, device="cpu", threads=args.threads,
+                         precision=args.precision)  # fp16 needs CUDA: on the CPU it warns and runs fp32
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         peer = None if args.no_torch else TorchPeer(str(path), list(dm.tensors), args.threads, Path(tmp))
@@ -181,7 +184,8 @@ def run_model(
                     ort_s.append(time.perf_counter() - t0)
                     if peer is not None:
                         torch_s.append(float(peer.ask(f"step {w} {h}")["s"]))
-                rows.append(Row(dm.name, (w, h), ort_s, torch_s, diff))
+                name = dm.name if dm.precision == "fp32" else f"{dm.name} {dm.precision}"
+                rows.append(Row(name, (w, h), ort_s, torch_s, diff))
         finally:
             if peer is not None:
                 peer.close()

@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime threads (default: CPU cores - 1, leaving one for the display)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
+                        help="dream step number format; fp16 needs CUDA (on the CPU: a warning, then fp32)")
     parser.add_argument("--classic-frames", type=int, default=1,
                         help="frames of the classic 4x10 loop to time (1)")
     parser.add_argument("--rt-priority", type=int, default=5,
@@ -99,7 +101,7 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
     from dreamstate.models.dream import DreamModel
 
     threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
-    model = DreamModel.load(name, args.layers, device=args.device, threads=threads)
+    model = DreamModel.load(name, args.layers, device=args.device, threads=threads, precision=args.precision)
     layers = list(model.layers)
     out: Output = WindowOutput(output_size, vsync=True, scale=args.scale) if args.output == "window" \
         else NullOutput(output_size)
@@ -148,7 +150,7 @@ def _bench_one(name: str, output_size: tuple[int, int], args: argparse.Namespace
     warm_rss = [m for t, m in rss if t >= args.warmup] or [m for _, m in rss]
     first, last = warm_rss[0], warm_rss[-1]
     res: dict[str, Any] = {
-        "model": model.name, "threads": threads, "sink": out.describe(),
+        "model": model.name, "threads": threads, "sink": out.describe(), "precision": model.precision,
         "size": f"{output_size[0]}x{output_size[1]}", "realtime": r.display_realtime,
         "steps_per_s": steps / warm_s, "display_fps": disp / warm_s,
         "p50_ms": _percentile(frames, 50) * 1000, "p99_ms": _percentile(frames, 99) * 1000,
@@ -325,7 +327,7 @@ def _flicker(name: str, args: argparse.Namespace, console: Any) -> None:
     from dreamstate.models.dream import DreamModel
 
     threads = args.threads or max(1, (os.cpu_count() or 2) - 1)
-    model = DreamModel.load(name, args.layers, device=args.device, threads=threads)
+    model = DreamModel.load(name, args.layers, device=args.device, threads=threads, precision=args.precision)
     console.print(f"flicker {model.name}: {args.flicker_seconds:g} s per run at {args.dream_size[0]}x"
                   f"{args.dream_size[1]}", markup=False)
     runs: list[tuple[str, dict[str, float]]] = [("naive re-dreaming (1 step per frame, no blend)",
@@ -389,7 +391,8 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace, console: An
     for r in results:
         table.add_column(f"{r['model']} {r['size']}", justify="right")
     rows: list[tuple[str, str]] = [
-        ("onnxruntime threads", "{threads}"), ("display thread SCHED_RR", "{realtime}"),
+        ("onnxruntime threads", "{threads}"), ("dream precision", "{precision}"),
+        ("display thread SCHED_RR", "{realtime}"),
         ("dream steps/s (live)", "{steps_per_s:.2f}"),
         ("display fps", "{display_fps:.1f}"), ("display frame time p50 (ms)", "{p50_ms:.1f}"),
         ("display frame time p99 (ms)", "{p99_ms:.1f}"), ("dropped display frames", "{dropped}"),
