@@ -40,6 +40,8 @@ log = logging.getLogger("dreamstate.models")
 Objective = Literal["layers", "channels", "class"]
 OBJECTIVES: tuple[str, ...] = ("layers", "channels", "class")
 COMPILER_VERSION = "2"
+ASCENT_VERSION = "1"
+"""bumped when the fused ascent graph's own part changes (its cache key holds it and COMPILER_VERSION)"""
 
 
 @dataclass(frozen=True)

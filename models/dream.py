@@ -80,7 +80,7 @@ def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
         objective=objective,
         guide=guide,
         compiler=compiler.COMPILER_VERSION,
-        variant=Lowering().key() + ("|ascent" if ascent else ""),
+        variant=Lowering().key() + (f"|ascent{compiler.ASCENT_VERSION}" if ascent else ""),
     )
     step_path = cache.cached_path(spec.name, key, cache_dir)
     data: bytes | None = None
