@@ -266,3 +266,31 @@ def test_ascend_on_cuda_keeps_the_frame_in_cuda_memory(shared_models: Path, monk
     ref, ref_losses = cpu.ascend(x, [(3, -4), (-9, 2), (0, 15)], step=1.5)
     assert float(np.abs(out - ref).mean()) <= CHAIN_MEAN_TOL * float(np.abs(ref - x).mean())
     assert losses == pytest.approx(ref_losses, rel=1e-2)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI installs its own root handler; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_bench_dream_times_the_numpy_loop_against_the_fused_ascent(capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    argv = ["bench", "dream", "--model", "starter", "--sizes", "96x64", "--repeat", "1", "--no-torch",
+            "--ascent-steps", "2", "--device", "cpu"]
+    assert cli_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "numpy step loop vs fused ascent" in out and "2 steps a run" in out
+    row = next(line for line in out.splitlines() if "starter" in line and "96x64" in line and "CPU" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    numpy_ms, fused_ms, ratio = float(cells[3]), float(cells[4]), float(cells[5])
+    assert numpy_ms > 0 and fused_ms > 0 and 0.2 < ratio < 5
+    assert float(cells[8]) < CHAIN_MEAN_TOL  # the two runs dreamed the same
+    assert cli_main([*argv[:-4], "--ascent-steps", "0"]) == 0
+    assert "fused ascent" not in capsys.readouterr().out
