@@ -7,6 +7,10 @@ Lifecycle of :class:`DreamModel`:
   ``features`` can be called from one thread at a time per instance (onnxruntime releases the
   GIL while it runs); ``provider`` says where it runs.
 - ``step`` never changes the model; it returns a new gradient array each call.
+- ``ascend`` runs a whole run of ascent steps in the fused ascent graph (built, or read from the
+  cache, on its first call, with its own session on the same provider), chained with IOBinding
+  so the frame stays on the device; ``step_runs``, ``ascent_runs`` and ``ascent_frames_back``
+  count what ran.
 
 Pixel spaces: the renderer works in RGB [0, 1] (H, W, 3). ``to_model_space`` maps that to the
 model's input (1, C, H, W): scale to ``value_range`` (e.g. 0..255), subtract the mean, divide by
