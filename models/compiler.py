@@ -23,6 +23,7 @@ The backward rules per op live in :mod:`models.backward`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ log = logging.getLogger("dreamstate.models")
 Objective = Literal["layers", "channels", "class"]
 OBJECTIVES: tuple[str, ...] = ("layers", "channels", "class")
 COMPILER_VERSION = "2"
+ASCENT_VERSION = "1"
+"""bumped when the fused ascent graph's own part changes (its cache key holds it and COMPILER_VERSION)"""
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ class CompiledInfo:
     objective: str
     guide: bool
     fp32_nodes: tuple[str, ...] = ()
-    """Names of the nodes that compute the objective (loss, seeds and their constants) and undo
-    the gradient scale: the ones ``models.precision.to_fp16`` keeps in float32."""
+    """Names of the nodes that compute the objective (loss, seeds and their constants), undo
+    the gradient scale and (in the ascent graph) update the frame: the ones
+    ``models.precision.to_fp16`` keeps in float32."""
 
 
 class Emitter:
@@ -173,22 +177,28 @@ def emit_forward(ctx: backward.Context, fg: ForwardGraph, fwd: Sequence[Node]) -
             em.raw(n.op, n.inputs, n.outputs, **n.attrs)
 
 
-def compile_step(
-    fg: ForwardGraph,
-    layers: Sequence[str],
-    *,
-    objective: str = "layers",
-    guide: bool = False,
-    lowering: Lowering | None = None,
+@dataclass
+class _StepParts:
+    """The step's emission shared by the step and the ascent graphs: the objective's inputs
+    (after the image), the name of the image gradient, and what was compiled. The loss is
+    emitted as the tensor ``loss``."""
+
+    inputs: list[Any]
+    grad: str
+    info: CompiledInfo
+
+
+def _emit_step(
+    em: Emitter, fg: ForwardGraph, layers: Sequence[str], *, objective: str, guide: bool, lowering: Lowering,
     grad_scale: float = 1.0,
-) -> tuple[Any, CompiledInfo]:
-    """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``.
+) -> _StepParts:
+    """Emit the forward, the objective and the backward to ``fg.image`` into ``em`` (whatever
+    produces ``fg.image``: the step graph's input, or the ascent graph's rolled frame).
 
     ``grad_scale`` multiplies the gradient seeds and divides the image gradient at the end, so
-    ``grad`` does not change; in between, the backward pass carries gradients that much larger,
-    which keeps them above float16's smallest values (loss scaling, ``models.precision``)."""
-    import onnx
-    from onnx import helper, numpy_helper
+    the gradient does not change; in between, the backward pass carries gradients that much
+    larger, which keeps them above float16's smallest values (loss scaling, ``models.precision``)."""
+    from onnx import TensorProto, helper
 
     if objective not in OBJECTIVES:
         raise ModelError(f"unknown objective {objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}")
@@ -204,7 +214,6 @@ def compile_step(
     tensors = [fg.resolve_layer(name) for name in layers]
     if len(set(tensors)) != len(tensors):
         raise ModelError(f"layer list {list(layers)} names the same tensor twice", hint="list each layer once")
-    lowering = lowering or Lowering()
     fwd = needed_nodes(fg, tensors)
     if lowering.fold_pads:
         fwd = fold_pads(fwd, fg.consts, keep={*tensors, *fg.outputs})
@@ -221,7 +230,6 @@ def compile_step(
                 f"{', '.join(sorted(backward.SUPPORTED_OPS))}",
             )
 
-    em = Emitter(fg)
     # Seeds of the "layers"/"channels" objectives are layer * constant, zero wherever the layer
     # is; guide and class seeds are not (see Lowering.relu_pool).
     zero_seeds = objective in ("layers", "channels") and not guide
@@ -229,11 +237,8 @@ def compile_step(
     ctx = forward_context(em, fwd, lowering=lowering, diff=diff, seeded=seeded)
     # Forward pass (with small rewrites that let the backward reuse forward results).
     emit_forward(ctx, fg, fwd)
-
     # Objective: per-layer loss terms and gradient seeds.
-    image_c = fg.image_channels
-    inputs = [helper.make_tensor_value_info(fg.image, onnx.TensorProto.FLOAT, ["N", image_c or "C", "H", "W"])]
-    inputs.append(helper.make_tensor_value_info("layer_weights", onnx.TensorProto.FLOAT, [len(tensors)]))
+    inputs = [helper.make_tensor_value_info("layer_weights", TensorProto.FLOAT, [len(tensors)])]
     grads: dict[str, list[str]] = {}
     losses: list[str] = []
     channels: list[int | None] = []
@@ -243,7 +248,7 @@ def compile_step(
         ch = shape[1] if shape and len(shape) > 1 and isinstance(shape[1], int) else None
         channels.append(ch)
         w = em.op("Gather", ["layer_weights", em.const(k, np.int64)], hint=f"w{k}", axis=0)
-        numel = em.op("Cast", [em.op("Size", [a])], to=onnx.TensorProto.FLOAT, hint="numel")
+        numel = em.op("Cast", [em.op("Size", [a])], to=TensorProto.FLOAT, hint="numel")
         scale = em.op("Div", [w, numel], hint="scale")
         # the seeds carry the gradient scale, the losses do not
         sscale = em.op("Mul", [scale, em.const(grad_scale)], hint="gscale") if grad_scale != 1.0 else scale
@@ -251,7 +256,7 @@ def compile_step(
         if guide:
             name = f"guide_{k}"
             inputs.append(
-                helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [1, ch or f"C{k}", f"Hg{k}", f"Wg{k}"])
+                helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, ch or f"C{k}", f"Hg{k}", f"Wg{k}"])
             )
             seed, term = _guide_objective(em, a, name, r=r, ch=ch)
             losses.append(em.op("Mul", [term, scale]))
@@ -268,7 +273,7 @@ def compile_step(
                 f"layer {a!r} has rank {r}; channel weights need a channel axis", hint="pick another layer"
             )
         name = f"channel_weights_{k}"
-        inputs.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [ch or f"C{k}"]))
+        inputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [ch or f"C{k}"]))
         cw = em.op("Reshape", [name, em.const([1, -1] + [1] * (r - 2), np.int64)], hint="cw")
         if objective == "channels":
             sq = em.op("Mul", [a, a])
@@ -303,7 +308,6 @@ def compile_step(
     last_backward = len(em.nodes)
     if grad_scale != 1.0:
         gimg = em.op("Mul", [gimg, em.const(1.0 / grad_scale)], hint="unscale")
-    em.raw("Identity", [gimg], ["grad"])
     if len(losses) == 1:
         em.raw("Identity", [losses[0]], ["loss"])
     else:
@@ -311,13 +315,17 @@ def compile_step(
     # Shape and Size read an activation's shape only: in float32 they would cost it a cast
     fp32_nodes = tuple(n.name for n in [*objective_nodes, *em.nodes[last_backward:]]
                        if n.op_type not in ("Shape", "Size"))
+    return _StepParts(inputs, gimg, CompiledInfo(tuple(tensors), tuple(channels), objective, guide, fp32_nodes))
 
-    outputs = [
-        helper.make_tensor_value_info("grad", onnx.TensorProto.FLOAT, ["N", image_c or "C", "H", "W"]),
-        helper.make_tensor_value_info("loss", onnx.TensorProto.FLOAT, []),
-    ]
+
+def _finish(em: Emitter, fg: ForwardGraph, what: str, inputs: list[Any], outputs: list[Any], *,
+            info: CompiledInfo) -> Any:
+    """The checked ModelProto of an emitted step or ascent graph, with dreamstate's properties."""
+    import onnx
+    from onnx import helper, numpy_helper
+
     inits = [numpy_helper.from_array(v, k) for k, v in em.inits.items()]
-    graph = helper.make_graph(em.nodes, "dream_step", inputs, outputs, inits)
+    graph = helper.make_graph(em.nodes, what, inputs, outputs, inits)
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
@@ -325,13 +333,12 @@ def compile_step(
         producer_name="dreamstate",
         producer_version=COMPILER_VERSION,
     )
-    info = CompiledInfo(tuple(tensors), tuple(channels), objective, guide, fp32_nodes)
     helper.set_model_props(
         model,
         {
-            "dreamstate.layers": ",".join(tensors),
-            "dreamstate.objective": objective,
-            "dreamstate.guide": "1" if guide else "0",
+            "dreamstate.layers": ",".join(info.layers),
+            "dreamstate.objective": info.objective,
+            "dreamstate.guide": "1" if info.guide else "0",
             "dreamstate.source_sha256": fg.sha256,
             "dreamstate.compiler": COMPILER_VERSION,
         },
@@ -339,12 +346,146 @@ def compile_step(
     try:
         onnx.checker.check_model(model, full_check=False)
     except Exception as exc:  # checker errors are ValidationError; report them as compiler bugs
-        raise ModelError(f"compiled step graph failed the ONNX checker: {exc}", hint="report this model") from exc
+        raise ModelError(f"compiled {what} graph failed the ONNX checker: {exc}", hint="report this model") from exc
     log.info(
-        "dream step compiled",
-        extra={"model": fg.source, "layers": list(tensors), "objective": objective, "nodes": len(em.nodes)},
+        "dream step compiled" if what == "dream_step" else "dream ascent compiled",
+        extra={"model": fg.source, "layers": list(info.layers), "objective": info.objective, "nodes": len(em.nodes)},
     )
-    return model, info
+    return model
+
+
+def compile_step(
+    fg: ForwardGraph,
+    layers: Sequence[str],
+    *,
+    objective: str = "layers",
+    guide: bool = False,
+    lowering: Lowering | None = None,
+    grad_scale: float = 1.0,
+) -> tuple[Any, CompiledInfo]:
+    """Build the dream-step ModelProto for ``layers`` (names or aliases) of ``fg``
+    (``grad_scale``: loss scaling, see ``_emit_step``)."""
+    import onnx
+    from onnx import helper
+
+    em = Emitter(fg)
+    parts = _emit_step(em, fg, layers, objective=objective, guide=guide, lowering=lowering or Lowering(),
+                       grad_scale=grad_scale)
+    em.raw("Identity", [parts.grad], ["grad"])
+    parts.info = dataclasses.replace(parts.info, fp32_nodes=(*parts.info.fp32_nodes, em.nodes[-1].name))
+    image_c = fg.image_channels
+    frame = ["N", image_c or "C", "H", "W"]
+    inputs = [helper.make_tensor_value_info(fg.image, onnx.TensorProto.FLOAT, frame), *parts.inputs]
+    outputs = [
+        helper.make_tensor_value_info("grad", onnx.TensorProto.FLOAT, frame),
+        helper.make_tensor_value_info("loss", onnx.TensorProto.FLOAT, []),
+    ]
+    return _finish(em, fg, "dream_step", inputs, outputs, info=parts.info), parts.info
+
+
+ASCENT_INPUTS = ("ascent_x", "ascent_shift", "ascent_step", "ascent_mask", "ascent_grad_scale",
+                 "ascent_update_scale", "ascent_lo", "ascent_hi")
+"""the ascent graph's own inputs, beside the step's (``layer_weights``, channel weights, guide)"""
+ASCENT_OUTPUTS = ("x_next", "loss")
+
+
+def _roll(em: Emitter, x: str, shift: str, *, back: bool, out: str | None = None) -> str:
+    """``np.roll(x, shift, axis=(2, 3))`` (``-shift`` when ``back``) for a dynamic (N, C, H, W)
+    ``x`` and an int64 [2] ``shift``: per axis, the last ``k = shift mod n`` rows move to the
+    front (Slice + Concat: a copy, no index tensor)."""
+    for i, axis in enumerate((2, 3)):
+        s = em.op("Slice", [shift, em.const([i], np.int64), em.const([i + 1], np.int64)], hint="jit")
+        if back:
+            s = em.op("Neg", [s], hint="jitback")
+        n = em.op("Slice", [em.shape(x), em.const([axis], np.int64), em.const([axis + 1], np.int64)], hint="len")
+        cut = em.op("Sub", [n, em.op("Mod", [s, n], hint="k")], hint="cut")
+        ax = em.const([axis], np.int64)
+        tail = em.op("Slice", [x, cut, n, ax], hint="rolltail")
+        head = em.op("Slice", [x, em.const([0], np.int64), cut, ax], hint="rollhead")
+        if out is not None and i == 1:
+            em.raw("Concat", [tail, head], [out], axis=axis)
+            return out
+        x = em.op("Concat", [tail, head], axis=axis, hint="roll")
+    return x
+
+
+def compile_ascent(
+    fg: ForwardGraph,
+    layers: Sequence[str],
+    *,
+    objective: str = "layers",
+    guide: bool = False,
+    lowering: Lowering | None = None,
+    grad_scale: float = 1.0,
+) -> tuple[Any, CompiledInfo]:
+    """One whole gradient-ascent step as one graph, so a frame can stay on the device for many
+    steps (``DreamModel.ascend`` chains it with IOBinding). The same maths as the renderer's
+    numpy step (``engine.render.dream.ascent_step`` with ``models.dream.ascent_update``):
+
+    - ``xr = roll(ascent_x, ascent_shift)`` (jitter; int64 [2] = (dy, dx), ``np.roll`` semantics);
+    - ``g``: the dream step's gradient at ``xr`` (the same emission as :func:`compile_step`,
+      with the same objective inputs: ``layer_weights``, ``channel_weights_k``, ``guide_k``),
+      rolled back by ``-shift``;
+    - ``g = g * ascent_grad_scale * ascent_mask`` (``(1, C, 1, 1)`` and ``(H, W)``);
+    - ``d = sum(|g| * [mask > 0]) / (N * C * count(mask > 0))``, the mean over the active pixels;
+    - where ``d`` is finite and above 0: ``x = x + (ascent_step / d) * (g * ascent_update_scale)``,
+      else ``x`` unchanged;
+    - ``x_next = min(max(x, ascent_lo), ascent_hi)``; ``loss`` as the step's (at ``xr``).
+
+    The scales carry the pixel scale: grad scale 1 and update scale ``s`` when one ``s`` serves
+    every channel, both ``s_c`` otherwise, as the numpy path does. Raises ``ModelError`` when the
+    model's own tensors use one of the ascent graph's names (``ASCENT_INPUTS``, ``x_next``)."""
+    import onnx
+    from onnx import helper
+
+    clash = sorted(({*ASCENT_INPUTS, ASCENT_OUTPUTS[0]}) & ({fg.image} | {o for n in fg.nodes for o in n.outputs}
+                                                            | set(fg.consts)))
+    if clash:
+        raise ModelError(f"the model {fg.source} names a tensor {clash[0]!r}, a name the fused ascent graph uses",
+                         hint="rename the tensor in the model; the numpy step loop still dreams it")
+    em = Emitter(fg)
+    em._used.update(ASCENT_INPUTS)
+    em._used.add(ASCENT_OUTPUTS[0])
+    x, shift = ASCENT_INPUTS[0], ASCENT_INPUTS[1]
+    _roll(em, x, shift, back=False, out=fg.image)  # the step's forward reads the rolled frame
+    parts = _emit_step(em, fg, layers, objective=objective, guide=guide, lowering=lowering or Lowering(),
+                       grad_scale=grad_scale)
+    first_update = len(em.nodes)
+    g = _roll(em, parts.grad, shift, back=True)
+    step, mask, gscale, uscale, lo, hi = ASCENT_INPUTS[2:]
+    mask4 = em.op("Unsqueeze", [mask, em.const([0, 1], np.int64)], hint="mask4")
+    g = em.op("Mul", [em.op("Mul", [g, gscale], hint="gdisp"), mask4], hint="gmask")
+    active = em.op("Cast", [em.op("Greater", [mask4, em.const(0.0)])], to=onnx.TensorProto.FLOAT, hint="active")
+    total = em.op("ReduceSum", [em.op("Mul", [em.op("Abs", [g]), active])], keepdims=0, hint="gabs")
+    nc = em.op("Cast", [em.op("ReduceProd", [em.op("Slice", [em.shape(x), em.const([0], np.int64),
+                                                            em.const([2], np.int64)])], keepdims=0)],
+               to=onnx.TensorProto.FLOAT, hint="nc")
+    count = em.op("Mul", [em.op("ReduceSum", [active], keepdims=0), nc], hint="count")
+    denom = em.op("Div", [total, count], hint="denom")
+    ok = em.op("And", [em.op("Greater", [denom, em.const(0.0)]), em.op("Not", [em.op("IsInf", [denom])])], hint="ok")
+    rate = em.op("Div", [step, denom], hint="rate")
+    moved = em.op("Add", [x, em.op("Mul", [rate, em.op("Mul", [g, uscale])])], hint="moved")
+    kept = em.op("Where", [ok, moved, x], hint="kept")
+    em.raw("Min", [em.op("Max", [kept, lo], hint="clip"), hi], [ASCENT_OUTPUTS[0]])
+    # the update, normalisation and clipping of the frame stay float32 in a float16 graph
+    parts.info = dataclasses.replace(parts.info, fp32_nodes=(
+        *parts.info.fp32_nodes, *(n.name for n in em.nodes[first_update:] if n.op_type not in ("Shape", "Size"))))
+    c = fg.image_channels or "C"
+    frame = ["N", c, "H", "W"]
+    per_channel = [1, c, 1, 1]
+    inputs = [
+        helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, frame),
+        helper.make_tensor_value_info(shift, onnx.TensorProto.INT64, [2]),
+        helper.make_tensor_value_info(step, onnx.TensorProto.FLOAT, []),
+        helper.make_tensor_value_info(mask, onnx.TensorProto.FLOAT, ["H", "W"]),
+        *(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, per_channel) for n in (gscale, uscale, lo, hi)),
+        *parts.inputs,
+    ]
+    outputs = [
+        helper.make_tensor_value_info(ASCENT_OUTPUTS[0], onnx.TensorProto.FLOAT, frame),
+        helper.make_tensor_value_info("loss", onnx.TensorProto.FLOAT, []),
+    ]
+    return _finish(em, fg, "dream_ascent", inputs, outputs, info=parts.info), parts.info
 
 
 def take_grad(em: Emitter, grads: dict[str, list[str]], t: str) -> str | None:

@@ -7,6 +7,10 @@ Lifecycle of :class:`DreamModel`:
   ``features`` can be called from one thread at a time per instance (onnxruntime releases the
   GIL while it runs); ``provider`` says where it runs.
 - ``step`` never changes the model; it returns a new gradient array each call.
+- ``ascend`` runs a whole run of ascent steps in the fused ascent graph (built, or read from the
+  cache, on its first call, with its own session on the same provider), chained with IOBinding
+  so the frame stays on the device; ``step_runs``, ``ascent_runs`` and ``ascent_frames_back``
+  count what ran.
 
 Pixel spaces: the renderer works in RGB [0, 1] (H, W, 3). ``to_model_space`` maps that to the
 model's input (1, C, H, W): scale to ``value_range`` (e.g. 0..255), subtract the mean, divide by
@@ -24,7 +28,7 @@ change on screen for every model, whatever its range, mean, std or channel order
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +56,13 @@ class CompiledStep:
 
 def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
                    objective: Literal["layers", "channels", "class"] = "layers", guide: bool = False,
-                   cache_dir: Path | None = None, precision: str = "fp32") -> CompiledStep:
+                   cache_dir: Path | None = None, precision: str = "fp32", ascent: bool = False) -> CompiledStep:
     """Resolve ``model``, compile its dream step for ``layers`` (default: the recommended ones)
     or take it from the cache, and return it without opening a session. ``dreamstate check``
     calls this, so a model ``run`` could not dream is refused before the show starts.
     ``precision``: ``fp32`` or ``fp16`` (``models.precision``; float32 inputs and outputs either way).
+    ``ascent=True``: the fused ascent graph (``compiler.compile_ascent``) instead of the step,
+    cached beside it under its own key.
     Raises ``ModelError`` (unsupported op, unknown layer, unreadable file) naming the cause."""
     from dreamstate.models import cache, compiler, registry
     from dreamstate.models import precision as fp
@@ -80,7 +86,8 @@ def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
         objective=objective,
         guide=guide,
         compiler=compiler.COMPILER_VERSION,
-        variant=Lowering().key() + fp.cache_variant(fp.check_precision(precision)),
+        variant=Lowering().key() + fp.cache_variant(fp.check_precision(precision))
+        + (f"|ascent{compiler.ASCENT_VERSION}" if ascent else ""),
     )
     step_path = cache.cached_path(spec.name, key, cache_dir)
     data: bytes | None = None
@@ -88,12 +95,38 @@ def compile_cached(model: str | Path, layers: Sequence[str] | None = None, *,
         data = step_path.read_bytes()
         log.info("compiled step from cache", extra={"file": str(step_path)})
     if data is None:
-        data = fp.compile_bytes(fg, tensors, objective=objective, guide=guide, precision=fp.check_precision(precision))
+        data = fp.compile_bytes(fg, tensors, objective=objective, guide=guide, precision=fp.check_precision(precision),
+                                ascent=ascent)
         try:
             cache.write_atomic(step_path, data)
         except OSError as exc:
             log.warning("cannot write the compiled-graph cache", extra={"file": str(step_path), "error": str(exc)})
     return CompiledStep(spec, fg, names, tensors, data, step_path)
+
+
+def ascent_update(x: np.ndarray, g: np.ndarray, *, step: float, pixel_scale: np.ndarray,
+                  mask: np.ndarray | None = None) -> np.ndarray:
+    """The normalised ascent update of model-space ``x`` by its gradient ``g`` (not clipped):
+    ``x + (step / mean|g_p|) * g_p * s`` with ``g_p = g * s`` the gradient in display units
+    (``s``: ``pixel_scale``, per channel) and the mean over the pixels where ``mask`` > 0 (``g_p``
+    weighted by the mask); ``x`` unchanged when that mean is 0 or not finite. The renderer's
+    numpy step and ``DreamModel.ascend``'s fallback use this; ``compiler.compile_ascent`` is
+    the same in-graph."""
+    ps = np.asarray(pixel_scale, dtype=np.float32)
+    uniform = bool(np.all(ps == ps.flat[0]))
+    if not uniform:
+        g = g * ps  # the gradient in display units (per channel)
+    if mask is not None:
+        g = g * mask[None, None]
+        active = mask > 0
+        denom = float(np.abs(g[:, :, active]).mean()) if active.any() else 0.0
+    else:
+        denom = float(np.abs(g).mean())
+    if denom > 0 and np.isfinite(denom):
+        # dx = step * g_p * s / mean|g_p|; with one s for all channels, g_p = s * g cancels in
+        # the ratio, so g stays unscaled (and denom is mean|g|): dx = step * s * g / mean|g|
+        x = x + (step / denom) * (g * (float(ps.flat[0]) if uniform else ps))
+    return x
 
 
 class DreamModel:
@@ -116,6 +149,9 @@ class DreamModel:
         device: Literal["auto", "cpu", "cuda"],
         threads: int | None,
         step_path: Path | None,
+        source: str | Path | None = None,
+        cache_dir: Path | None = None,
+        conv_algo_search: str = "HEURISTIC",
     ) -> None:
         self.name = name
         self.layers = layers
@@ -134,6 +170,14 @@ class DreamModel:
         self._device = device
         self._threads = threads
         self._features_session: Any = None
+        self._source = source
+        self._cache_dir = cache_dir
+        self._conv_algo_search = conv_algo_search
+        self._ascent_session: Any = None
+        self._ascent_error: str | None = None  # why the fused ascent is off (said once)
+        self.step_runs = 0  # step() calls: one frame host -> device -> host each
+        self.ascent_runs = 0  # fused ascent steps run with IOBinding
+        self.ascent_frames_back = 0  # frames copied back to the host by ascend() (one per call)
         from dreamstate.models.graph import min_input_size
 
         self.min_size: tuple[int, int] = min_input_size(forward, tensors) if forward is not None else (1, 1)
@@ -217,6 +261,9 @@ class DreamModel:
             device=device,
             threads=threads,
             step_path=step_path,
+            source=model,
+            cache_dir=cache_dir,
+            conv_algo_search=conv_algo_search,
         )
         loaded.precision = precision
         return loaded
@@ -285,10 +332,21 @@ class DreamModel:
         guide: Mapping[str, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, float]:
         """One forward+backward: returns (d loss / d x with x's shape, loss)."""
-        feed: dict[str, np.ndarray] = {
-            self._image: self._check_image(x),
-            "layer_weights": self.layer_vector(layer_weights),
-        }
+        feed = {self._image: self._check_image(x),
+                **self._objective_feed(layer_weights, channel_weights=channel_weights, guide=guide)}
+        grad, loss = self._session.run(["grad", "loss"], feed)
+        self.step_runs += 1
+        return grad, float(loss)
+
+    def _objective_feed(
+        self,
+        layer_weights: Mapping[str, float] | None,
+        *,
+        channel_weights: Mapping[str, np.ndarray] | None,
+        guide: Mapping[str, np.ndarray] | None,
+    ) -> dict[str, np.ndarray]:
+        """The step's inputs besides the image (the ascent graph takes the same ones)."""
+        feed: dict[str, np.ndarray] = {"layer_weights": self.layer_vector(layer_weights)}
         if self.objective in ("channels", "class") and not self.guide:
             given = {
                 self._layer_index(k): np.asarray(v, np.float32).reshape(-1) for k, v in (channel_weights or {}).items()
@@ -333,8 +391,7 @@ class DreamModel:
             raise ModelError(
                 "guide features given, but this step was compiled without a guide", hint="load with guide=True"
             )
-        grad, loss = self._session.run(["grad", "loss"], feed)
-        return grad, float(loss)
+        return feed
 
     def features(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Activations of the compiled layers for image ``x`` (keys: the layer names)."""
@@ -349,3 +406,132 @@ class DreamModel:
             )
         outs = self._features_session.run(list(self.tensors), {self._image: self._check_image(x)})
         return {n: o for n, o in zip(self.layers, outs, strict=True)}
+
+    # ------------------------------------------------------------------ fused ascent
+    def _ascent(self) -> Any:
+        """The fused ascent session, built (or read from the cache) on first use; None when it
+        cannot be, after one warning that names the model and the reason."""
+        if self._ascent_session is not None or self._ascent_error is not None:
+            return self._ascent_session
+        from dreamstate.models.session import make_session
+
+        try:
+            if self._source is None:
+                raise ModelError("the model was not loaded from a file (DreamModel.load)", hint="load it so")
+            objective: Literal["layers", "channels", "class"] = (
+                "channels" if self.objective == "channels" else "class" if self.objective == "class" else "layers")
+            compiled = compile_cached(self._source, list(self.tensors), objective=objective, guide=self.guide,
+                                      cache_dir=self._cache_dir, ascent=True, precision=self.precision)
+            device: Literal["auto", "cpu", "cuda"] = "cuda" if self.provider.startswith("CUDA") else "cpu"
+            self._ascent_session, _ = make_session(compiled.data, device=device, threads=self._threads,
+                                                   what=f"{self.name} ascent",
+                                                   conv_algo_search=self._conv_algo_search)
+        except ModelError as exc:
+            self._ascent_error = str(exc)
+            log.warning("fused ascent unavailable for this model: it dreams with the numpy step loop",
+                        extra={"model": self.name, "reason": self._ascent_error})
+            return None
+        return self._ascent_session
+
+    @property
+    def fused(self) -> bool:
+        """Whether ``ascend`` runs the fused graph (builds it on first ask; False after the one
+        warning when it cannot)."""
+        return self._ascent() is not None
+
+    def ascend(
+        self,
+        x: np.ndarray,
+        shifts: Sequence[tuple[int, int]],
+        *,
+        step: float,
+        mask: np.ndarray | None = None,
+        layer_weights: Mapping[str, float] | None = None,
+        channel_weights: Mapping[str, np.ndarray] | None = None,
+        guide: Mapping[str, np.ndarray] | None = None,
+        on_step: Callable[[], None] | None = None,
+    ) -> tuple[np.ndarray, list[float]]:
+        """``len(shifts)`` jittered, normalised ascent steps on model-space ``x`` (1, C, H, W);
+        returns (the clipped result, each step's loss). Step k rolls by ``shifts[k]`` = (dy, dx)
+        before its gradient and back after; ``step`` is in display levels, ``mask`` (H, W)
+        weights the gradient (``ascent_update``).
+
+        The fused ascent graph runs every step with onnxruntime IOBinding: two frame buffers on
+        the session's device ('cuda' on the CUDA provider, else 'cpu') take turns as input and
+        output, so the frame crosses to the device once and only the final frame comes back
+        (the losses stay there as scalars until the end). When the fused graph cannot be built
+        for this model, the same steps run as ``step`` + numpy (one warning says why).
+        ``on_step`` is called after each step. ``x`` is not changed."""
+        x = self._check_image(x)
+        h, w = x.shape[2], x.shape[3]
+        if h < self.min_size[0] or w < self.min_size[1]:
+            raise ModelError(f"{self.name} needs at least {self.min_size[1]}x{self.min_size[0]} px, got {w}x{h}",
+                             hint="pad the frame (the renderer's tiled_gradient does) or dream it larger")
+        if mask is not None and np.shape(mask) != (h, w):
+            raise ModelError(f"mask shape {np.shape(mask)} is not the frame's {(h, w)}", hint="fit the mask first")
+        feed = self._objective_feed(layer_weights, channel_weights=channel_weights, guide=guide)
+        session = self._ascent()
+        if session is None:
+            return self._ascend_numpy(x, shifts, step=step, mask=mask, feed=feed, on_step=on_step)
+        return self._ascend_fused(session, x, shifts, step=step, mask=mask, feed=feed, on_step=on_step)
+
+    def _ascend_numpy(self, x: np.ndarray, shifts: Sequence[tuple[int, int]], *, step: float,
+                      mask: np.ndarray | None, feed: dict[str, np.ndarray],
+                      on_step: Callable[[], None] | None) -> tuple[np.ndarray, list[float]]:
+        losses: list[float] = []
+        for dy, dx in shifts:
+            xr = np.roll(x, (dy, dx), axis=(2, 3)) if (dy or dx) else x
+            g, loss = self._session.run(["grad", "loss"], {self._image: np.ascontiguousarray(xr), **feed})
+            self.step_runs += 1
+            if dy or dx:
+                g = np.roll(g, (-dy, -dx), axis=(2, 3))
+            x = self.clip(np.asarray(ascent_update(x, g, step=step, pixel_scale=self.pixel_scale, mask=mask),
+                                     dtype=np.float32))
+            losses.append(float(loss))
+            if on_step is not None:
+                on_step()
+        return x, losses
+
+    def _ascend_fused(self, session: Any, x: np.ndarray, shifts: Sequence[tuple[int, int]], *, step: float,
+                      mask: np.ndarray | None, feed: dict[str, np.ndarray],
+                      on_step: Callable[[], None] | None) -> tuple[np.ndarray, list[float]]:
+        import onnxruntime as ort
+
+        device = "cuda" if self.provider.startswith("CUDA") else "cpu"
+        h, w = x.shape[2], x.shape[3]
+        ps = np.asarray(self.pixel_scale, np.float32).reshape(1, -1, 1, 1)
+        uniform = bool(np.all(ps == ps.flat[0]))
+        consts: dict[str, np.ndarray] = {
+            "ascent_step": np.asarray(step, np.float32),
+            "ascent_mask": np.ones((h, w), np.float32) if mask is None else np.ascontiguousarray(mask, np.float32),
+            # as ascent_update: one scale for every channel cancels in the ratio (grad scale 1)
+            "ascent_grad_scale": np.ones_like(ps) if uniform else ps,
+            "ascent_update_scale": ps,
+            "ascent_lo": self._lo,
+            "ascent_hi": self._hi,
+            **feed,
+        }
+        binding = session.io_binding()
+        keep = []  # the bound values must outlive the runs
+        for name, arr in consts.items():
+            value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr), device, 0)
+            keep.append(value)
+            binding.bind_ortvalue_input(name, value)
+        # a copy: on the CPU an OrtValue wraps the numpy memory, and the buffers are written
+        cur = ort.OrtValue.ortvalue_from_numpy(np.array(x, dtype=np.float32, copy=True), device, 0)
+        nxt = ort.OrtValue.ortvalue_from_shape_and_type(list(x.shape), np.float32, device, 0)
+        losses = [ort.OrtValue.ortvalue_from_shape_and_type([], np.float32, device, 0) for _ in shifts]
+        for k, (dy, dx) in enumerate(shifts):
+            shift = ort.OrtValue.ortvalue_from_numpy(np.asarray([dy, dx], np.int64), "cpu", 0)
+            binding.bind_ortvalue_input("ascent_shift", shift)
+            binding.bind_ortvalue_input("ascent_x", cur)
+            binding.bind_ortvalue_output("x_next", nxt)
+            binding.bind_ortvalue_output("loss", losses[k])
+            session.run_with_iobinding(binding)
+            self.ascent_runs += 1
+            cur, nxt = nxt, cur
+            if on_step is not None:
+                on_step()
+        out = np.array(cur.numpy(), dtype=np.float32, copy=True)  # the one frame back to the host
+        self.ascent_frames_back += 1
+        return out, [float(v.numpy()) for v in losses]

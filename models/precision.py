@@ -220,15 +220,18 @@ def _prune(graph: Any) -> None:
         graph.initializer.remove(t)
 
 
-def compile_bytes(fg: Any, tensors: Sequence[str], *, objective: str, guide: bool, precision: Precision) -> bytes:
-    """The serialized dream step of ``fg`` for ``tensors`` in ``precision``: float32 as the
-    compiler writes it, or float16 with the loss scale and ``to_fp16``."""
+def compile_bytes(fg: Any, tensors: Sequence[str], *, objective: str, guide: bool, precision: Precision,
+                  ascent: bool = False) -> bytes:
+    """The serialized dream step (``ascent``: the fused ascent graph) of ``fg`` for ``tensors``
+    in ``precision``: float32 as the compiler writes it, or float16 with the loss scale and
+    ``to_fp16``."""
     from dreamstate.models import compiler
 
+    build = compiler.compile_ascent if ascent else compiler.compile_step
     if precision == "fp32":
-        model, _ = compiler.compile_step(fg, tensors, objective=objective, guide=guide)
+        model, _ = build(fg, tensors, objective=objective, guide=guide)
     else:
-        scaled, info = compiler.compile_step(fg, tensors, objective=objective, guide=guide, grad_scale=GRAD_SCALE)
+        scaled, info = build(fg, tensors, objective=objective, guide=guide, grad_scale=GRAD_SCALE)
         model = to_fp16(scaled, info.fp32_nodes)
     data: bytes = model.SerializeToString()
     return data

@@ -140,6 +140,36 @@ def test_the_fp16_gradient_points_where_the_fp32_one_does(name: str, shared_mode
     assert abs(float(l16) - l32) <= 0.02 * abs(l32)  # the loss too, computed in fp32 from fp16 activations
 
 
+@pytest.mark.parametrize("name", ["starter", "squeezenet", "efficientnet-lite0"])
+def test_the_fused_ascent_graph_converts_too_and_moves_the_frame_like_fp32(name: str, shared_models: Path,
+                                                                           cache: Path) -> None:
+    """``DreamModel.ascend`` on an fp16 show runs the fused ascent graph in fp16: its update,
+    normalisation and clip stay float32 (``CompiledInfo.fp32_nodes``), and one step moves the
+    frame where the float32 graph moves it."""
+    source = _source(name, shared_models)
+    dm = DreamModel.load(source, device="cpu", threads=2, cache_dir=cache)
+    x = dm.to_model_space(_china(128, 96))
+    c = x.shape[1]
+    feed = {"ascent_x": x, "ascent_shift": np.array([3, 5], np.int64), "ascent_step": np.array(0.01, np.float32),
+            "ascent_mask": np.ones(x.shape[2:], np.float32), "ascent_grad_scale": np.ones((1, c, 1, 1), np.float32),
+            "ascent_update_scale": np.ones((1, c, 1, 1), np.float32),
+            "ascent_lo": np.full((1, c, 1, 1), -1e3, np.float32), "ascent_hi": np.full((1, c, 1, 1), 1e3, np.float32),
+            "layer_weights": dm.layer_vector(None)}
+    moved = {}
+    for precision in ("fp32", "fp16"):
+        data = compile_cached(source, cache_dir=cache, precision=precision, ascent=True).data
+        if precision == "fp16":
+            model = onnx.load_from_string(data)
+            assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+            assert _elem_types(model)["x_next"] == onnx.TensorProto.FLOAT
+        x_next, _loss = _cpu(data).run(["x_next", "loss"], feed)
+        moved[precision] = (x_next - x).ravel()
+    d32, d16 = moved["fp32"], moved["fp16"]
+    cos = float(d32 @ d16 / (np.linalg.norm(d32) * np.linalg.norm(d16)))
+    assert cos >= COSINE_BOUND[name], f"{name}: cosine {cos:.4f}"
+    assert abs(float(np.linalg.norm(d16) / np.linalg.norm(d32)) - 1) < 0.05  # same step length
+
+
 @pytest.mark.parametrize(("objective", "guide"), [("channels", False), ("layers", True), ("class", False)])
 def test_every_objective_converts_and_agrees(objective: str, guide: bool, cache: Path) -> None:
     """The channel, guide and class objectives convert too, and their fp16 gradients agree

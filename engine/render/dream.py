@@ -19,6 +19,11 @@ The algorithm follows google/deepdream's notebook:
 * Masks: per-pixel gradient weights; the result is composited as ``src + mask * (out - src)``
   so pixels where the mask is 0 stay exactly as they were.
 * Guide: another image's layer features steer the objective (``DreamModel.step(guide=...)``).
+* Fused steps: where a frame needs neither tiles nor padding and the model has ``ascend``
+  (``models.dream.DreamModel``), an octave's steps run as one ``ascend`` call: the fused ascent
+  graph, chained with IOBinding, so the frame stays on the device (CUDA) between steps and only
+  the last one comes back. Same shifts from the same seed, same maths; the numpy loop below
+  is the path for tiles, padding and step models without ``ascend``.
 
 Everything here works on a ``StepModel``: anything with ``DreamModel``'s methods (the real
 ``models.dream.DreamModel``, or a wrapper around one that, e.g., slows it down in a test).
@@ -31,7 +36,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +45,7 @@ from dreamstate.engine.core.errors import RenderError
 from dreamstate.engine.core.images import RGB, resize
 from dreamstate.engine.core.records import DreamRecipe
 from dreamstate.engine.render.masks import Mask, fit_mask
+from dreamstate.models.dream import ascent_update
 
 log = logging.getLogger("dreamstate.render")
 
@@ -166,35 +172,71 @@ def tiled_gradient(model: StepModel, x: Tensor, params: DreamParams,
     return g, total
 
 
+def jitter_shift(rng: np.random.Generator, h: int, w: int, jitter: int) -> tuple[int, int]:
+    """The roll (dy, dx) of one step: up to ``jitter`` pixels, and at most half the frame."""
+    jy = min(jitter, h // 2)
+    jx = min(jitter, w // 2)
+    oy = int(rng.integers(-jy, jy + 1)) if jy > 0 else 0
+    ox = int(rng.integers(-jx, jx + 1)) if jx > 0 else 0
+    return oy, ox
+
+
 def ascent_step(model: StepModel, x: Tensor, params: DreamParams, *,
                 mask: Mask | None = None, guide: Mapping[str, Any] | None = None,
                 rng: np.random.Generator) -> tuple[Tensor, float]:
     """One jittered, normalised gradient-ascent step on ``x`` (model space); returns (x, loss)."""
-    h, w = x.shape[2], x.shape[3]
-    jy = min(params.jitter, h // 2)
-    jx = min(params.jitter, w // 2)
-    oy = int(rng.integers(-jy, jy + 1)) if jy > 0 else 0
-    ox = int(rng.integers(-jx, jx + 1)) if jx > 0 else 0
+    oy, ox = jitter_shift(rng, x.shape[2], x.shape[3], params.jitter)
     xr = np.roll(x, (oy, ox), axis=(2, 3)) if (oy or ox) else x
     g, loss = tiled_gradient(model, xr, params, guide)
     if oy or ox:
         g = np.roll(g, (-oy, -ox), axis=(2, 3))
-    ps = np.asarray(model.pixel_scale, dtype=np.float32)
-    uniform = bool(np.all(ps == ps.flat[0]))
-    if not uniform:
-        g = g * ps  # the gradient in display units (per channel)
-    if mask is not None:
-        g = g * mask[None, None]
-        active = mask > 0
-        denom = float(np.abs(g[:, :, active]).mean()) if active.any() else 0.0
-    else:
-        denom = float(np.abs(g).mean())
-    if denom > 0 and np.isfinite(denom):
-        # dx = step * g_p * s / mean|g_p|; with one s for all channels, g_p = s * g cancels in
-        # the ratio, so g stays unscaled (and denom is mean|g|): dx = step * s * g / mean|g|
-        x = x + (params.step / denom) * (g * (float(ps.flat[0]) if uniform else ps))
+    x = ascent_update(x, g, step=params.step, pixel_scale=model.pixel_scale, mask=mask)
     out: Tensor = np.asarray(model.clip(x), dtype=np.float32)
     return out, loss
+
+
+class AscentModel(StepModel, Protocol):
+    """A step model that also runs whole ascents in one call (``DreamModel.ascend``: the fused
+    graph, the frame kept on the device between steps)."""
+
+    def ascend(self, x: Any, shifts: Sequence[tuple[int, int]], *, step: float, mask: Any = None,
+               layer_weights: Mapping[str, float] | None = None, channel_weights: Any = None,
+               guide: Mapping[str, Any] | None = None,
+               on_step: Callable[[], None] | None = None) -> tuple[Any, list[float]]: ...
+
+
+def fused_model(model: StepModel, h: int, w: int, params: DreamParams) -> AscentModel | None:
+    """``model`` when its own class has ``ascend`` and an (h, w) frame needs neither tiles nor
+    padding, so the fused ascent applies; else None (the numpy step loop). A wrapper that only
+    forwards attributes (``__getattr__``) keeps the numpy loop, and with it its own ``step``."""
+    if not callable(getattr(type(model), "ascend", None)):
+        return None
+    mh, mw = model_min_size(model)
+    if h < mh or w < mw or len(tile_edges(h, params.tile)) > 1 or len(tile_edges(w, params.tile)) > 1:
+        return None
+    return cast("AscentModel", model)
+
+
+def ascend_steps(model: StepModel, x: Tensor, params: DreamParams, steps: int, *,
+                 mask: Mask | None = None, guide: Mapping[str, Any] | None = None,
+                 rng: np.random.Generator,
+                 on_step: Callable[[], None] | None = None) -> tuple[Tensor, float]:
+    """``steps`` ascent steps on ``x``: in one ``ascend`` call where :func:`fused_model` allows,
+    else ``ascent_step`` by ``ascent_step``. Both draw the same jitter from ``rng``, so a seed
+    gives the same shifts either way. Returns (x, the last step's loss)."""
+    fused = fused_model(model, x.shape[2], x.shape[3], params)
+    if fused is not None and steps > 0:
+        shifts = [jitter_shift(rng, x.shape[2], x.shape[3], params.jitter) for _ in range(steps)]
+        out, losses = fused.ascend(x, shifts, step=params.step, mask=mask, layer_weights=params.layer_weights,
+                                   channel_weights=dict(params.channels) if params.channels else None,
+                                   guide=guide, on_step=on_step)
+        return np.asarray(out, dtype=np.float32), losses[-1]
+    loss = 0.0
+    for _ in range(steps):
+        x, loss = ascent_step(model, x, params, mask=mask, guide=guide, rng=rng)
+        if on_step is not None:
+            on_step()
+    return x, loss
 
 
 def guide_features(model: StepModel, guide_rgb: RGB, *, max_side: int = 512) -> dict[str, Any]:
@@ -254,11 +296,15 @@ def dream_image(model: StepModel, rgb: RGB, params: DreamParams, *, mask: Mask |
             xb_plus = xb
         x = np.asarray(model.clip(np.array(xb_plus, dtype=np.float32)), dtype=np.float32)
         m = fit_mask(mask, bh, bw, warn=False) if mask is not None else None
-        for _ in range(params.steps_per_octave):
-            x, _loss = ascent_step(model, x, params, mask=m, guide=guide, rng=rng)
+
+        def stepped() -> None:
+            nonlocal done
             done += 1
             if progress is not None:
                 progress(done, total)
+
+        x, _loss = ascend_steps(model, x, params, params.steps_per_octave, mask=m, guide=guide, rng=rng,
+                                on_step=stepped)
         detail = x - xb
     out = np.clip(np.asarray(model.from_model_space(x), dtype=np.float32), 0.0, 1.0)
     return composite(rgb, out, mask)
@@ -277,10 +323,7 @@ def dream_octave(model: StepModel, rgb: RGB, params: DreamParams, octave: int, *
     small = resize(rgb, (ow, oh))
     x0 = np.asarray(model.to_model_space(small), dtype=np.float32)
     m = fit_mask(mask, oh, ow, warn=False) if mask is not None else None
-    x = x0
-    loss = 0.0
-    for _ in range(steps):
-        x, loss = ascent_step(model, x, params, mask=m, guide=guide, rng=rng)
+    x, loss = ascend_steps(model, x0, params, steps, mask=m, guide=guide, rng=rng)
     delta = np.asarray(model.from_model_space(x), dtype=np.float32) - \
         np.asarray(model.from_model_space(x0), dtype=np.float32)
     if (ow, oh) != (w, h):

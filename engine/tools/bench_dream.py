@@ -7,12 +7,20 @@ process. The two are timed *alternately*, one step each, so a shared, noisy mach
 alike; the reported ratio is the median of the per-pair ratios ORT/torch (lower is better). It
 also prints how far apart the two gradients are (relative L2), a cross-check that both compute the
 same thing. Both runtimes get the same input: seeded noise mapped into the model's own range.
+Without torch installed, that table times onnxruntime only (as ``--no-torch``).
+
+A second table times the numpy step loop (``engine.render.dream.ascent_step``: one step-graph
+run per step, the frame to the host and back each time, the update in numpy) against the fused
+ascent (``DreamModel.ascend``: the whole update in the graph, the steps chained with IOBinding,
+one frame back per run of ``--ascent-steps`` steps), on ``--device`` (default auto: CUDA when it
+loads). Both run the same jittered steps from the same frame, alternately; it needs no torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import select
@@ -42,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-torch", action="store_true", help="time onnxruntime only")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                         help="the onnxruntime step's number format; fp16 needs CUDA (on the CPU: a warning, then fp32)")
+    parser.add_argument("--ascent-steps", type=int, default=10,
+                        help="steps per timed run in the numpy-loop vs fused-ascent table (0: no table; default 10)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the numpy-loop vs fused-ascent table runs (default auto: CUDA when it loads)")
 
 
 def _default_models() -> list[str]:
@@ -192,6 +204,81 @@ def run_model(
     return rows
 
 
+@dataclass
+class AscentRow:
+    model: str
+    size: tuple[int, int]
+    provider: str
+    numpy_s: list[float]  # per step
+    fused_s: list[float]  # per step
+    rel_diff: float  # mean |fused - numpy| / mean |numpy - start| after one run
+
+
+def run_ascent(model: str, layers: list[str] | None, sizes: list[tuple[int, int]],
+               args: argparse.Namespace) -> list[AscentRow]:
+    """The numpy step loop against the fused ascent, ``args.ascent_steps`` steps a run, timed
+    alternately ``args.repeat`` times per size after one warm-up run each."""
+    import numpy as np
+
+    from dreamstate.engine.render.dream import DreamParams, ascent_step, jitter_shift
+    from dreamstate.engine.tools.torch_ref import bench_image  # numpy only; torch is imported lazily there
+    from dreamstate.models.dream import DreamModel
+
+    dm = DreamModel.load(model, layers, device=args.device, threads=args.threads, precision=args.precision)
+    if not dm.fused:
+        print(f"{dm.name}: no fused ascent graph (the log says why); not timed")  # noqa: T201 -- benchmark output
+        return []
+    params = DreamParams(jitter=32, tile=0)  # one tile: the case the renderer fuses
+    n = args.ascent_steps
+    rows: list[AscentRow] = []
+    for w, h in sizes:
+        x0 = dm.to_model_space(bench_image(w, h))
+        rng = np.random.default_rng(0)
+        shifts = [jitter_shift(rng, h, w, params.jitter) for _ in range(n)]
+
+        def numpy_loop(x: np.ndarray) -> np.ndarray:
+            rng = np.random.default_rng(0)  # the same shifts as the fused run
+            for _ in range(n):
+                x, _loss = ascent_step(dm, x, params, rng=rng)
+            return x
+
+        ref, out = numpy_loop(x0), dm.ascend(x0, shifts, step=params.step)[0]  # warm-up, and the check
+        moved = float(np.abs(ref - x0).mean())
+        rel = float(np.abs(out - ref).mean()) / moved if moved > 0 else float("nan")
+        numpy_s: list[float] = []
+        fused_s: list[float] = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            numpy_loop(x0)
+            numpy_s.append((time.perf_counter() - t0) / n)
+            t0 = time.perf_counter()
+            dm.ascend(x0, shifts, step=params.step)
+            fused_s.append((time.perf_counter() - t0) / n)
+        rows.append(AscentRow(dm.name, (w, h), dm.provider, numpy_s, fused_s, rel))
+    return rows
+
+
+def ascent_table(models: list[str], layers: list[str] | None, sizes: list[tuple[int, int]],
+                 args: argparse.Namespace) -> Any:
+    import numpy as np
+    import onnxruntime as ort
+    from rich.table import Table
+
+    table = Table(title=f"numpy step loop vs fused ascent (IOBinding), {args.ascent_steps} steps a run, "
+                        f"{args.repeat} alternating runs, device {args.device}, {args.threads} CPU threads "
+                        f"(onnxruntime {ort.__version__})")
+    for col in ("model", "size", "provider", "numpy loop ms/step", "fused ms/step", "ratio fused/numpy",
+                "numpy min", "fused min", "rel. diff after a run"):
+        table.add_column(col)
+    for model in models:
+        for row in run_ascent(model, layers, sizes, args):
+            a, b = np.asarray(row.numpy_s), np.asarray(row.fused_s)
+            table.add_row(row.model, f"{row.size[0]}x{row.size[1]}", row.provider.replace("ExecutionProvider", ""),
+                          f"{np.median(a) * 1e3:.1f}", f"{np.median(b) * 1e3:.1f}", f"{float(np.median(b / a)):.2f}",
+                          f"{a.min() * 1e3:.1f}", f"{b.min() * 1e3:.1f}", f"{row.rel_diff:.1e}")
+    return table
+
+
 def main(args: argparse.Namespace) -> int:
     import numpy as np
     import onnxruntime as ort
@@ -202,6 +289,10 @@ def main(args: argparse.Namespace) -> int:
     models = args.model or _default_models()
     layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
     console = Console(width=160)
+    if not args.no_torch and importlib.util.find_spec("torch") is None:
+        console.print("torch is not installed: the first table times onnxruntime only "
+                      "(pip install 'dreamstate[export]' for the torch peer)", markup=False)
+        args.no_torch = True
     title = (
         f"dream step, CPU, {args.threads} threads, {args.repeat} alternating step pairs (onnxruntime {ort.__version__})"
     )
@@ -243,4 +334,6 @@ def main(args: argparse.Namespace) -> int:
         console.print(
             f"ratio ORT/torch (median of per-pair ratios): {', '.join(f'{r:.2f}' for r in ratios)} (target <= 0.60)"
         )
+    if args.ascent_steps > 0:
+        console.print(ascent_table(models, layers, sizes, args))
     return 0
