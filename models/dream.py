@@ -178,6 +178,11 @@ class DreamModel:
         self.step_runs = 0  # step() calls: one frame host -> device -> host each
         self.ascent_runs = 0  # fused ascent steps run with IOBinding
         self.ascent_frames_back = 0  # frames copied back to the host by ascend() (one per call)
+        self.prefer_fused: bool = provider.startswith("CUDA")
+        """Whether the renderer (``engine.render.dream.fused_model``) hands runs of steps to
+        ``ascend``: on where the session runs on CUDA, where the fused graph saves a transfer each
+        way and a sync per step; off on the CPU, where it measured 0-6 % slower than the numpy
+        loop (docs/BENCHMARKS.md) and would cost a second session. ``ascend`` works either way."""
         from dreamstate.models.graph import min_input_size
 
         self.min_size: tuple[int, int] = min_input_size(forward, tensors) if forward is not None else (1, 1)

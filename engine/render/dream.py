@@ -206,10 +206,11 @@ class AscentModel(StepModel, Protocol):
 
 
 def fused_model(model: StepModel, h: int, w: int, params: DreamParams) -> AscentModel | None:
-    """``model`` when its own class has ``ascend`` and an (h, w) frame needs neither tiles nor
-    padding, so the fused ascent applies; else None (the numpy step loop). A wrapper that only
-    forwards attributes (``__getattr__``) keeps the numpy loop, and with it its own ``step``."""
-    if not callable(getattr(type(model), "ascend", None)):
+    """``model`` when its own class has ``ascend``, it prefers it (``DreamModel.prefer_fused``:
+    on CUDA) and an (h, w) frame needs neither tiles nor padding, so the fused ascent applies;
+    else None (the numpy step loop). A wrapper that only forwards attributes (``__getattr__``)
+    keeps the numpy loop, and with it its own ``step``."""
+    if not callable(getattr(type(model), "ascend", None)) or not getattr(model, "prefer_fused", False):
         return None
     mh, mw = model_min_size(model)
     if h < mh or w < mw or len(tile_edges(h, params.tile)) > 1 or len(tile_edges(w, params.tile)) > 1:
