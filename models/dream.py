@@ -221,8 +221,10 @@ class DreamModel:
     ) -> DreamModel:
         from dreamstate.models import cache
         from dreamstate.models import precision as fp
-        from dreamstate.models.session import CUDA, make_session
+        from dreamstate.models.session import CUDA, cuda_missing, make_session
 
+        if device == "cuda" and (missing := cuda_missing()) is not None:
+            raise missing  # before the cache: a missing provider is not a corrupt cache entry
         precision = fp.runnable_precision(precision, device)  # fp16 only where CUDA may run it
         compiled = compile_cached(model, layers, objective=objective, guide=guide, cache_dir=cache_dir,
                                   precision=precision)

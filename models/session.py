@@ -40,6 +40,20 @@ def available_providers() -> list[str]:
     return list(ort.get_available_providers())
 
 
+def cuda_missing(asked_by: str = "--device cuda") -> ModelError | None:
+    """The error for ``device = "cuda"`` where this onnxruntime has no CUDA provider (None when it
+    has one). ``asked_by`` names where cuda was asked for (the flag, or ``output.device``).
+    A configuration error: retrying does not fix it, so callers refuse before any work."""
+    have = available_providers()
+    if CUDA in have:
+        return None
+    return ModelError(
+        f"{asked_by} asks for CUDA, but this onnxruntime has no CUDA provider (has {have})",
+        hint="pip install 'dreamstate[gpu]' (onnxruntime-gpu) on a machine with a CUDA GPU, "
+        "or use device auto (CUDA when it loads, else the CPU) or cpu",
+    )
+
+
 def session_options(threads: int | None) -> Any:
     import onnxruntime as ort
 
@@ -69,11 +83,8 @@ def make_session(
     have = available_providers()
     so = session_options(threads)
     want_cuda = device == "cuda" or (device == "auto" and CUDA in have)
-    if device == "cuda" and CUDA not in have:
-        raise ModelError(
-            f"--device cuda asked for, but this onnxruntime has no CUDA provider (has {have})",
-            hint="pip install 'dreamstate[gpu]' (onnxruntime-gpu) or use --device cpu",
-        )
+    if device == "cuda" and (missing := cuda_missing()) is not None:
+        raise missing
     if want_cuda:
         try:
             sess = ort.InferenceSession(model, so, providers=[cuda, CPU])

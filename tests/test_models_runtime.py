@@ -134,6 +134,39 @@ def test_device_choice(shared_models: Path, caplog: pytest.LogCaptureFixture) ->
             DreamModel.load(shared_models / "SqueezeNet_fp16.onnx", ["fire2/concat"], device="cuda")
 
 
+NO_CUDA = pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
+                             reason="this onnxruntime has CUDA: the refusal cannot happen here")
+
+
+@NO_CUDA
+def test_device_cuda_without_cuda_keeps_the_cached_step(tmp_path: Path) -> None:
+    """A missing CUDA provider is a configuration error, not a corrupt cache entry: the cached
+    step stays (it was deleted and recompiled on every render-stage retry before)."""
+    m = DreamModel.load("starter", device="cpu", cache_dir=tmp_path)
+    assert m.step_path is not None
+    before = m.step_path.stat().st_mtime_ns
+    with pytest.raises(ModelError, match="no CUDA provider"):
+        DreamModel.load("starter", device="cuda", cache_dir=tmp_path)
+    assert m.step_path.stat().st_mtime_ns == before
+
+
+@NO_CUDA
+def test_a_cuda_show_without_cuda_is_refused_before_it_starts(tmp_path: Path,
+                                                              capfd: pytest.CaptureFixture[str]) -> None:
+    """docs/gpu.md: device = "cuda" refuses to start. It used to pass `check`, then retry the
+    render stage for the whole run with no picture, and exit 0."""
+    show = tmp_path / "show.toml"
+    base = ('[show]\nmodel = "starter"\n[scenes.calm]\nlayers = { block2 = 1.0 }\n'
+            '[scenes.attract]\nlayers = { block2 = 1.0 }\n[output]\nkind = "none"\n')
+    show.write_text(base + 'device = "cuda"\n')
+    assert cli_main(["check", str(show)]) == 1
+    err = capfd.readouterr().err
+    assert 'output.device: output.device = "cuda" asks for CUDA' in err and "dreamstate[gpu]" in err
+    show.write_text(base)
+    assert cli_main(["run", str(show), "--device", "cuda", "--seconds", "5"]) == 1
+    assert "output.device: --device cuda asks for CUDA" in capfd.readouterr().err
+
+
 def test_registry_names_and_unknown_model() -> None:
     for name in ("googlenet", "squeezenet1.0", "squeezenet1.1", "googlenet-torchvision", "starter"):
         assert name in registry.names()

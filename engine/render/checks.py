@@ -9,6 +9,7 @@
 * ``show.model``: the model must resolve (a registry name, or a file inside the show folder:
   :func:`model_source`), and its dream step must compile for the scenes' layers (compiled once,
   then cached), so ``run`` never starts with a model it cannot dream;
+* ``output.device``: ``"cuda"`` needs onnxruntime's CUDA provider (the ``gpu`` extra);
 * ``scenes.<s>.layers.<name>`` and ``scenes.<s>.channels.<name>``: the layer must exist in the
   show's model. Layers are listed from the ONNX graph without compiling anything.
 * ``scenes.<s>.draw[i]`` (``mode = "drawing"``): the show's model must be a classifier (one
@@ -134,7 +135,11 @@ def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
     layers = list(dict.fromkeys(k for s in show.scenes.values() for k in s.layers))
     try:
         source = model_source(loaded)
-        precision = show.output.precision  # an fp16 step must convert as well as compile
+        # what run will compile: fp16 converts as well as compiles where it can run; on a machine
+        # without CUDA it is fp32 (with the one warning saying so)
+        from dreamstate.models.precision import runnable_precision
+
+        precision = runnable_precision(show.output.precision, show.output.device)
         compile_cached(source, layers or None, precision=precision)
         if any(s.guide for s in show.scenes.values()):
             compile_cached(source, layers or None, guide=True, precision=precision)
@@ -211,10 +216,24 @@ def _seeing_problems(loaded: LoadedShow, graph: Any, spec: Any) -> list[tuple[st
     return problems
 
 
+def check_device(loaded: LoadedShow, asked_by: str = "output.device = \"cuda\"") -> list[tuple[str, str]]:
+    """``output.device = "cuda"`` (or ``run --device cuda``: ``asked_by``) where onnxruntime has no
+    CUDA provider: refused before the show starts, since a render stage that cannot open its
+    session would only fail and retry for the whole run with no picture."""
+    from dreamstate.models.session import cuda_missing
+
+    if loaded.show.output.device != "cuda":
+        return []
+    missing = cuda_missing(asked_by)
+    if missing is None:
+        return []
+    return [("output.device", str(missing))]
+
+
 def check_render(loaded: LoadedShow) -> list[tuple[str, str]]:
     """Every render problem in the show (see the module docstring)."""
     show = loaded.show
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = check_device(loaded)
     for i, img in enumerate(show.show.images):
         msg = _image_problem(loaded, f"show.images[{i}]", img)
         if msg:

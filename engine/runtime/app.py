@@ -1147,8 +1147,11 @@ def run_show(args: argparse.Namespace) -> int:
     if updates:
         loaded = loaded.with_show(show.model_copy(update={"output": out.model_copy(update=updates)}))
         from dreamstate.engine.output.ndi import check_ndi
+        from dreamstate.engine.render.checks import check_device
 
-        if problems := check_ndi(loaded):  # `--output ndi` asks for NDI after the show's own check
+        # `--output ndi` and `--device cuda` ask for NDI and CUDA after the show's own check
+        problems = check_ndi(loaded) + (check_device(loaded, "--device cuda") if args.device == "cuda" else [])
+        if problems:
             raise ShowError(loaded.source, problems)
     for key, message in loaded.warnings:
         log.warning("show: %s: %s", key, message)
