@@ -311,3 +311,30 @@ def test_bench_dream_times_the_numpy_loop_against_the_fused_ascent(capsys: pytes
     assert float(cells[8]) < CHAIN_MEAN_TOL  # the two runs dreamed the same
     assert cli_main([*argv[:-4], "--ascent-steps", "0"]) == 0
     assert "fused ascent" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--repeat", "0"], "argument --repeat: 0 must be at least 1"),
+    (["--ascent-steps", "-1"], "argument --ascent-steps: -1 must be 0 or more"),
+    (["--sizes", "0x0"], "size '0x0' is out of range"),
+    (["--sizes", "224"], "size '224' must look like 640x360"),
+])
+def test_bench_dream_refuses_bad_numbers_up_front(argv: list[str], message: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A new user found --repeat 0 and --sizes 224 ended in tracebacks, --ascent-steps -1 passed."""
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["bench", "dream", "--no-torch", "--model", "starter", *argv])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA is here")
+@pytest.mark.usefixtures("restore_logging")
+def test_bench_dream_device_cuda_without_cuda_refuses_before_timing(capsys: pytest.CaptureFixture[str]) -> None:
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    assert cli_main(["bench", "dream", "--no-torch", "--model", "starter", "--sizes", "64x64", "--repeat", "1",
+                     "--device", "cuda"]) == 1
+    assert "dream step, CPU" not in capsys.readouterr().out  # no table was timed first

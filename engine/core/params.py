@@ -180,6 +180,33 @@ def finite(kind: type, *, lo: float | None = None, hi: float | None = None, lo_o
     return parse
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0 (``--ellipses``, ``--repeat``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def count_arg(text: str) -> int:
+    """argparse type: a whole number, 0 or more (``--ascent-steps``: 0 turns a table off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def sizes_arg(text: str) -> list[tuple[int, int]]:
+    """argparse type: a comma-separated list of :func:`size_arg` sizes (``224x224,640x360``)."""
+    return [size_arg(part.strip()) for part in text.split(",") if part.strip()] or [size_arg(text)]
+
+
 def size_arg(text: str) -> tuple[int, int]:
     """An argparse ``type=`` for a size like ``640x360``: (width, height) in pixels, each side
     1 .. 8192. Errors become argparse's usage errors."""

@@ -31,7 +31,8 @@ CHECKPOINTS = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dreamstate.engine.tools.draw_cli import add_search_arguments, positive_int, positive_seconds
+    from dreamstate.engine.core.params import positive_int
+    from dreamstate.engine.tools.draw_cli import add_search_arguments, positive_seconds
 
     parser.add_argument("--model", help="classifier (default: squeezenet1.0 when fetched, else ../shared's SqueezeNet)")
     parser.add_argument("--classes", default=DEFAULT_CLASSES, help="comma-separated classes (default: %(default)s)")

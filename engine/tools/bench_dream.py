@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dreamstate.engine.core.params import count_arg, positive_int, sizes_arg
+
 REPO = Path(__file__).resolve().parents[2]  # engine/tools/ -> the checkout
 SHARED_SQUEEZENET = REPO.parent / "shared" / "models" / "SqueezeNet_fp16.onnx"
 DEFAULT_SIZES = "224x224,448x448,640x360"
@@ -39,9 +41,10 @@ REPLY_TIMEOUT_S = 300.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="WxH list (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads for both runtimes (default 2)")
-    parser.add_argument("--repeat", type=int, default=9, help="timed step pairs per size (default 9)")
+    parser.add_argument("--sizes", type=sizes_arg, default=sizes_arg(DEFAULT_SIZES),
+                        help=f"WxH list (default: {DEFAULT_SIZES})")
+    parser.add_argument("--threads", type=positive_int, default=2, help="CPU threads for both runtimes (default 2)")
+    parser.add_argument("--repeat", type=positive_int, default=9, help="timed step pairs per size (default 9)")
     parser.add_argument(
         "--model", action="append",
         help="model name or .onnx path (repeatable); default: squeezenet, starter and efficientnet-lite0"
@@ -50,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-torch", action="store_true", help="time onnxruntime only")
     parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32",
                         help="the onnxruntime step's number format; fp16 needs CUDA (on the CPU: a warning, then fp32)")
-    parser.add_argument("--ascent-steps", type=int, default=10,
+    parser.add_argument("--ascent-steps", type=count_arg, default=10,
                         help="steps per timed run in the numpy-loop vs fused-ascent table (0: no table; default 10)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the numpy-loop vs fused-ascent table runs (default auto: CUDA when it loads)")
@@ -285,7 +288,12 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    sizes = [(int(s.split("x")[0]), int(s.split("x")[1])) for s in args.sizes.split(",")]
+    sizes: list[tuple[int, int]] = args.sizes
+    if args.device == "cuda" and args.ascent_steps > 0:  # refuse before the first table, not after it
+        from dreamstate.models.session import cuda_missing
+
+        if (missing := cuda_missing()) is not None:
+            raise missing
     models = args.model or _default_models()
     layers = [s.strip() for s in args.layers.split(",")] if args.layers else None
     console = Console(width=160)

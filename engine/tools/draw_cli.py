@@ -18,20 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from dreamstate.engine.core.params import size_arg
+from dreamstate.engine.core.params import positive_int, size_arg
 
 log = logging.getLogger("dreamstate.draw")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number above 0 (``--ellipses``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def positive_seconds(text: str) -> float:
