@@ -179,3 +179,25 @@ def _free_udp_port() -> int:
     port = int(s.getsockname()[1])
     s.close()
     return port
+
+
+def test_sigterm_while_the_show_still_loads_exits_cleanly_with_a_line(tmp_path: Path) -> None:
+    """systemctl stop during the first seconds (the show's check, the model's compile): exit 0
+    and one log line. The default action killed it with 143 and nothing logged before."""
+    show = tmp_path / "show.toml"
+    show.write_text('[show]\nmodel = "starter"\n[scenes.calm]\nlayers = { block3 = 1.0 }\n'
+                    '[scenes.attract]\nlayers = { block3 = 1.0 }\n[output]\nkind = "none"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "dreamstate", "run", str(show), "--seconds", "60"], cwd=tmp_path,
+                            text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stderr is not None
+    try:
+        first = proc.stderr.readline()  # the show's check has begun (compiling or reading the step)
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
+    err = first + rest
+    assert "show starting" not in first, "the signal was meant to land while the show still loads"
+    assert proc.returncode == 0, err
+    assert "SIGTERM outside the running show" in err or "SIGTERM received" in err, err

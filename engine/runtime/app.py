@@ -1130,8 +1130,37 @@ class ShowRuntime:
             self.last_counters = self.input_counters()
 
 
+class _TermOutsideTheShow(BaseException):  # not an Exception: no broad except may swallow it
+    """SIGTERM while the show loads or ends, outside the supervisor's own handling."""
+
+
+def _term_outside_the_show(_signum: int, _frame: object) -> None:
+    raise _TermOutsideTheShow
+
+
 def run_show(args: argparse.Namespace) -> int:
-    """``dreamstate run``: validate the whole show, then run it until stopped."""
+    """``dreamstate run``: validate the whole show, then run it until stopped.
+
+    SIGTERM (``systemctl stop``) while the show is still being checked and its model compiled,
+    or after it ended, stops the process with one log line and exit 0; while the show runs, the
+    supervisor handles it (``engine.runtime.watch.ShutdownSignals``). Before, the default action
+    killed it with exit 143 and nothing in the log."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _term_outside_the_show) if main else None
+    try:
+        return _run_show(args)
+    except _TermOutsideTheShow:
+        log.info("SIGTERM outside the running show (while it loaded or after it ended): exiting")
+        return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_show(args: argparse.Namespace) -> int:
     loaded = load_show(args.show)
     show = loaded.show
     out = show.output
