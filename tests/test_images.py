@@ -172,3 +172,25 @@ def test_a_truncated_jpeg_is_refused(tmp_path: Path) -> None:
     path.write_bytes(buf.getvalue()[:200])
     with pytest.raises(RenderError, match="not a readable image"):
         load_image(path)
+
+
+@pytest.mark.parametrize(("command", "out"), [("dream", "x.txt"), ("draw", "y.svg"), ("explain", "z.npy")])
+def test_an_output_picture_that_is_not_an_image_type_is_refused_before_the_work(
+        command: str, out: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A new user's `dream china.jpg --out x.txt` dreamed for 10 s, then died in OpenCV's encoder."""
+    from dreamstate.engine.tools.cli import main as cli_main
+
+    argv = {"dream": ["dream", "in.png"], "draw": ["draw"], "explain": ["explain", "in.png"]}[command]
+    with pytest.raises(SystemExit) as exc:
+        cli_main([*argv, "--out", str(tmp_path / out)])
+    assert exc.value.code == 2
+    assert "does not end in an image type" in capsys.readouterr().err
+
+
+def test_save_image_names_a_suffix_it_cannot_write(tmp_path: Path) -> None:
+    from dreamstate.engine.core.errors import RenderError
+    from dreamstate.engine.core.images import save_image
+
+    with pytest.raises(RenderError, match=r"'\.txt' is not an image type .*fix: use a name ending in \.png"):
+        save_image(tmp_path / "x.txt", np.zeros((4, 4, 3), np.float32))
+    assert not (tmp_path / "x.txt").exists()

@@ -122,6 +122,10 @@ def _to_rgb(im: object, what: str, path: Path, log: logging.Logger) -> RGB:
     return from_uint8(np.ascontiguousarray(rgb8))
 
 
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+"""File name endings :func:`save_image` writes (OpenCV's encoders for them are always built in)."""
+
+
 def save_image(path: str | Path, rgb: npt.NDArray[np.floating] | U8) -> Path:
     """Write float RGB [0, 1] (or uint8 RGB) to ``path`` (PNG or JPEG by suffix)."""
     cv2 = cv()
@@ -129,6 +133,9 @@ def save_image(path: str | Path, rgb: npt.NDArray[np.floating] | U8) -> Path:
     p = Path(path)
     img = rgb if rgb.dtype == np.uint8 else to_uint8(rgb.astype(np.float32))
     ext = p.suffix.lower() or ".png"
+    if ext not in IMAGE_SUFFIXES:
+        raise RenderError(f"cannot write {str(p)!r}: {ext!r} is not an image type dreamstate writes",
+                          hint=f"use a name ending in {', '.join(IMAGE_SUFFIXES)}")
     ok, buf = cv2.imencode(ext, cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2BGR))
     if not ok:
         raise RenderError(f"cannot encode image for {str(p)!r}", hint="use a .png or .jpg name")

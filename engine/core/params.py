@@ -21,6 +21,7 @@ import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import annotated_types as at
@@ -205,6 +206,17 @@ def count_arg(text: str) -> int:
 def sizes_arg(text: str) -> list[tuple[int, int]]:
     """argparse type: a comma-separated list of :func:`size_arg` sizes (``224x224,640x360``)."""
     return [size_arg(part.strip()) for part in text.split(",") if part.strip()] or [size_arg(text)]
+
+
+def image_out_arg(text: str) -> str:
+    """argparse type: a picture to write (``--out``), refused at once when its ending is not an
+    image type ``save_image`` writes, rather than after the work that makes the picture."""
+    from dreamstate.engine.core.images import IMAGE_SUFFIXES
+
+    suffix = Path(text).suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} does not end in an image type ({', '.join(IMAGE_SUFFIXES)})")
+    return text
 
 
 def size_arg(text: str) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from dreamstate.engine.core.params import positive_int, size_arg
+from dreamstate.engine.core.params import image_out_arg, positive_int, size_arg
 
 log = logging.getLogger("dreamstate.draw")
 
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"random (the original's search), cma (CMA-ES) or gradient (the classifier's gradient through "
                         f"a soft raster, then random search) ({DEFAULT_OPTIMIZER})")
     p.add_argument("--seed", type=int, default=0, help="random seed of the start drawing and the search (0)")
-    p.add_argument("--out", type=Path, help="PNG to write")
+    p.add_argument("--out", type=lambda t: Path(image_out_arg(t)), help="PNG to write")
     p.add_argument("--svg", type=Path, help="also write the drawing as SVG")
     p.add_argument("--size", type=size_arg, default=(1024, 1024), help="PNG and SVG size, WxH (1024x1024)")
     p.add_argument("--list-classes", action="store_true", help="print the model's classes and stop")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dreamstate.engine.core.params import size_arg
+from dreamstate.engine.core.params import image_out_arg, size_arg
 
 if TYPE_CHECKING:
     from dreamstate.models.explain import Patterns
@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--method", choices=METHODS, default="lrp-ab", help=f"{METHOD_HELP} (lrp-ab)")
     p.add_argument("--class", dest="target", default=None,
                    help="class name or index to explain (default: the top class); `draw --list-classes` lists them")
-    p.add_argument("--out", required=True, help="overlay picture (.png or .jpg); the raw map goes beside it as .npy")
+    p.add_argument("--out", required=True, type=image_out_arg,
+                   help="overlay picture (.png or .jpg); the raw map goes beside it as .npy")
     p.add_argument("--size", type=size_arg, default=None,
                    help="WxH the model sees (default: its input size, e.g. 224x224)")
     p.add_argument("--samples", type=int, default=None, help="SmoothGrad copies (16) or IG path steps (64)")

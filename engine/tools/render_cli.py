@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamstate.engine.core.params import cli_type, finite, size_arg
+from dreamstate.engine.core.params import cli_type, finite, image_out_arg, size_arg
 from dreamstate.engine.tools.progress import ProgressReporter
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("dream", help="DeepDream one image",
                        description="DeepDream a still image with octaves, jitter and tiling.")
     _common(d)
-    d.add_argument("--out", required=True, help="output image (PNG/JPEG)")
+    d.add_argument("--out", required=True, type=image_out_arg, help="output image (PNG/JPEG)")
     d.set_defaults(func=cmd_dream)
 
     f = sub.add_parser("feedback", help="render a zoom-feedback DeepDream video offline",
