@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import urllib.request
 from pathlib import Path
@@ -33,14 +34,19 @@ def _frame(i: int, w: int = 96, h: int = 64) -> np.ndarray:
     return img
 
 
-def test_video_output_writes_every_frame(tmp_path: Path) -> None:
+def test_video_output_writes_every_frame(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = VideoOutput(tmp_path / "sub" / "v.mp4", (96, 64), 25.0)
-    out.open()
-    for i in range(6):
-        out.present(_frame(i))
-    out.close()
-    out.close()  # harmless twice
+    with caplog.at_level(logging.INFO, "dreamstate.output"):
+        out.open()
+        for i in range(6):
+            out.present(_frame(i))
+        out.close()
+        out.close()  # harmless twice
     assert out.written == 6 and out.dropped == 0
+    # the log says where the file is (a new user found no line naming it) and what it holds
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("writing video file") and "v.mp4" in m for m in said), said
+    assert sum("closed: 6 frames written" in m for m in said) == 1, said
     cap = cv().VideoCapture(str(tmp_path / "sub" / "v.mp4"))
     frames = []
     while True:

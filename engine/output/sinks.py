@@ -77,6 +77,7 @@ class VideoOutput(Output):
                               hint="use a .mp4 or .avi name in a writable folder")
         self._thread = threading.Thread(target=self._run, name="video-writer", daemon=True)
         self._thread.start()
+        log.info("writing %s", self.describe(), extra={"output": self.name, "file": str(self.path.resolve())})
         return self.size
 
     def _run(self) -> None:
@@ -137,6 +138,8 @@ class VideoOutput(Output):
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            log.info("video file %s closed: %d frames written", self.path, self.written,
+                     extra={"output": self.name, "dropped": self.dropped})
 
     def describe(self) -> str:
         return f"video file {self.path} ({self.size[0]}x{self.size[1]} @ {self.fps:g} fps)"
