@@ -66,9 +66,11 @@ def _default_models() -> list[str]:
     out: list[str] = []
     try:
         out.append(str(registry.resolve("squeezenet1.0")[0]))
-    except ModelError:
+    except ModelError as exc:
         if SHARED_SQUEEZENET.exists():
             out.append(str(SHARED_SQUEEZENET))
+        else:
+            print(f"squeezenet1.0: not benchmarked ({exc})")  # noqa: T201 -- benchmark output
     for name in ("starter", "efficientnet-lite0"):
         try:
             out.append(str(registry.resolve(name)[0]))
