@@ -181,31 +181,32 @@ def finite(kind: type, *, lo: float | None = None, hi: float | None = None, lo_o
     return parse
 
 
-def positive_int(text: str) -> int:
-    """argparse type: a whole number above 0 (``--ellipses``, ``--repeat``)."""
+def _whole_number(text: str, minimum: int, rule: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"{value} must be {rule}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number above 0 (``--ellipses``, ``--repeat``)."""
+    return _whole_number(text, 1, "at least 1")
 
 
 def count_arg(text: str) -> int:
     """argparse type: a whole number, 0 or more (``--ascent-steps``: 0 turns a table off)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+    return _whole_number(text, 0, "0 or more")
 
 
 def sizes_arg(text: str) -> list[tuple[int, int]]:
     """argparse type: a comma-separated list of :func:`size_arg` sizes (``224x224,640x360``)."""
-    return [size_arg(part.strip()) for part in text.split(",") if part.strip()] or [size_arg(text)]
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("give at least one size, like 640x360")
+    return [size_arg(part) for part in parts]
 
 
 def image_out_arg(text: str) -> str:
