@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +36,16 @@ os.environ.setdefault("DREAMSTATE_RAISE_BACKGROUND_ERRORS", "1")
 # directly), so tests/test_ndi.py's receivers see the sink's sources. The NDI runtime reads it
 # once, when the first sender or finder of the process is made, so it is set here, before any.
 os.environ["NDI_CONFIG_DIR"] = str(REPO / "tests" / "ndi")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI installs its own root handler; put pytest's back afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield None
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(autouse=True)

@@ -285,16 +285,6 @@ def test_ascend_on_cuda_keeps_the_frame_in_cuda_memory(shared_models: Path, monk
     assert losses == pytest.approx(ref_losses, rel=1e-2)
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI installs its own root handler; put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield None
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.mark.usefixtures("restore_logging")
 def test_bench_dream_times_the_numpy_loop_against_the_fused_ascent(capsys: pytest.CaptureFixture[str]) -> None:
     from dreamstate.engine.tools.cli import main as cli_main

@@ -151,6 +151,7 @@ def test_device_cuda_without_cuda_keeps_the_cached_step(tmp_path: Path) -> None:
 
 
 @NO_CUDA
+@pytest.mark.usefixtures("restore_logging")
 def test_a_cuda_show_without_cuda_is_refused_before_it_starts(tmp_path: Path,
                                                               capfd: pytest.CaptureFixture[str]) -> None:
     """docs/gpu.md: device = "cuda" refuses to start. It used to pass `check`, then retry the

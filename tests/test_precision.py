@@ -341,19 +341,14 @@ def test_the_show_refuses_fp16_on_the_cpu_and_run_device_cpu_falls_back(tmp_path
     assert sum("fp16 needs CUDA" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_check_refuses_fp16_on_the_cpu(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """``dreamstate check`` on the same show: a nonzero exit and the key path in the message."""
     from dreamstate.engine.tools.cli import main as cli_main
 
     show = tmp_path / "s.toml"
     show.write_text(SCENES + '[output]\ndevice = "cpu"\nprecision = "fp16"\n')
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        code = cli_main(["check", str(show)])
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    code = cli_main(["check", str(show)])
     assert code != 0
     assert "output.precision = \"fp16\" needs CUDA" in capfd.readouterr().err
 
@@ -381,24 +376,19 @@ def test_fp16_on_cuda_agrees_and_the_objective_rises(shared_models: Path, cache:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("restore_logging")
 def test_bench_dream_and_render_take_precision(shared_models: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """``bench dream --precision fp16`` and ``bench render --precision fp16`` on a CPU: the
     fp16-needs-CUDA warning, then fp32 figures that say so."""
     from dreamstate.engine.tools.cli import main as cli_main
 
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    try:
-        assert cli_main(["bench", "dream", "--model", "starter", "--sizes", "64x48", "--repeat", "1",
-                         "--no-torch", "--threads", "1", "--precision", "fp16"]) == 0
-        dream = capfd.readouterr()
-        assert cli_main(["bench", "render", "--model", "starter", "--seconds", "1", "--warmup", "0.2",
-                         "--dream-size", "64x48", "--output-size", "96x64", "--threads", "1",
-                         "--flicker-seconds", "0.5", "--precision", "fp16"]) == 0
-        render = capfd.readouterr()
-    finally:
-        root.handlers[:] = handlers
-        root.setLevel(level)
+    assert cli_main(["bench", "dream", "--model", "starter", "--sizes", "64x48", "--repeat", "1",
+                     "--no-torch", "--threads", "1", "--precision", "fp16"]) == 0
+    dream = capfd.readouterr()
+    assert cli_main(["bench", "render", "--model", "starter", "--seconds", "1", "--warmup", "0.2",
+                     "--dream-size", "64x48", "--output-size", "96x64", "--threads", "1",
+                     "--flicker-seconds", "0.5", "--precision", "fp16"]) == 0
+    render = capfd.readouterr()
     for run in (dream, render):
         assert "precision fp16 needs CUDA" in run.err
     assert "starter" in dream.out and "starter fp16" not in dream.out  # it ran fp32, and says so by omission

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,6 @@ from dreamstate.engine.tools.cli import main as cli_main
 from dreamstate.models.dream import DreamModel
 
 LAYER = "fire5/concat"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI installs its own root handler; put pytest's back afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield None
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
