@@ -243,17 +243,18 @@ def cache_variant(precision: Precision) -> str:
     return "" if precision == "fp32" else f"|fp16x{GRAD_SCALE:g}"
 
 
-def runnable_precision(precision: str, device: str) -> Precision:
+def runnable_precision(precision: str, device: str, *, warn: bool = True) -> Precision:
     """The precision a dream step on ``device`` gets: float16 only where CUDA may run it. fp16
     with ``device = "cpu"`` (``run --device cpu``), or with ``auto`` where onnxruntime has no CUDA
-    provider, logs one warning and gives fp32; ``cuda`` keeps fp16 (the session refuses to start
-    without CUDA)."""
+    provider, logs one warning (unless ``warn`` is False: ``check``, whose show ``run`` loads next)
+    and gives fp32; ``cuda`` keeps fp16 (the session refuses to start without CUDA)."""
     from dreamstate.models.session import CUDA, available_providers
 
     chosen = check_precision(precision)
     if chosen == "fp16" and (device == "cpu" or (device == "auto" and CUDA not in available_providers())):
         why = "the dream device is cpu" if device == "cpu" else "this onnxruntime has no CUDA provider"
-        log.warning(f"precision fp16 needs CUDA and {why}: the dream runs in fp32 (fix: run on a CUDA GPU with "
-                    f"pip install 'dreamstate[gpu]', or set [output] precision = \"fp32\")")
+        if warn:
+            log.warning(f"precision fp16 needs CUDA and {why}: the dream runs in fp32 (fix: run on a CUDA GPU "
+                        f"with pip install 'dreamstate[gpu]', or set [output] precision = \"fp32\")")
         return "fp32"
     return chosen

@@ -341,6 +341,23 @@ def test_the_show_refuses_fp16_on_the_cpu_and_run_device_cpu_falls_back(tmp_path
     assert sum("fp16 needs CUDA" in r.getMessage() for r in caplog.records) == 1
 
 
+@pytest.mark.skipif(HAVE_CUDA, reason="with CUDA fp16 runs: there is nothing to warn about")
+def test_an_fp16_show_without_cuda_warns_once_from_its_check_to_its_dream(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``run`` checks the show (compiling what it will dream: fp32 here), then loads the model:
+    one warning in all, not one from each."""
+    from dreamstate.engine.runtime.app import load_show_model
+    from dreamstate.engine.runtime.showfile import load_show
+
+    show = tmp_path / "s.toml"
+    show.write_text(SCENES + '[output]\nprecision = "fp16"\n')
+    with caplog.at_level(logging.WARNING, logger="dreamstate.models"):
+        loaded = load_show(show)
+        m = load_show_model(loaded, ["block2"], False)
+    assert m.precision == "fp32"
+    assert sum("fp16 needs CUDA" in r.getMessage() for r in caplog.records) == 1
+
+
 @pytest.mark.usefixtures("restore_logging")
 def test_check_refuses_fp16_on_the_cpu(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """``dreamstate check`` on the same show: a nonzero exit and the key path in the message."""

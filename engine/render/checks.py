@@ -136,10 +136,10 @@ def _compile_problem(loaded: LoadedShow) -> tuple[str, str] | None:
     try:
         source = model_source(loaded)
         # what run will compile: fp16 converts as well as compiles where it can run; on a machine
-        # without CUDA it is fp32 (with the one warning saying so)
+        # without CUDA it is fp32 (run's model load says so, once)
         from dreamstate.models.precision import runnable_precision
 
-        precision = runnable_precision(show.output.precision, show.output.device)
+        precision = runnable_precision(show.output.precision, show.output.device, warn=False)
         compile_cached(source, layers or None, precision=precision)
         if any(s.guide for s in show.scenes.values()):
             compile_cached(source, layers or None, guide=True, precision=precision)
